@@ -1,0 +1,43 @@
+# The front door. `make run` and `make test` set up what they need on first use.
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# llama.cpp's converter comes from the sdist of the same llama-cpp-python that runs the GGUFs.
+LLAMA_CPP_PYTHON := 0.3.36
+SDIST := llama_cpp_python-$(LLAMA_CPP_PYTHON)
+CONVERTER_DIR := $(VENV)/share/llama.cpp
+SETUP_DONE := $(VENV)/.setup-done
+
+.PHONY: setup run test test-full data-stats clean
+
+setup: $(SETUP_DONE)
+
+# torch first, from the pinned CPU build: anything that pulls torch in before would fetch
+# a multi-GB CUDA build.
+$(SETUP_DONE): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -rf $(VENV)/src $(CONVERTER_DIR) && mkdir -p $(CONVERTER_DIR)
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/src llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(CONVERTER_DIR) --strip-components=3 \
+		$(SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(SDIST)/vendor/llama.cpp/conversion $(SDIST)/vendor/llama.cpp/gguf-py
+	touch $@
+
+# The default sweep (sweeps/default.yaml) on the embedded SmolLM2-135M.
+run: setup
+	$(PY) -m harness --config-dir sweeps --config-name default --multirun
+
+test: setup
+	$(PY) -m pytest
+
+# Also the slow end-to-end tests on the real embedded model.
+test-full: setup
+	$(PY) -m pytest -m ''
+
+data-stats: setup
+	$(PY) -m harness.data
+
+clean:
+	rm -rf outputs multirun .pytest_cache

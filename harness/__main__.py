@@ -1,0 +1,47 @@
+"""`python -m harness`: the Hydra app that runs one job, or a sweep of them with -m.
+
+A job that fails (bad config, missing tool, crashed runtime) still writes its record, with
+the reason; in a sweep the other jobs go on and the process exits non-zero at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import register_configs
+
+log = logging.getLogger("harness")
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from harness.config import to_job_config
+    from harness.pipeline import failed_record, run_job, write_job_record
+    from harness.report.summary import print_table
+
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        record = run_job(to_job_config(cfg), resolved)
+    except Exception as exc:  # a failed job is a result to record, not a crash of the sweep
+        log.error("job failed: %s: %s", type(exc).__name__, exc)
+        record = failed_record(resolved, exc)
+    path = write_job_record(job_dir, record)
+    log.info("record: %s", path)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        print_table([record], f"job {job_dir}")
+        if record["status"] != "ok":
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Typed job configuration.
+
+The dataclasses here are the schema of every Hydra config group: registered in Hydra's
+ConfigStore, they type-check YAML presets and command-line overrides, and their
+``__post_init__`` checks catch impossible combinations (a format with bits it does not
+support, an unknown language) the moment the config is turned into objects, before any
+heavy work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+
+# Which bit widths each format supports, and the runtime that runs its artifacts.
+FORMAT_BITS: dict[str, tuple[int, ...]] = {
+    "fp32": (32,),
+    "fp16": (16,),
+    "bf16": (16,),
+    "gguf": (2, 3, 4, 5, 6, 8, 16, 32),
+    "gptq": (2, 3, 4, 8),
+    "bnb": (4, 8),
+}
+FORMAT_RUNTIME: dict[str, str] = {
+    "fp32": "transformers",
+    "fp16": "transformers",
+    "bf16": "transformers",
+    "gguf": "llama_cpp",
+    "gptq": "transformers",
+    "bnb": "transformers",
+}
+# The llama.cpp type a bare `quant.format=gguf quant.bits=N` means: the K-quant mixes that
+# llama.cpp recommends at each width (the study used Q3_K_M, Q4_K_M and Q5_K_M).
+GGUF_DEFAULT_TYPE: dict[int, str] = {
+    2: "Q2_K",
+    3: "Q3_K_M",
+    4: "Q4_K_M",
+    5: "Q5_K_M",
+    6: "Q6_K",
+    8: "Q8_0",
+    16: "F16",
+    32: "F32",
+}
+# Nominal bit width of each llama.cpp file type, to check `quant.bits` against `gguf_type`.
+GGUF_TYPE_BITS: dict[str, int] = {
+    "F32": 32,
+    "F16": 16,
+    "BF16": 16,
+    "Q8_0": 8,
+    "Q6_K": 6,
+    "Q5_0": 5,
+    "Q5_1": 5,
+    "Q5_K_S": 5,
+    "Q5_K_M": 5,
+    "Q4_0": 4,
+    "Q4_1": 4,
+    "Q4_K_S": 4,
+    "Q4_K_M": 4,
+    "IQ4_NL": 4,
+    "IQ4_XS": 4,
+    "Q3_K_S": 3,
+    "Q3_K_M": 3,
+    "Q3_K_L": 3,
+    "IQ3_M": 3,
+    "IQ3_XXS": 3,
+    "Q2_K": 2,
+    "Q2_K_S": 2,
+}
+KNOWN_LANGUAGES = {
+    "en": "English",
+    "hr": "Croatian",
+    "de": "German",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+}
+
+
+def _choices(values: Any) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+@dataclass
+class ModelConfig:
+    """The base model. `source=embedded` loads a GGUF shipped inside a Python package;
+    `source=hf` loads a Hugging Face id (needs network or a warm HF cache); `source=local`
+    a Hugging Face checkpoint directory on disk."""
+
+    name: str = MISSING
+    source: str = "embedded"
+    hf_id: Optional[str] = None
+    revision: str = "main"
+    package: Optional[str] = None
+    gguf_file: Optional[str] = None
+    path: Optional[str] = None
+    # A short system prompt; the chat template's own default can be longer than the query.
+    system_prompt: str = "Classify the e-commerce query. Answer with JSON."
+
+    def __post_init__(self) -> None:
+        if self.source == "embedded":
+            if not (self.package and self.gguf_file):
+                raise ConfigError(
+                    f"model={self.name}: source=embedded needs model.package and model.gguf_file "
+                    "(the Python package that ships the GGUF and the file name inside it)"
+                )
+        elif self.source == "hf":
+            if not self.hf_id:
+                raise ConfigError(
+                    f"model={self.name}: source=hf needs model.hf_id, "
+                    "e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
+                )
+        elif self.source == "local":
+            if not self.path:
+                raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
+        else:
+            raise ConfigError(
+                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local"
+            )
+
+
+@dataclass
+class QuantConfig:
+    """A quantization variant: format + bits, plus the options of that format."""
+
+    name: str = MISSING
+    format: str = "gguf"
+    bits: int = 4
+    # llama.cpp file type (Q4_K_M, Q8_0, ...); derived from bits when not given.
+    gguf_type: Optional[str] = None
+    group_size: int = 128
+    desc_act: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMAT_BITS:
+            raise ConfigError(
+                f"quant.format={self.format!r} is unknown; choose one of: {_choices(FORMAT_BITS)}"
+            )
+        supported = FORMAT_BITS[self.format]
+        if self.bits not in supported:
+            raise ConfigError(
+                f"quant.bits={self.bits} is not supported by quant.format={self.format}; "
+                f"supported bits: {_choices(supported)}"
+            )
+        if self.format == "gguf":
+            if self.gguf_type is None:
+                self.gguf_type = GGUF_DEFAULT_TYPE[self.bits]
+            self.gguf_type = self.gguf_type.upper()
+            if self.gguf_type not in GGUF_TYPE_BITS:
+                raise ConfigError(
+                    f"quant.gguf_type={self.gguf_type!r} is not a llama.cpp file type this harness "
+                    f"knows; choose one of: {_choices(GGUF_TYPE_BITS)}"
+                )
+            if GGUF_TYPE_BITS[self.gguf_type] != self.bits:
+                preset = f"gguf_{GGUF_DEFAULT_TYPE[self.bits].lower().replace('_', '')}"
+                raise ConfigError(
+                    f"quant.bits={self.bits} contradicts quant.gguf_type={self.gguf_type} "
+                    f"({GGUF_TYPE_BITS[self.gguf_type]} bits); pick a preset such as quant={preset}, "
+                    f"or set quant.gguf_type to a {self.bits}-bit type"
+                )
+        elif self.gguf_type is not None:
+            raise ConfigError(
+                f"quant.gguf_type is only for quant.format=gguf, not {self.format}; remove it"
+            )
+
+    @property
+    def runtime(self) -> str:
+        return FORMAT_RUNTIME[self.format]
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "cpu"
+    device: str = "cpu"
+    # Threads for every runtime alike (torch intra-op, llama.cpp n_threads); 0 = all cores.
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"hardware.device={self.device!r} is unknown; choose cpu or cuda")
+        if self.threads < 0:
+            raise ConfigError(f"hardware.threads={self.threads} must be >= 0 (0 = all cores)")
+
+
+@dataclass
+class LanguageConfig:
+    # code -> name. A dict rather than a list so that `language=[en,hr]` merges the two
+    # presets into one selection (Hydra merges dicts but replaces lists).
+    codes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.codes:
+            raise ConfigError("language: no language selected; e.g. language=all or language=[en,hr]")
+        unknown = sorted(set(self.codes) - set(KNOWN_LANGUAGES))
+        if unknown:
+            raise ConfigError(
+                f"language: unknown code(s) {_choices(unknown)}; known: {_choices(KNOWN_LANGUAGES)}"
+            )
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "synthetic"
+    kind: str = "synthetic"
+    seed: int = 0
+    # synthetic: examples per intent per language in each split.
+    train_per_cell: int = 10
+    validation_per_cell: int = 2
+    test_per_cell: int = 6
+
+    def __post_init__(self) -> None:
+        if self.kind != "synthetic":
+            raise ConfigError(f"dataset.kind={self.kind!r} is unknown; choose one of: synthetic")
+        for split in ("train", "validation", "test"):
+            if getattr(self, f"{split}_per_cell") < 1:
+                raise ConfigError(f"dataset.{split}_per_cell must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    name: str = "lora"
+    method: str = "lora"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    learning_rate: float = 1e-3
+    epochs: float = 1.0
+    # > 0 caps the number of optimizer steps (overrides epochs).
+    max_steps: int = 0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 96
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "none"):
+            raise ConfigError(f"train.method={self.method!r} is unknown; choose one of: lora, none")
+        for name in ("r", "alpha", "batch_size", "grad_accum", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("train: set train.epochs > 0 or train.max_steps > 0")
+
+
+@dataclass
+class MeasureConfig:
+    # Fixed-shape speed test, as llama-bench's pp/tg: prefill prompt_tokens, decode gen_tokens.
+    prompt_tokens: int = 64
+    gen_tokens: int = 32
+    warmup: int = 1
+    min_reps: int = 3
+    min_seconds: float = 2.0
+    # Longest answer the evaluator lets the model write; {"intent": "..."} fits well within.
+    max_new_tokens: int = 16
+    # 0 = the whole test split.
+    max_eval_samples: int = 0
+    # The measurement runs in a spawned process; this bounds it.
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "gen_tokens", "min_reps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"measure.{name} must be >= 1")
+
+
+@dataclass
+class PathsConfig:
+    root: str = "."
+    output_dir: str = "outputs"
+    cache_dir: str = "outputs/cache"
+    # llama.cpp's converter and gguf-py, unpacked by `make setup` from the llama-cpp-python
+    # sdist into <venv>/share/llama.cpp, which is where None looks.
+    llama_cpp_dir: Optional[str] = None
+
+
+@dataclass
+class JobConfig:
+    # MISSING, not default instances: each group is filled by its preset in conf/, and only
+    # the composed result is validated (defaults alone are not a valid job).
+    model: ModelConfig = MISSING
+    quant: QuantConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    language: LanguageConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    train: TrainConfig = MISSING
+    measure: MeasureConfig = MISSING
+    paths: PathsConfig = MISSING
+    # Re-measure even when a finished record for this job exists.
+    force: bool = False
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    # The first entry of conf/config.yaml's defaults: every group merged after it is
+    # type-checked against these dataclasses, and unknown keys are rejected.
+    cs.store(name="job_schema", node=JobConfig)
+
+
+def to_job_config(cfg: DictConfig) -> JobConfig:
+    """Turn a composed config into validated objects; raises ConfigError naming the fix."""
+    job = OmegaConf.to_object(cfg)
+    assert isinstance(job, JobConfig)
+    return job

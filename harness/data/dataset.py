@@ -1,0 +1,55 @@
+"""The dataset stage: generate (or later, load) the splits once, cached under a key of
+their config, as JSONL files plus a stats file."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+from harness.config import DatasetConfig
+from harness.data import synthetic
+from harness.store import cache_key, cached_dir, read_json, write_json_atomic
+
+
+def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
+    templates = {code: synthetic.template_text(code) for code in sorted(languages)}
+    return cache_key("dataset", spec, sorted(languages), templates)
+
+
+def count_table(rows_by_split: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, int]]]:
+    """split -> 'language/intent' -> count, for the stats file and the stats command."""
+    return {
+        split: dict(sorted(Counter(f"{r['language']}/{r['intent']}" for r in rows).items()))
+        for split, rows in rows_by_split.items()
+    }
+
+
+def build_dataset(spec: DatasetConfig, languages: Sequence[str], cache_root: Path) -> Path:
+    """Directory holding train/validation/test .jsonl, labels.json and stats.json."""
+
+    def build(out: Path) -> None:
+        sizes = {
+            "train": spec.train_per_cell,
+            "validation": spec.validation_per_cell,
+            "test": spec.test_per_cell,
+        }
+        rows = synthetic.generate(languages, sizes, spec.seed)
+        for split, split_rows in rows.items():
+            with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                for row in split_rows:
+                    f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        write_json_atomic(out / "labels.json", list(synthetic.INTENTS))
+        write_json_atomic(out / "stats.json", {"counts": count_table(rows)})
+
+    return cached_dir(cache_root, "dataset", dataset_key(spec, languages), build)
+
+
+def read_split(data_dir: Path, split: str) -> list[dict]:
+    with open(data_dir / f"{split}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def read_labels(data_dir: Path) -> list[str]:
+    return list(read_json(data_dir / "labels.json"))

@@ -1,0 +1,1 @@
+"""Measurements independent of any runtime: accuracy, speed, memory, energy, environment."""

@@ -1,0 +1,89 @@
+"""Provenance: what a record was measured with and on. Secrets never enter it: only named
+package versions and hardware facts are read, never the environment's variables."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "llama_cpp_python",
+    "gptqmodel",
+    "bitsandbytes",
+    "hydra-core",
+    "gguf",
+)
+
+
+def _version(name: str):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu() -> dict:
+    model, flags = platform.processor(), []
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            if key.strip() == "flags" and not flags:
+                flags = sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma", "f16c")))
+    return {
+        "model": model,
+        "flags": flags,
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+def _gpu() -> dict | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no driver, no library: no GPU to describe
+        return None
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    return {
+        "name": pynvml.nvmlDeviceGetName(handle),
+        "driver": pynvml.nvmlSystemGetDriverVersion(),
+        "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
+    }
+
+
+def git_commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def environment(repo: Path) -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "cpu": _cpu(),
+        "gpu": _gpu(),
+        "git_commit": git_commit(repo),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,168 @@
+"""The measurement of one artifact on one runtime, meant to run in a fresh process.
+
+Three phases: load (peak RSS from here on), the accuracy pass over the test split at
+batch 1 (per-query latency, time to first token, energy), and a fixed-shape speed test in
+the manner of llama-bench (prefill `prompt_tokens`, decode `gen_tokens`, repeated until a
+minimum count and duration, median and standard deviation reported).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from harness.config import HardwareConfig, MeasureConfig, QuantConfig
+from harness.measure.accuracy import classification_metrics
+from harness.measure.energy import EnergyMeter
+from harness.measure.memory import PeakRSSSampler
+from harness.measure.stats import median_std, percentile
+from harness.prompt import parse_answer, render_prompt
+from harness.runtimes import Runtime, load_runtime
+
+# A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
+_FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
+_MAX_REPS = 200
+
+
+@dataclass
+class MeasureSpec:
+    artifact: str
+    tokenizer_dir: str
+    data_dir: str
+    quant: QuantConfig
+    hardware: HardwareConfig
+    measure: MeasureConfig
+    threads: int
+    system: str
+    labels: list[str]
+    out_dir: str
+
+
+@dataclass
+class Answer:
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float
+    latency_s: float
+
+
+def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int) -> Answer:
+    """Greedy decoding until end of turn, a closed JSON object, or max_new_tokens."""
+    t0 = time.perf_counter()
+    token = rt.start(prompt_ids)
+    ttft = time.perf_counter() - t0
+    produced: list[int] = []
+    while True:
+        produced.append(token)
+        if token in rt.eos_ids or len(produced) >= max_new_tokens or "}" in rt.detokenize([token]):
+            break
+        token = rt.step(token)
+    latency = time.perf_counter() - t0
+    text_ids = [t for t in produced if t not in rt.eos_ids]
+    return Answer(rt.detokenize(text_ids), len(prompt_ids), len(produced), ttft, latency)
+
+
+def _repeat(run_once: Callable[[], float], cfg: MeasureConfig) -> list[float]:
+    """Seconds of each repetition, after `cfg.warmup` discarded ones."""
+    for _ in range(cfg.warmup):
+        run_once()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < _MAX_REPS and (len(times) < cfg.min_reps or time.perf_counter() - started < cfg.min_seconds):
+        times.append(run_once())
+    return times
+
+
+def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
+    filler = rt.tokenize(_FILLER)
+    prompt = (filler * (cfg.prompt_tokens // len(filler) + 1))[: cfg.prompt_tokens]
+
+    def prefill() -> float:
+        t0 = time.perf_counter()
+        rt.start(prompt)
+        return time.perf_counter() - t0
+
+    def decode() -> float:
+        token = rt.start(prompt[:1])
+        t0 = time.perf_counter()
+        for _ in range(cfg.gen_tokens):
+            token = rt.step(token)
+        return time.perf_counter() - t0
+
+    pp = [cfg.prompt_tokens / s for s in _repeat(prefill, cfg)]
+    tg = [cfg.gen_tokens / s for s in _repeat(decode, cfg)]
+    pp_median, pp_std = median_std(pp)
+    tg_median, tg_std = median_std(tg)
+    return {
+        "prefill_tokens_per_s": pp_median,
+        "prefill_tokens_per_s_std": pp_std,
+        "decode_tokens_per_s": tg_median,
+        "decode_tokens_per_s_std": tg_std,
+        "speed_reps": {"prefill": len(pp), "decode": len(tg)},
+        "speed_shape": {"prompt_tokens": cfg.prompt_tokens, "gen_tokens": cfg.gen_tokens},
+    }
+
+
+def measure(spec: MeasureSpec) -> dict:
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from harness.data.dataset import read_split
+
+    rows = read_split(Path(spec.data_dir), "test")
+    if spec.measure.max_eval_samples:
+        rows = rows[: spec.measure.max_eval_samples]
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+
+    with PeakRSSSampler() as rss:
+        t0 = time.perf_counter()
+        rt = load_runtime(Path(spec.artifact), spec.quant, spec.hardware, spec.threads)
+        load_s = time.perf_counter() - t0
+        prompts = [rt.tokenize(render_prompt(tokenizer, r["text"], spec.system)) for r in rows]
+        greedy_answer(rt, prompts[0], spec.measure.max_new_tokens)  # warm-up
+
+        answers: list[Answer] = []
+        with EnergyMeter(spec.hardware.device) as energy:
+            for ids in tqdm(prompts, desc=f"evaluate ({rt.name})", unit="query"):
+                answers.append(greedy_answer(rt, ids, spec.measure.max_new_tokens))
+        speed = speed_test(rt, spec.measure)
+
+    predictions = [parse_answer(a.text, spec.labels) for a in answers]
+    out_dir = Path(spec.out_dir)
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row, a, p in zip(rows, answers, predictions):
+            f.write(json.dumps({**row, "raw_answer": a.text, "predicted": p, "correct": p == row["intent"],
+                                "latency_ms": a.latency_s * 1000}, ensure_ascii=False) + "\n")
+
+    latencies_ms = [a.latency_s * 1000 for a in answers]
+    ttft_ms = [a.ttft_s * 1000 for a in answers]
+    eval_s = sum(a.latency_s for a in answers)
+    generated = sum(a.generated_tokens for a in answers)
+    joules = energy.reading.joules
+    metrics = classification_metrics(
+        [r["intent"] for r in rows], predictions, [r["language"] for r in rows], spec.labels
+    )
+    metrics.update(
+        {
+            "latency_p50_ms": percentile(latencies_ms, 50),
+            "latency_p95_ms": percentile(latencies_ms, 95),
+            "latency_p99_ms": percentile(latencies_ms, 99),
+            "ttft_p50_ms": percentile(ttft_ms, 50),
+            "queries_per_s": len(answers) / eval_s,
+            "mean_prompt_tokens": sum(a.prompt_tokens for a in answers) / len(answers),
+            "mean_generated_tokens": generated / len(answers),
+            "peak_rss_mib": rss.peak_mib,
+            "load_s": load_s,
+            "energy_j": joules,
+            "energy_j_per_query": joules / len(answers) if joules is not None else None,
+            "energy_j_per_token": joules / generated if joules is not None else None,
+            "energy_method": energy.reading.method,
+            "energy_unmeasured_reason": energy.reading.reason,
+            **speed,
+        }
+    )
+    return {"runtime": {"name": rt.name, "version": rt.version, "threads": spec.threads}, "metrics": metrics}

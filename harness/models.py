@@ -1,0 +1,103 @@
+"""The base model stage: a plain local safetensors checkpoint of the configured model.
+
+The embedded default ships as a GGUF inside a Python package. transformers can read it
+(`gguf_file=`) but refuses to save a GGUF-loaded model, so it is rebuilt once as a plain
+model from its config and dequantized state dict and cached; every later stage (training,
+conversion back to GGUF, every runtime) starts from that ordinary checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+from harness.config import ConfigError, ModelConfig
+from harness.store import cache_key, cached_dir, file_digest
+
+log = logging.getLogger(__name__)
+
+
+def embedded_gguf_path(model: ModelConfig) -> Path:
+    assert model.package and model.gguf_file
+    try:
+        root = resources.files(model.package)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"model={model.name}: package {model.package!r} is not installed; "
+            f"run `make setup` (or `pip install` it) or choose another model"
+        ) from None
+    path = Path(str(root)) / model.gguf_file
+    if not path.is_file():
+        raise ConfigError(
+            f"model.gguf_file={model.gguf_file!r} is not in package {model.package} "
+            f"(it has: {', '.join(p.name for p in Path(str(root)).glob('*.gguf')) or 'no .gguf file'})"
+        )
+    return path
+
+
+def _materialize_gguf(gguf_path: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_path.name}
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+    config = loaded.config
+    # The dequantized weights are plain floats now; a leftover quant marker would make
+    # transformers and llama.cpp's converter treat the checkpoint as GGUF-quantized.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _hf_snapshot(model: ModelConfig) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model.hf_id, revision=model.revision))
+    except Exception as exc:  # the hub raises several unrelated types for "not reachable"
+        raise ConfigError(
+            f"model={model.name}: cannot fetch {model.hf_id}@{model.revision} from the Hugging Face "
+            f"hub ({type(exc).__name__}: {exc}). Without network, use the embedded default "
+            f"(model=smollm2_135m) or pre-download it into the HF cache."
+        ) from None
+
+
+def check_available(model: ModelConfig) -> None:
+    """Fail fast, before any heavy work, when the model's files cannot be had."""
+    if model.source == "embedded":
+        embedded_gguf_path(model)
+    elif model.source == "local":
+        _local_dir(model)
+
+
+def _local_dir(model: ModelConfig) -> Path:
+    assert model.path
+    path = Path(model.path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model.path={model.path!r} is not a Hugging Face checkpoint directory (no config.json there)"
+        )
+    return path
+
+
+def base_model_dir(model: ModelConfig, cache_root: Path) -> tuple[Path, str]:
+    """(local checkpoint directory, its cache key)."""
+    if model.source == "hf":
+        path = _hf_snapshot(model)
+        # The snapshot directory is named for the exact commit.
+        return path, cache_key("base", model.hf_id, path.name)
+    if model.source == "local":
+        path = _local_dir(model)
+        weights = sorted(path.glob("*.safetensors")) + [path / "config.json"]
+        return path, cache_key("base", [file_digest(p) for p in weights])
+    gguf_path = embedded_gguf_path(model)
+    import transformers
+
+    key = cache_key("base", model.package, model.gguf_file, file_digest(gguf_path), transformers.__version__)
+    return cached_dir(cache_root, "base", key, lambda out: _materialize_gguf(gguf_path, out)), key

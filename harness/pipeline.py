@@ -1,0 +1,169 @@
+"""One job: the chain of cached stages, from dataset to result record.
+
+    dataset -> base model -> adapter -> merged -> artifact -> measurement (fresh process)
+
+Each stage's key hashes exactly its inputs and the keys before it, so a sweep over eight
+quantizations fine-tunes once, and re-running a finished sweep reuses its records.
+Everything that can be checked without heavy work is checked first (`preflight`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.config import ConfigError, JobConfig
+from harness.data.dataset import build_dataset, read_labels
+from harness.measure.environment import environment
+from harness.measure.isolated import run_isolated
+from harness.measure.run import MeasureSpec
+from harness.models import base_model_dir, check_available
+from harness.prompt import system_prompt
+from harness.quantize.artifact import build_artifact, check_supported
+from harness.store import cache_key, cached_dir, read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+RECORD = "record.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def threads_for(job: JobConfig) -> int:
+    return job.hardware.threads or os.cpu_count() or 1
+
+
+def preflight(job: JobConfig) -> None:
+    """Seconds-long checks that would otherwise fail after minutes of training."""
+    check_available(job.model)
+    check_supported(job.quant, job.paths.llama_cpp_dir)
+    if job.hardware.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("hardware=cuda but no CUDA device is visible; use hardware=cpu on this machine")
+
+
+def _numerics_versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def _trained_model(job: JobConfig, base_dir: Path, base_key: str, data_dir: Path, data_key: str, system: str):
+    """(checkpoint dir, its key, training facts or None) for the configured train method."""
+    if job.train.method == "none":
+        return base_dir, base_key, None
+    from harness.train.lora import merge_adapter, train_adapter
+
+    train_inputs = {k: v for k, v in dataclasses.asdict(job.train).items() if k not in ("name", "force")}
+    adapter_key = cache_key("adapter", base_key, data_key, train_inputs, system, _numerics_versions())
+    adapter_dir = cached_dir(
+        job_cache(job), "adapter", adapter_key,
+        lambda out: train_adapter(base_dir, data_dir, job.train, system, out),
+        force=job.train.force,
+    )
+    merged_key = cache_key("merged", adapter_key)
+    merged_dir = cached_dir(
+        job_cache(job), "merged", merged_key, lambda out: merge_adapter(base_dir, adapter_dir, out),
+        force=job.train.force,
+    )
+    train_log = read_json(adapter_dir / "train_log.json")
+    return merged_dir, merged_key, {"adapter_key": adapter_key, **train_log}
+
+
+def job_cache(job: JobConfig) -> Path:
+    return Path(job.paths.cache_dir)
+
+
+def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
+    """Run every stage of one job and return its (successful) record."""
+    started = datetime.now(timezone.utc)
+    preflight(job)
+    threads = threads_for(job)
+    cache = job_cache(job)
+    languages = sorted(job.language.codes)
+
+    data_dir = build_dataset(job.dataset, languages, cache)
+    data_key = data_dir.name
+    labels = read_labels(data_dir)
+    system = system_prompt(job.model.system_prompt, labels, list_labels=job.train.method == "none")
+    base_dir, base_key = base_model_dir(job.model, cache)
+    model_dir, model_key, train_facts = _trained_model(job, base_dir, base_key, data_dir, data_key, system)
+    artifact = build_artifact(model_dir, model_key, job.quant, cache, threads, job.paths.llama_cpp_dir)
+
+    spec = MeasureSpec(
+        artifact=str(artifact.path),
+        tokenizer_dir=str(model_dir),
+        data_dir=str(data_dir),
+        quant=job.quant,
+        hardware=job.hardware,
+        measure=job.measure,
+        threads=threads,
+        system=system,
+        labels=labels,
+        out_dir="",
+    )
+    record_key = cache_key("record", artifact.key, data_key, job.hardware, job.measure, threads, system)
+
+    def measure(out: Path) -> None:
+        t0 = time.perf_counter()
+        measured = run_isolated(dataclasses.replace(spec, out_dir=str(out)), out, job.measure.timeout_s)
+        record = {
+            "status": "ok",
+            "job": job_summary(job),
+            **measured,
+            "artifact": artifact.info,
+            "train": train_facts,
+            "keys": {"dataset": data_key, "base": base_key, "model": model_key, "artifact": artifact.key, "record": record_key},
+            "config": resolved_config,
+            "environment": environment(REPO_ROOT),
+            "started_at": started.isoformat(timespec="seconds"),
+            "measure_wall_s": time.perf_counter() - t0,
+        }
+        write_json_atomic(out / RECORD, record)
+
+    record_dir = cached_dir(cache, "records", record_key, measure, force=job.force)
+    record = read_json(record_dir / RECORD)
+    record["record_dir"] = str(record_dir)
+    return record
+
+
+def job_summary(job: JobConfig) -> dict[str, Any]:
+    return {
+        "model": job.model.name,
+        "quant": job.quant.name,
+        "format": job.quant.format,
+        "bits": job.quant.bits,
+        "gguf_type": job.quant.gguf_type,
+        "hardware": job.hardware.name,
+        "train": job.train.name,
+        "languages": sorted(job.language.codes),
+    }
+
+
+def failed_record(resolved_config: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error_type": type(exc).__name__,
+        "error": str(exc),
+        "job": {
+            "model": resolved_config.get("model", {}).get("name"),
+            "quant": resolved_config.get("quant", {}).get("name"),
+            "hardware": resolved_config.get("hardware", {}).get("name"),
+            "train": resolved_config.get("train", {}).get("name"),
+        },
+        "config": resolved_config,
+        "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_job_record(job_dir: Path, record: dict[str, Any]) -> Path:
+    path = job_dir / RECORD
+    write_json_atomic(path, record)
+    return path

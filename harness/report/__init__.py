@@ -1,0 +1,2 @@
+"""Turning records into what people read: terminal tables now; Pareto analysis, plots and
+W&B later."""

@@ -1,0 +1,36 @@
+"""Runtimes run an artifact token by token; every measurement in `harness.measure` is
+written against the small `Runtime` interface below, so a new runtime gets accuracy,
+latency, throughput and memory figures without code of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from harness.config import HardwareConfig, QuantConfig
+
+
+class Runtime(Protocol):
+    name: str
+    version: str
+    eos_ids: set[int]
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def detokenize(self, ids: list[int]) -> str: ...
+
+    def start(self, prompt_ids: list[int]) -> int:
+        """Forget any previous sequence, prefill `prompt_ids`, return the greedy next token."""
+
+    def step(self, token: int) -> int:
+        """Append one token, return the greedy next token."""
+
+
+def load_runtime(artifact: Path, quant: QuantConfig, hardware: HardwareConfig, threads: int) -> Runtime:
+    if quant.runtime == "llama_cpp":
+        from harness.runtimes.llama_cpp import LlamaCppRuntime
+
+        return LlamaCppRuntime(artifact, hardware, threads)
+    from harness.runtimes.transformers import TransformersRuntime
+
+    return TransformersRuntime(artifact, quant, hardware, threads)

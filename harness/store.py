@@ -1,0 +1,99 @@
+"""Content-addressed cache of pipeline stages, and atomic file writes.
+
+Every stage (dataset, base model, adapter, merged model, artifact, record) stores its output
+in a directory named for a hash of exactly its inputs. A stage whose directory exists is
+loaded, not rebuilt. Directories are built under a temporary name and renamed into place
+while holding a file lock, so two jobs that need the same entry build it once, and a job
+killed mid-build leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (dataclasses included)."""
+
+    def plain(obj: Any) -> Any:
+        if is_dataclass(obj) and not isinstance(obj, type):
+            return asdict(obj)
+        raise TypeError(f"cannot hash {type(obj).__name__}")
+
+    blob = json.dumps(parts, sort_keys=True, default=plain, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_dir(
+    cache_root: Path,
+    stage: str,
+    key: str,
+    build: Callable[[Path], None],
+    force: bool = False,
+) -> Path:
+    """Return `<cache_root>/<stage>/<key>`, calling `build(tmp_dir)` to make it if needed.
+
+    `build` writes into an empty temporary directory beside the final one; only when it
+    returns is the directory renamed into place. With `force`, an existing entry is rebuilt.
+    """
+    final = cache_root / stage / key
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if final.exists() and not force:
+            log.info("cache hit: %s/%s", stage, key)
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        try:
+            build(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def dir_size_mib(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
