@@ -78,7 +78,7 @@ def _trained_model(job: JobConfig, base_dir: Path, base_key: str, data_dir: Path
 
 
 def job_cache(job: JobConfig) -> Path:
-    return Path(job.paths.cache_dir)
+    return Path(job.paths.cache_dir).resolve()
 
 
 def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:

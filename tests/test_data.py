@@ -1,0 +1,60 @@
+"""The synthetic generator: determinism, leak-freedom, coverage, and the prompt round trip."""
+
+from __future__ import annotations
+
+import json
+
+from harness.config import DatasetConfig, KNOWN_LANGUAGES
+from harness.data import synthetic
+from harness.data.dataset import build_dataset, read_labels, read_split
+from harness.prompt import answer, parse_answer
+
+LANGS = sorted(KNOWN_LANGUAGES)
+SIZES = {"train": 10, "validation": 2, "test": 6}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    spec = DatasetConfig()
+    a = build_dataset(spec, LANGS, tmp_path / "a")
+    b = build_dataset(spec, LANGS, tmp_path / "b")
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "stats.json", "labels.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    other = build_dataset(DatasetConfig(seed=1), LANGS, tmp_path / "c")
+    assert (other / "train.jsonl").read_bytes() != (a / "train.jsonl").read_bytes()
+
+
+def test_test_split_uses_held_out_phrasings_and_no_shared_text():
+    rows = synthetic.generate(LANGS, SIZES, seed=0)
+    train_templates = {r["template_id"] for r in rows["train"] + rows["validation"]}
+    test_templates = {r["template_id"] for r in rows["test"]}
+    assert not train_templates & test_templates
+    texts = [r["text"].casefold() for split in rows.values() for r in split]
+    assert len(texts) == len(set(texts))
+
+
+def test_every_intent_and_language_in_every_split():
+    rows = synthetic.generate(LANGS, SIZES, seed=0)
+    for split, split_rows in rows.items():
+        cells = {(r["language"], r["intent"]) for r in split_rows}
+        assert cells == {(lang, intent) for lang in LANGS for intent in synthetic.INTENTS}, split
+
+
+def test_noise_includes_missing_diacritics_and_lower_case():
+    rows = synthetic.generate(["hr"], {"train": 40, "validation": 1, "test": 1}, seed=0)["train"]
+    texts = [r["text"] for r in rows]
+    assert any(t == t.lower() for t in texts) and any(t != t.lower() for t in texts)
+    plain = [t for t in texts if synthetic.strip_accents(t) == t and any(w in t for w in ("narudzb", "zelim", "kosaric"))]
+    assert plain, "expected some Croatian queries typed without diacritics"
+
+
+def test_dataset_stage_writes_splits_labels_and_stats(tmp_path):
+    d = build_dataset(DatasetConfig(train_per_cell=3, validation_per_cell=1, test_per_cell=2), ["en", "de"], tmp_path)
+    assert read_labels(d) == list(synthetic.INTENTS)
+    counts = json.loads((d / "stats.json").read_text())["counts"]
+    assert counts["test"]["de/cancel_order"] == 2
+    assert len(read_split(d, "train")) == 3 * 2 * len(synthetic.INTENTS)
+
+
+def test_every_label_round_trips_through_the_answer_format():
+    for label in synthetic.INTENTS:
+        assert parse_answer(answer(label), synthetic.INTENTS) == label

@@ -1,0 +1,71 @@
+"""The stage cache: built once, atomic, safe under concurrent builders."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import cache_key, cached_dir, write_json_atomic
+
+
+def test_cache_key_is_stable_and_order_insensitive_for_dicts():
+    assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1})
+    assert cache_key("x", 1) != cache_key("x", 2)
+
+
+def test_built_once_then_hit(tmp_path):
+    calls = []
+
+    def build(out: Path) -> None:
+        calls.append(out)
+        (out / "f").write_text("x")
+
+    first = cached_dir(tmp_path, "stage", "k", build)
+    second = cached_dir(tmp_path, "stage", "k", build)
+    assert first == second and len(calls) == 1 and (first / "f").read_text() == "x"
+    cached_dir(tmp_path, "stage", "k", build, force=True)
+    assert len(calls) == 2
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    def build(out: Path) -> None:
+        (out / "half").write_text("x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        cached_dir(tmp_path, "stage", "k", build)
+    assert not (tmp_path / "stage" / "k").exists()
+    assert [p.name for p in (tmp_path / "stage").iterdir()] == ["k.lock"]
+
+
+def _slow_build(root: str, log: str) -> None:
+    def build(out: Path) -> None:
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(1)
+        (out / "f").write_text("x")
+
+    cached_dir(Path(root), "stage", "k", build)
+
+
+def test_concurrent_jobs_build_once(tmp_path):
+    log = tmp_path / "log"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_slow_build, args=(str(tmp_path), str(log))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert log.read_text() == "built\n"
+
+
+def test_write_json_atomic_replaces(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert path.read_text().strip().endswith("}") and '"a": 2' in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
