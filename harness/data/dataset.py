@@ -1,5 +1,5 @@
-"""The dataset stage: generate (or later, load) the splits once, cached under a key of
-their config, as JSONL files plus a stats file."""
+"""The dataset stage: generate or load the splits once, cached under a key of their config
+(and the content of the user's files), as JSONL files plus labels and a stats file."""
 
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from typing import Sequence
 
 from harness.config import DatasetConfig
 from harness.data import synthetic
-from harness.store import cache_key, cached_dir, read_json, write_json_atomic
+from harness.data.loaders import DataError, load_external
+from harness.store import cache_key, cached_dir, file_digest, read_json, write_json_atomic
 
 
 def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
-    templates = {code: synthetic.template_text(code) for code in sorted(languages)}
-    return cache_key("dataset", spec, sorted(languages), templates)
+    if spec.kind == "synthetic":
+        content = {code: synthetic.template_text(code) for code in sorted(languages)}
+    elif spec.kind == "hf":
+        content = {}
+    else:
+        missing = [f"dataset.files.{s}={p!r}" for s, p in spec.files.items() if not Path(p).is_file()]
+        if missing:
+            raise DataError(f"{', '.join(missing)}: no such file; give an existing {spec.kind} path")
+        content = {split: file_digest(Path(p)) for split, p in sorted(spec.files.items())}
+    return cache_key("dataset", spec, sorted(languages), content)
 
 
 def count_table(rows_by_split: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, int]]]:
@@ -30,18 +39,23 @@ def build_dataset(spec: DatasetConfig, languages: Sequence[str], cache_root: Pat
     """Directory holding train/validation/test .jsonl, labels.json and stats.json."""
 
     def build(out: Path) -> None:
-        sizes = {
-            "train": spec.train_per_cell,
-            "validation": spec.validation_per_cell,
-            "test": spec.test_per_cell,
-        }
-        rows = synthetic.generate(languages, sizes, spec.seed)
+        report: dict = {}
+        if spec.kind == "synthetic":
+            sizes = {
+                "train": spec.train_per_cell,
+                "validation": spec.validation_per_cell,
+                "test": spec.test_per_cell,
+            }
+            rows = synthetic.generate(languages, sizes, spec.seed)
+            labels = list(synthetic.INTENTS)
+        else:
+            rows, labels, report = load_external(spec, languages)
         for split, split_rows in rows.items():
             with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 for row in split_rows:
                     f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        write_json_atomic(out / "labels.json", list(synthetic.INTENTS))
-        write_json_atomic(out / "stats.json", {"counts": count_table(rows)})
+        write_json_atomic(out / "labels.json", labels)
+        write_json_atomic(out / "stats.json", {"counts": count_table(rows), **report})
 
     return cached_dir(cache_root, "dataset", dataset_key(spec, languages), build)
 

@@ -1,0 +1,104 @@
+"""External datasets: good files load, each bad case fails early with its file, row and fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.config import ConfigError, DatasetConfig
+from harness.data.dataset import build_dataset, read_labels, read_split
+from harness.data.loaders import DataError, load_external, stratified_cut
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _rows(n_per_label=10, labels=("buy", "sell", "ask")):
+    return [{"text": f"query {label} {i}", "intent": label, "language": "en"} for label in labels for i in range(n_per_label)]
+
+
+def test_jsonl_without_test_split_gets_a_seeded_stratified_one(tmp_path):
+    spec = DatasetConfig(name="mine", kind="jsonl", files={"train": str(_jsonl(tmp_path / "t.jsonl", _rows()))})
+    d = build_dataset(spec, ["en"], tmp_path / "cache")
+    test, train = read_split(d, "test"), read_split(d, "train")
+    assert read_labels(d) == ["ask", "buy", "sell"]
+    assert {r["intent"] for r in test} == {"ask", "buy", "sell"} and len(test) == 6
+    assert len(train) + len(test) + len(read_split(d, "validation")) == 30
+    assert not {r["text"] for r in test} & {r["text"] for r in train}
+    again = build_dataset(spec, ["en"], tmp_path / "cache2")
+    assert (again / "test.jsonl").read_bytes() == (d / "test.jsonl").read_bytes()
+
+
+def test_csv_with_own_column_names_and_no_language(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("query,label\n" + "".join(f"q{i} {l},{l}\n" for l in ("a", "b") for i in range(6)), encoding="utf-8")
+    spec = DatasetConfig(kind="csv", files={"train": str(path)}, text_column="query", label_column="label",
+                         language_column=None, default_language="hr")
+    rows, labels, _ = load_external(spec, ["hr"])
+    assert labels == ["a", "b"] and {r["language"] for r in rows["train"]} == {"hr"}
+
+
+def test_duplicates_are_reported_not_dropped(tmp_path):
+    rows = _rows() + [{"text": "Query buy 1", "intent": "buy", "language": "en"}]
+    spec = DatasetConfig(kind="jsonl", files={"train": str(_jsonl(tmp_path / "t.jsonl", rows))})
+    split_rows, _, report = load_external(spec, ["en"])
+    assert sum(len(v) for v in split_rows.values()) == 31
+    assert len(report["duplicates"]) == 1 and len(report["duplicates"][0]["at"]) == 2
+
+
+@pytest.mark.parametrize(
+    "rows, kwargs, message",
+    [
+        ([{"text": "hi", "label": "a"}], {}, r"t.jsonl, row 1: no column 'intent' .*set dataset.label_column"),
+        ([{"text": " ", "intent": "a"}], {}, r"t.jsonl, row 1: empty text in column 'text'"),
+        (_rows(3) + [{"text": "x", "intent": "zzz"}], {"labels": ["buy", "sell", "ask"]},
+         r"t.jsonl, row 10: label 'zzz' is not in dataset.labels"),
+        ([{"text": f"q{i}", "intent": "only"} for i in range(5)], {}, r"only one label \(only\)"),
+        (_rows(3), {"language_column": "language", "default_language": "en"}, r"split 'train' has no rows after selecting languages de"),
+    ],
+)
+def test_bad_rows_name_file_row_and_fix(tmp_path, rows, kwargs, message):
+    spec = DatasetConfig(kind="jsonl", files={"train": str(_jsonl(tmp_path / "t.jsonl", rows))}, **kwargs)
+    languages = ["de"] if "after selecting" in message else ["en"]
+    with pytest.raises(DataError, match=message):
+        load_external(spec, languages)
+
+
+def test_broken_json_line_and_missing_file(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "intent": "x"}\n{"text": oops}\n')
+    with pytest.raises(DataError, match=r"t.jsonl, row 2: not valid JSON"):
+        load_external(DatasetConfig(kind="jsonl", files={"train": str(path)}), ["en"])
+    with pytest.raises(DataError, match=r"dataset.files.train='nope.jsonl': no such file"):
+        build_dataset(DatasetConfig(kind="jsonl", files={"train": "nope.jsonl"}), ["en"], tmp_path)
+
+
+def test_empty_given_split_is_an_error(tmp_path):
+    train = _jsonl(tmp_path / "t.jsonl", _rows())
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    spec = DatasetConfig(kind="jsonl", files={"train": str(train), "test": str(empty)})
+    with pytest.raises(DataError, match="split 'test' has no rows"):
+        load_external(spec, ["en"])
+
+
+def test_config_demands_files_for_file_kinds():
+    with pytest.raises(ConfigError, match=r"needs dataset.files.train"):
+        DatasetConfig(kind="csv")
+
+
+def test_hf_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"cannot load it .*dataset.kind=jsonl"):
+        load_external(DatasetConfig(kind="hf", hf_name="nobody/no-such-intents"), ["en"])
+
+
+def test_stratified_cut_keeps_every_label_and_is_seeded():
+    rows = [{"text": str(i), "intent": "ab"[i % 2]} for i in range(20)]
+    kept, cut = stratified_cut(rows, 0.2, seed=1, split="test")
+    assert {r["intent"] for r in cut} == {"a", "b"} and len(cut) == 4 and len(kept) == 16
+    assert stratified_cut(rows, 0.2, seed=1, split="test") == (kept, cut)
