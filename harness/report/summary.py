@@ -17,31 +17,37 @@ log = logging.getLogger(__name__)
 
 # (header, metric key, format) for the terminal table.
 COLUMNS = (
-    ("accuracy", "accuracy", "{:.3f}"),
-    ("95% CI", "accuracy_ci95", "{0[0]:.3f}-{0[1]:.3f}"),
+    ("acc", "accuracy", "{:.3f}"),
+    ("95% CI", "accuracy_ci95", "{0[0]:.2f}-{0[1]:.2f}"),
     ("invalid", "invalid_rate", "{:.3f}"),
-    ("decode tok/s", "decode_tokens_per_s", "{:.1f}"),
-    ("prefill tok/s", "prefill_tokens_per_s", "{:.0f}"),
+    ("tg tok/s", "decode_tokens_per_s", "{:.1f}"),
+    ("pp tok/s", "prefill_tokens_per_s", "{:.0f}"),
     ("p50 ms", "latency_p50_ms", "{:.1f}"),
-    ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
-    ("energy J/query", "energy_j_per_query", "{:.3f}"),
+    ("RSS MiB", "peak_rss_mib", "{:.0f}"),
+    ("J/query", "energy_j_per_query", "{:.3f}"),
 )
+_JOB_KEYS = ("model", "quant", "train", "hardware")
 
 
 def _cell(value: Any, fmt: str) -> str:
     return "unmeasured" if value is None else fmt.format(value)
 
 
-def rows(records: Iterable[dict]) -> list[list[str]]:
-    """One table row per successful record."""
+def _varying(records: list[dict]) -> list[str]:
+    """The job keys that differ between records (always the quant)."""
+    return [k for k in _JOB_KEYS if k == "quant" or len({r.get("job", {}).get(k) for r in records}) > 1]
+
+
+def rows(records: list[dict]) -> list[list[str]]:
+    """One table row per successful record: variant, size, then COLUMNS."""
+    keys = _varying(records)
     out = []
     for r in records:
         if r.get("status") != "ok":
             continue
-        job, m = r["job"], r["metrics"]
-        name = [str(job[k]) for k in ("quant", "model", "train", "hardware")]
-        size = f"{r['artifact']['size_mib']:.0f}"
-        out.append(name + [size] + [_cell(m.get(key), fmt) for _, key, fmt in COLUMNS])
+        m = r["metrics"]
+        variant = " ".join(str(r["job"][k]) for k in keys)
+        out.append([variant, f"{r['artifact']['size_mib']:.0f}"] + [_cell(m.get(key), fmt) for _, key, fmt in COLUMNS])
     return out
 
 
@@ -59,9 +65,14 @@ def print_table(records: list[dict], title: str) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=title)
-    for header in ("quant", "model", "train", "hardware", "size MiB") + tuple(c[0] for c in COLUMNS):
-        table.add_column(header)
+    if not console.is_terminal:
+        console = Console(width=140)  # logs and CI: do not squeeze figures into 80 columns
+    shared = [k for k in _JOB_KEYS if k not in _varying(records)]
+    first = records[0].get("job", {}) if records else {}
+    caption = ", ".join(f"{k}={first.get(k)}" for k in shared)
+    table = Table(title=title, caption=caption or None)
+    for header in ("variant", "MiB") + tuple(c[0] for c in COLUMNS):
+        table.add_column(header, justify="left" if header == "variant" else "right")
     for row in rows(records):
         table.add_row(*row)
     if table.row_count:
