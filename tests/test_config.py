@@ -94,3 +94,12 @@ def test_help_lists_groups_and_choices():
     assert done.returncode == 0
     for line in ("quant: bf16", "gguf_q4km", "model: llama32_1b, smollm2_135m", "train: lora, none"):
         assert line in done.stdout
+
+
+def test_hub_model_offline_is_a_clear_failed_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    done = run_harness(["model=llama32_1b", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert done.returncode == 1
+    assert "cannot fetch meta-llama/Llama-3.2-1B-Instruct" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert '"status": "failed"' in (tmp_path / "run" / "record.json").read_text()

@@ -1,0 +1,85 @@
+"""Failure and resume with real processes: a timeout, a crashed measurement process, and
+a sweep killed with SIGKILL then run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from .conftest import REPO, run_harness, tiny_job_overrides
+
+
+def _records(root: Path) -> list[dict]:
+    paths = sorted(root.glob("multirun/*/*/*/record.json"), key=lambda p: int(p.parent.name.split("_")[0]))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.2)
+
+
+def test_timeout_becomes_a_failed_record(tiny_llama, tmp_path):
+    args = tiny_job_overrides(tiny_llama, tmp_path) + ["measure.timeout_s=0.5", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = run_harness(args)
+    assert done.returncode == 1
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "failed" and record["error_type"] == "MeasurementFailed"
+    assert "timed out after 0.5 s (measure.timeout_s)" in record["error"]
+    cached = [p for p in (tmp_path / "cache" / "records").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert not cached  # a failed measurement leaves no record in the cache
+
+
+def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, tmp_path):
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "measure.min_reps=50", "quant=gguf_q8_0,gguf_q4km"]
+    sweep = _start(args)
+    parent = psutil.Process(sweep.pid)
+
+    def measuring_child():
+        return [c for c in parent.children(recursive=True) if "harness.measure.isolated" in " ".join(c.cmdline())]
+
+    _wait_for(lambda: measuring_child() or sweep.poll() is not None)
+    measuring_child()[0].send_signal(signal.SIGSEGV)
+    assert sweep.wait(300) == 1
+    records = _records(tmp_path)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert "killed by SIGSEGV" in records[0]["error"]
+
+
+def test_sweep_killed_midway_completes_when_run_again(tiny_llama, tmp_path):
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q8_0,gguf_q4km,gguf_q5km"]
+    sweep = _start(args)
+    _wait_for(lambda: len(_records(tmp_path)) >= 1 or sweep.poll() is not None)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    first = _records(tmp_path)
+    assert 1 <= len(first) < 3
+
+    done = run_harness(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted((tmp_path / "multirun").glob("*/*"))
+    rerun = [json.loads(p.read_text()) for p in sorted(runs[-1].glob("*/record.json"))]
+    assert [r["status"] for r in rerun] == ["ok", "ok", "ok"]
+    # the job that had finished is reused, not re-measured
+    assert rerun[0]["keys"]["record"] == first[0]["keys"]["record"]
+    assert rerun[0]["metrics"] == first[0]["metrics"]
+    # every cache entry is complete: no stage directory without its final file
+    for record_dir in (tmp_path / "cache" / "records").iterdir():
+        if record_dir.is_dir() and not record_dir.name.startswith("."):
+            assert (record_dir / "record.json").is_file()
