@@ -181,12 +181,17 @@ class HardwareConfig:
     device: str = "cpu"
     # Threads for every runtime alike (torch intra-op, llama.cpp n_threads); 0 = all cores.
     threads: int = 0
+    # Optional: watts per busy core (package TDP / cores) for a CPU-time energy *estimate*,
+    # reported apart from measured energy, where no counter can be read.
+    cpu_watts_per_core: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"hardware.device={self.device!r} is unknown; choose cpu or cuda")
         if self.threads < 0:
             raise ConfigError(f"hardware.threads={self.threads} must be >= 0 (0 = all cores)")
+        if self.cpu_watts_per_core is not None and self.cpu_watts_per_core <= 0:
+            raise ConfigError("hardware.cpu_watts_per_core must be > 0 (or null for no estimate)")
 
 
 @dataclass

@@ -28,3 +28,18 @@ def test_metrics_count_invalid_answers_as_wrong_and_apart():
 def test_percentile_interpolates():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5], 95) == 5
+
+
+def test_energy_counters_and_estimate():
+    from harness.measure.energy import EnergyMeter, cpu_time_estimate_j, rapl_delta_uj
+
+    assert rapl_delta_uj(100, 300, 1000) == 200
+    assert rapl_delta_uj(900, 100, 1000) == 200  # wrapped once
+    assert cpu_time_estimate_j(2.0, 7.5) == 15.0
+    with EnergyMeter("cpu") as meter:
+        sum(range(10000))
+    reading = meter.reading
+    # measured, or unmeasured with its reason: never a number without a method
+    assert (reading.joules is not None and reading.method == "rapl_powercap") or (
+        reading.joules is None and reading.reason
+    )

@@ -14,7 +14,11 @@ def _records(root: Path) -> list[dict]:
 
 
 def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
-    args = tiny_job_overrides(tiny_llama, tmp_path) + ["quant=gguf_q8_0", "hydra.run.dir=" + str(tmp_path / "run1")]
+    args = tiny_job_overrides(tiny_llama, tmp_path) + [
+        "quant=gguf_q8_0",
+        "hardware.cpu_watts_per_core=5",
+        "hydra.run.dir=" + str(tmp_path / "run1"),
+    ]
     done = run_harness(args)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "run1" / "record.json").read_text())
@@ -23,6 +27,9 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
     assert m["n_samples"] == 2 * 13  # 2 languages x 13 labels x 1 test row
     assert 0 <= m["accuracy"] <= 1 and m["decode_tokens_per_s"] > 0 and m["peak_rss_mib"] > 0
     assert m["energy_j"] is None or m["energy_method"] != "none"
+    # the estimate lives in its own fields, named for its method
+    assert m["energy_estimate_j_per_query"] > 0 and m["energy_estimate_method"] == "cpu_time_x_5W_per_core"
+    assert m["peak_vram_mib"] is None  # no GPU here
     assert record["artifact"]["gguf_type"] == "Q8_0"
     assert record["train"]["steps"] == 2 and len(record["train"]["loss"]) == 2
     assert record["environment"]["packages"]["llama_cpp_python"]

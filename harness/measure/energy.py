@@ -84,3 +84,9 @@ class EnergyMeter:
             self.reading = EnergyReading(total_uj / 1e6, "rapl_powercap")
         else:
             self.reading = EnergyReading(None, "none", self._start[1])
+
+
+def cpu_time_estimate_j(cpu_seconds: float, watts_per_core: float) -> float:
+    """An estimate, not a measurement: busy CPU-seconds times a per-core power figure
+    (e.g. the package TDP divided by its cores), for machines without RAPL."""
+    return cpu_seconds * watts_per_core

@@ -39,3 +39,71 @@ class PeakRSSSampler:
     @property
     def peak_mib(self) -> float:
         return self.peak_bytes / 2**20
+
+
+class GpuMemoryTracker:
+    """Peak VRAM on the first NVIDIA GPU: NVML's device-used and this process's figures
+    (sampled), plus torch's own peak allocated / reserved when torch drove the GPU. On a
+    machine without NVML every figure is None."""
+
+    def __init__(self, interval_s: float = 0.05):
+        self.interval_s = interval_s
+        self.device_peak_bytes: int | None = None
+        self.process_peak_bytes: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._handle = None
+
+    def _sample(self) -> None:
+        import os
+
+        import pynvml
+
+        used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used
+        self.device_peak_bytes = max(self.device_peak_bytes or 0, used)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
+                self.process_peak_bytes = max(self.process_peak_bytes or 0, proc.usedGpuMemory)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> "GpuMemoryTracker":
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # no driver or no GPU: nothing to track
+            return self
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def report(self) -> dict[str, float | None]:
+        def mib(value: int | None) -> float | None:
+            return None if value is None else value / 2**20
+
+        torch_allocated = torch_reserved = None
+        try:
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch_allocated = torch.cuda.max_memory_allocated()
+                torch_reserved = torch.cuda.max_memory_reserved()
+        except ImportError:
+            pass
+        return {
+            "peak_vram_mib": mib(self.process_peak_bytes),
+            "peak_device_vram_mib": mib(self.device_peak_bytes),
+            "torch_peak_allocated_mib": mib(torch_allocated),
+            "torch_peak_reserved_mib": mib(torch_reserved),
+        }

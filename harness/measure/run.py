@@ -16,8 +16,8 @@ from typing import Callable
 
 from harness.config import HardwareConfig, MeasureConfig, QuantConfig
 from harness.measure.accuracy import classification_metrics
-from harness.measure.energy import EnergyMeter
-from harness.measure.memory import PeakRSSSampler
+from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
+from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_std, percentile
 from harness.prompt import parse_answer, render_prompt
 from harness.runtimes import Runtime, load_runtime
@@ -118,7 +118,10 @@ def measure(spec: MeasureSpec) -> dict:
         rows = rows[: spec.measure.max_eval_samples]
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
 
-    with PeakRSSSampler() as rss:
+    import psutil
+
+    process = psutil.Process()
+    with PeakRSSSampler() as rss, GpuMemoryTracker() as vram:
         t0 = time.perf_counter()
         rt = load_runtime(Path(spec.artifact), spec.quant, spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
@@ -126,9 +129,12 @@ def measure(spec: MeasureSpec) -> dict:
         greedy_answer(rt, prompts[0], spec.measure.max_new_tokens)  # warm-up
 
         answers: list[Answer] = []
+        cpu_before = process.cpu_times()
         with EnergyMeter(spec.hardware.device) as energy:
             for ids in tqdm(prompts, desc=f"evaluate ({rt.name})", unit="query"):
                 answers.append(greedy_answer(rt, ids, spec.measure.max_new_tokens))
+        cpu_after = process.cpu_times()
+        eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         speed = speed_test(rt, spec.measure)
 
     predictions = [parse_answer(a.text, spec.labels) for a in answers]
@@ -143,6 +149,8 @@ def measure(spec: MeasureSpec) -> dict:
     eval_s = sum(a.latency_s for a in answers)
     generated = sum(a.generated_tokens for a in answers)
     joules = energy.reading.joules
+    watts = spec.hardware.cpu_watts_per_core
+    estimate = cpu_time_estimate_j(eval_cpu_s, watts) if watts else None
     metrics = classification_metrics(
         [r["intent"] for r in rows], predictions, [r["language"] for r in rows], spec.labels
     )
@@ -162,6 +170,10 @@ def measure(spec: MeasureSpec) -> dict:
             "energy_j_per_token": joules / generated if joules is not None else None,
             "energy_method": energy.reading.method,
             "energy_unmeasured_reason": energy.reading.reason,
+            "eval_cpu_s": eval_cpu_s,
+            "energy_estimate_j_per_query": estimate / len(answers) if estimate is not None else None,
+            "energy_estimate_method": f"cpu_time_x_{watts:g}W_per_core" if watts else None,
+            **vram.report(),
             **speed,
         }
     )
