@@ -289,8 +289,8 @@ class TrainConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in ("lora", "none"):
-            raise ConfigError(f"train.method={self.method!r} is unknown; choose one of: lora, none")
+        if self.method not in ("lora", "qlora", "none"):
+            raise ConfigError(f"train.method={self.method!r} is unknown; choose one of: lora, qlora, none")
         for name in ("r", "alpha", "batch_size", "grad_accum", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")

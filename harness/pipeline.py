@@ -62,10 +62,12 @@ def _trained_model(job: JobConfig, base_dir: Path, base_key: str, data_dir: Path
     from harness.train.lora import merge_adapter, train_adapter
 
     train_inputs = {k: v for k, v in dataclasses.asdict(job.train).items() if k not in ("name", "force")}
-    adapter_key = cache_key("adapter", base_key, data_key, train_inputs, system, _numerics_versions())
+    adapter_key = cache_key(
+        "adapter", base_key, data_key, train_inputs, system, job.hardware.device, _numerics_versions()
+    )
     adapter_dir = cached_dir(
         job_cache(job), "adapter", adapter_key,
-        lambda out: train_adapter(base_dir, data_dir, job.train, system, out),
+        lambda out: train_adapter(base_dir, data_dir, job.train, system, job.hardware.device, out),
         force=job.train.force,
     )
     merged_key = cache_key("merged", adapter_key)
