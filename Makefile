@@ -9,7 +9,10 @@ SDIST := llama_cpp_python-$(LLAMA_CPP_PYTHON)
 CONVERTER_DIR := $(VENV)/share/llama.cpp
 SETUP_DONE := $(VENV)/.setup-done
 
-.PHONY: setup run test test-full data-stats clean
+LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
+LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
+
+.PHONY: setup run test test-full data-stats bench-fidelity clean
 
 setup: $(SETUP_DONE)
 
@@ -35,6 +38,17 @@ test: setup
 # Also the slow end-to-end tests on the real embedded model.
 test-full: setup
 	$(PY) -m pytest -m ''
+
+# Harness vs llama.cpp's own llama-bench on the Q4_K_M that `make run` made (same file,
+# threads, shapes): decode tok/s must agree within 5%.
+bench-fidelity: $(LLAMA_BENCH)
+	$(PY) -m harness.measure.fidelity --llama-bench $(LLAMA_BENCH)
+
+# llama-bench from the very llama.cpp source that llama-cpp-python vendors.
+$(LLAMA_BENCH): $(SETUP_DONE)
+	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
+	cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
+	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench -j
 
 data-stats: setup
 	$(PY) -m harness.data
