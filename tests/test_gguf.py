@@ -16,7 +16,7 @@ from harness.runtimes.llama_cpp import LlamaCppRuntime
 def q4_artifact(tiny_llama, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     quant = QuantConfig(name="gguf_q4km", format="gguf", bits=4, gguf_type="Q4_K_M")
-    return cache, build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None)
+    return cache, build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None, device="cpu")
 
 
 def test_quantized_from_f16_and_smaller(q4_artifact):
@@ -32,7 +32,7 @@ def test_second_build_is_a_cache_hit(q4_artifact, tiny_llama):
     cache, artifact = q4_artifact
     before = artifact.path.stat().st_mtime_ns
     quant = QuantConfig(name="gguf_q4km", format="gguf", bits=4, gguf_type="Q4_K_M")
-    again = build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None)
+    again = build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None, device="cpu")
     assert again.path == artifact.path and again.path.stat().st_mtime_ns == before
     assert again.info["quantize_wall_s"] == artifact.info["quantize_wall_s"]
 

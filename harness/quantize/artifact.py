@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 from harness.config import QuantConfig
-from harness.quantize import gguf
+from harness.quantize import bnb, gguf
 from harness.store import cache_key, cached_dir, dir_size_mib, read_json, write_json_atomic
 
 ARTIFACT_INFO = "artifact.json"
-NOT_YET = ("gptq", "bnb")
+NOT_YET = ("gptq",)
 
 
 @dataclass
@@ -67,7 +67,8 @@ def _timed(build):
 
 
 def build_artifact(
-    model_dir: Path, model_key: str, quant: QuantConfig, cache_root: Path, threads: int, llama_cpp_dir: Optional[str]
+    model_dir: Path, model_key: str, quant: QuantConfig, cache_root: Path, threads: int, llama_cpp_dir: Optional[str],
+    device: str,
 ) -> Artifact:
     n_params = parameter_count(model_dir)
     if quant.format == "gguf":
@@ -89,6 +90,14 @@ def build_artifact(
                 _timed(lambda out: gguf.quantize(f16_dir / "model-F16.gguf", out / name, quant.gguf_type, threads)),
             )
         path = directory / name
+    elif quant.format == "bnb":
+        import bitsandbytes
+
+        tool, version = "bitsandbytes", bitsandbytes.__version__
+        # Quantized on the device it will run on: bitsandbytes' layouts are per backend.
+        key = cache_key("bnb", model_key, quant.bits, device, version)
+        directory = cached_dir(cache_root, "artifact", key, _timed(lambda out: bnb.quantize(model_dir, quant.bits, device, out)))
+        path = directory
     else:
         import transformers
 

@@ -1,8 +1,10 @@
-"""Unquantized checkpoints (fp32 / fp16 / bf16) on transformers, greedy with a KV cache."""
+"""Checkpoints on transformers, greedy with a KV cache: unquantized (fp32 / fp16 / bf16) and
+bitsandbytes-quantized (their config carries the quantization)."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from harness.config import ConfigError, HardwareConfig, QuantConfig
@@ -19,7 +21,9 @@ class TransformersRuntime:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if quant.format not in DTYPES:
+        from harness.quantize.bnb import compute_dtype
+
+        if quant.format not in DTYPES and quant.format != "bnb":
             raise NotImplementedError(f"quant.format={quant.format} is not implemented yet on transformers")
         if hardware.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("hardware=cuda but torch sees no CUDA device; use hardware=cpu")
@@ -30,11 +34,21 @@ class TransformersRuntime:
         self.version = transformers.__version__
         self.device = torch.device(hardware.device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, DTYPES[quant.format]))
-        self.model.to(self.device).eval()
+        if quant.format == "bnb":
+            # LLM.int8 casts each activation to fp16, and says so on every forward pass.
+            warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+            # quantized weights cannot be moved after loading: place them where they run
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=compute_dtype(hardware.device), device_map=hardware.device
+            )
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, DTYPES[quant.format]))
+            self.model.to(self.device)
+        self.model.eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.past = None
+        self.model_mib = self.model.get_memory_footprint() / 2**20
 
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -42,19 +56,25 @@ class TransformersRuntime:
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _forward(self, ids: list[int]) -> int:
+    def _forward(self, rows: list[list[int]]) -> list[int]:
         with self.torch.inference_mode():
             out = self.model(
-                input_ids=self.torch.tensor([ids], device=self.device),
+                input_ids=self.torch.tensor(rows, device=self.device),
                 past_key_values=self.past,
                 use_cache=True,
             )
         self.past = out.past_key_values
-        return int(out.logits[0, -1].argmax())
+        return out.logits[:, -1].argmax(dim=-1).tolist()
 
     def start(self, prompt_ids: list[int]) -> int:
+        return self.start_batch([prompt_ids])[0]
+
+    def step(self, token: int) -> int:
+        return self.step_batch([token])[0]
+
+    def start_batch(self, prompt_ids: list[list[int]]) -> list[int]:
         self.past = None
         return self._forward(prompt_ids)
 
-    def step(self, token: int) -> int:
-        return self._forward([token])
+    def step_batch(self, tokens: list[int]) -> list[int]:
+        return self._forward([[t] for t in tokens])

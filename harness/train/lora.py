@@ -55,24 +55,18 @@ def _batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int, p
 
 
 def _trainable_base(base_dir: Path, method: str, device: str):
-    import torch
     from transformers import AutoModelForCausalLM
+
+    from harness.quantize.bnb import bnb_config, compute_dtype
 
     if method == "lora":
         # bf16 halves memory and doubles speed on GPUs; CPUs train more reliably in fp32.
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device)
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=compute_dtype(device)).to(device)
     from peft import prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig
 
-    compute = torch.bfloat16 if device == "cuda" else torch.float32
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, quantization_config=bnb_config(4, device), dtype=compute_dtype(device), device_map=device
     )
-    model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=quant, dtype=compute, device_map=device)
     # Never call generate() on this model before training: bitsandbytes repacks 4-bit
     # weights for inference on first use, which breaks the backward pass.
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
