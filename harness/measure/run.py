@@ -20,7 +20,7 @@ from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_std, percentile
 from harness.prompt import parse_answer, render_prompt
-from harness.runtimes import Runtime, load_runtime
+from harness.runtimes import BatchingRuntime, Runtime, load_runtime
 
 # A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
 _FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
@@ -77,6 +77,14 @@ def _repeat(run_once: Callable[[], float], cfg: MeasureConfig) -> list[float]:
     return times
 
 
+def _batched_decode(rt, first: list[int], size: int, gen_tokens: int) -> float:
+    tokens = rt.start_batch([first] * size)
+    t0 = time.perf_counter()
+    for _ in range(gen_tokens):
+        tokens = rt.step_batch(tokens)
+    return time.perf_counter() - t0
+
+
 def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
     filler = rt.tokenize(_FILLER)
     prompt = (filler * (cfg.prompt_tokens // len(filler) + 1))[: cfg.prompt_tokens]
@@ -97,7 +105,18 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
     tg = [cfg.gen_tokens / s for s in _repeat(decode, cfg)]
     pp_median, pp_std = median_std(pp)
     tg_median, tg_std = median_std(tg)
+    by_batch: dict[str, float | None] = {}
+    for size in cfg.batch_sizes:
+        if size == 1:
+            by_batch["1"] = tg_median
+        elif isinstance(rt, BatchingRuntime):
+            by_batch[str(size)] = median_std(
+                [size * cfg.gen_tokens / s for s in _repeat(lambda: _batched_decode(rt, prompt[:1], size, cfg.gen_tokens), cfg)]
+            )[0]
+        else:
+            by_batch[str(size)] = None  # this runtime decodes one sequence at a time
     return {
+        "decode_tokens_per_s_by_batch": by_batch,
         "prefill_tokens_per_s": pp_median,
         "prefill_tokens_per_s_std": pp_std,
         "decode_tokens_per_s": tg_median,
@@ -165,6 +184,7 @@ def measure(spec: MeasureSpec) -> dict:
             "mean_generated_tokens": generated / len(answers),
             "peak_rss_mib": rss.peak_mib,
             "load_s": load_s,
+            "model_mib": rt.model_mib,
             "energy_j": joules,
             "energy_j_per_query": joules / len(answers) if joules is not None else None,
             "energy_j_per_token": joules / generated if joules is not None else None,

@@ -5,7 +5,7 @@ latency, throughput and memory figures without code of its own."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from harness.config import HardwareConfig, QuantConfig
 
@@ -14,6 +14,8 @@ class Runtime(Protocol):
     name: str
     version: str
     eos_ids: set[int]
+    # The model's weights in memory as the runtime reports them.
+    model_mib: float
 
     def tokenize(self, text: str) -> list[int]: ...
 
@@ -24,6 +26,17 @@ class Runtime(Protocol):
 
     def step(self, token: int) -> int:
         """Append one token, return the greedy next token."""
+
+
+@runtime_checkable
+class BatchingRuntime(Runtime, Protocol):
+    """A runtime that decodes several sequences at once (for batched throughput)."""
+
+    def start_batch(self, prompt_ids: list[list[int]]) -> list[int]:
+        """Prefill equal-length prompts together; the greedy next token of each."""
+
+    def step_batch(self, tokens: list[int]) -> list[int]:
+        """Append one token to each sequence; the greedy next token of each."""
 
 
 def load_runtime(artifact: Path, quant: QuantConfig, hardware: HardwareConfig, threads: int) -> Runtime:

@@ -41,6 +41,7 @@ class LlamaCppRuntime:
             verbose=False,
         )
         self.eos_ids = {self.llm.token_eos()}
+        self.model_mib = llama_cpp.llama_model_size(self.llm.model) / 2**20
         self.n_vocab = self.llm.n_vocab()
 
     def tokenize(self, text: str) -> list[int]:
