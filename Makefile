@@ -9,10 +9,17 @@ SDIST := llama_cpp_python-$(LLAMA_CPP_PYTHON)
 CONVERTER_DIR := $(VENV)/share/llama.cpp
 SETUP_DONE := $(VENV)/.setup-done
 
+# ggml's AMX kernels segfault on the Sapphire Rapids VMs these machines run on (llama.cpp
+# #20824): llama.cpp is built for this CPU (-march=native) minus AMX, and the same flags build
+# llama-bench, so the fidelity benchmark compares like with like.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+
 LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 
-.PHONY: setup run test test-full data-stats bench-fidelity clean
+.PHONY: setup run report sync test test-full data-stats bench-fidelity clean
 
 setup: $(SETUP_DONE)
 
@@ -21,6 +28,8 @@ setup: $(SETUP_DONE)
 $(SETUP_DONE): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
+	# Built here, always: a wheel pip cached earlier may carry other flags (or suit another CPU).
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -rf $(VENV)/src $(CONVERTER_DIR) && mkdir -p $(CONVERTER_DIR)
 	$(PY) -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/src llama-cpp-python==$(LLAMA_CPP_PYTHON)
@@ -31,6 +40,14 @@ $(SETUP_DONE): pyproject.toml Makefile
 # The default sweep (sweeps/default.yaml) on the embedded SmolLM2-135M.
 run: setup
 	$(PY) -m harness --config-dir sweeps --config-name default --multirun
+
+# The Pareto report (Markdown, CSV, plots, HTML) over every record under outputs/.
+report: setup
+	$(PY) -m harness.report outputs --out outputs/report
+
+# Upload the offline W&B runs (needs network and `wandb login`).
+sync: setup
+	$(VENV)/bin/wandb sync outputs/wandb/offline-run-*
 
 test: setup
 	$(PY) -m pytest
@@ -47,7 +64,7 @@ bench-fidelity: $(LLAMA_BENCH)
 # llama-bench from the very llama.cpp source that llama-cpp-python vendors.
 $(LLAMA_BENCH): $(SETUP_DONE)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
-	cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
 	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench -j
 
 data-stats: setup

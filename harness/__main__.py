@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import register_configs
+from harness.config import ConfigError, LoggerConfig, register_configs
 
 log = logging.getLogger("harness")
 register_configs()
@@ -25,7 +25,8 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from harness.config import to_job_config
     from harness.pipeline import failed_record, run_job, write_job_record
-    from harness.report.summary import print_table
+    from harness.report.summary import print_table, sweep_group
+    from harness.report.wandb_log import log_job
 
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
@@ -37,7 +38,15 @@ def main(cfg: DictConfig) -> None:
         record = failed_record(resolved, exc)
     path = write_job_record(job_dir, record)
     log.info("record: %s", path)
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        logger = LoggerConfig(**resolved["logger"])
+    except (ConfigError, TypeError) as exc:
+        log.warning("W&B: not logging this job, its logger config is invalid: %s", exc)
+    else:
+        group = sweep_group(job_dir.parent if multirun else job_dir)
+        log_job(record, logger, group=group, name=",".join(hydra_cfg.overrides.task) or "defaults")
+    if not multirun:
         print_table([record], f"job {job_dir}")
         if record["status"] != "ok":
             sys.exit(1)

@@ -312,11 +312,16 @@ class MeasureConfig:
     max_eval_samples: int = 0
     # The measurement runs in a spawned process; this bounds it.
     timeout_s: float = 1800.0
+    # Decode throughput at these batch sizes too, for runtimes that batch (transformers);
+    # others report null for sizes above 1.
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "gen_tokens", "min_reps", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"measure.{name} must be >= 1")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError("measure.batch_sizes must be a non-empty list of sizes >= 1, e.g. [1,8,32]")
 
 
 @dataclass
@@ -327,6 +332,27 @@ class PathsConfig:
     # llama.cpp's converter and gguf-py, unpacked by `make setup` from the llama-cpp-python
     # sdist into <venv>/share/llama.cpp, which is where None looks.
     llama_cpp_dir: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    # wandb: one W&B run per job and a summary run per sweep; none: records and report only.
+    name: str = "wandb"
+    project: str = "slm-harness"
+    entity: Optional[str] = None
+    # offline (the default): runs are files under `dir`, uploaded later with `wandb sync`;
+    # online needs a login (`wandb login` or WANDB_API_KEY).
+    mode: str = "offline"
+    dir: str = "outputs"
+    # None: the sweep's directory names (date_time), so the jobs of one sweep group together.
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.name not in ("wandb", "none"):
+            raise ConfigError(f"logger={self.name!r} is unknown; choose logger=wandb or logger=none")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode={self.mode!r} is unknown; choose offline, online or disabled (as WANDB_MODE)")
 
 
 @dataclass
@@ -341,6 +367,7 @@ class JobConfig:
     train: TrainConfig = MISSING
     measure: MeasureConfig = MISSING
     paths: PathsConfig = MISSING
+    logger: LoggerConfig = MISSING
     # Re-measure even when a finished record for this job exists.
     force: bool = False
 

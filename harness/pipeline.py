@@ -25,10 +25,10 @@ from harness.measure.run import MeasureSpec
 from harness.models import base_model_dir, check_available
 from harness.prompt import system_prompt
 from harness.quantize.artifact import build_artifact, check_supported
+from harness.report.records import RECORD
 from harness.store import cache_key, cached_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
-RECORD = "record.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -97,7 +97,9 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     system = system_prompt(job.model.system_prompt, labels, list_labels=job.train.method == "none")
     base_dir, base_key = base_model_dir(job.model, cache)
     model_dir, model_key, train_facts = _trained_model(job, base_dir, base_key, data_dir, data_key, system)
-    artifact = build_artifact(model_dir, model_key, job.quant, cache, threads, job.paths.llama_cpp_dir)
+    artifact = build_artifact(
+        model_dir, model_key, job.quant, cache, threads, job.paths.llama_cpp_dir, job.hardware.device
+    )
 
     spec = MeasureSpec(
         artifact=str(artifact.path),

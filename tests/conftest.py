@@ -52,9 +52,12 @@ def tiny_llama(tmp_path_factory, smollm2_tokenizer) -> Path:
     return out
 
 
-def tiny_job_overrides(tiny_llama: Path, outputs: Path) -> list[str]:
-    """Overrides that make a whole job take seconds: tiny model and data, two train steps."""
+def tiny_job_overrides(tiny_llama: Path, outputs: Path, logger: str = "none") -> list[str]:
+    """Overrides that make a whole job take seconds: tiny model and data, two train steps;
+    no W&B unless asked for (offline, then)."""
     return [
+        f"logger={logger}",
+        *(["logger.mode=offline"] if logger == "wandb" else []),
         "model.name=tiny",
         "model.source=local",
         f"model.path={tiny_llama}",

@@ -103,3 +103,16 @@ def test_hub_model_offline_is_a_clear_failed_record(tmp_path, monkeypatch):
     assert "cannot fetch meta-llama/Llama-3.2-1B-Instruct" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert '"status": "failed"' in (tmp_path / "run" / "record.json").read_text()
+
+
+def test_wandb_is_offline_by_default_and_follows_wandb_mode(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert compose_job([]).logger.mode == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert compose_job([]).logger.mode == "online"
+    assert compose_job(["logger=none"]).logger.name == "none"
+
+
+def test_unknown_wandb_mode_names_the_choices():
+    with pytest.raises(ConfigError, match=r"logger.mode='cloud' is unknown; choose offline, online or disabled"):
+        compose_job(["logger.mode=cloud"])

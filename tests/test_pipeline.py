@@ -4,6 +4,8 @@ and a failing job that does not stop the sweep."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from .conftest import run_harness, tiny_job_overrides
@@ -54,3 +56,38 @@ def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_
     assert "gptq4: NotImplementedError" in done.stdout  # the summary names the failure
     # both GGUF jobs share one fine-tuned adapter
     assert records[0]["train"]["adapter_key"] == records[2]["train"]["adapter_key"]
+
+
+def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, tmp_path, monkeypatch):
+    secret = "hf_do_not_leak_4242"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + secret)
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path, logger="wandb"), "measure.batch_sizes=[1,4]",
+            "quant=fp32,gguf_q8_0"]
+    done = run_harness(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fp32, gguf = _records(tmp_path)
+    assert fp32["runtime"]["name"] == "transformers" and gguf["runtime"]["name"] == "llama_cpp"
+    assert fp32["metrics"]["decode_tokens_per_s_by_batch"]["4"] > 0
+    assert gguf["metrics"]["decode_tokens_per_s_by_batch"] == {"1": gguf["metrics"]["decode_tokens_per_s"], "4": None}
+    assert fp32["metrics"]["model_mib"] > gguf["metrics"]["model_mib"] > 0
+    assert fp32["artifact"]["bits_per_weight"] > 31
+    # the sweep's report: the baseline and its ratios, files a browser opens offline
+    report = next(tmp_path.glob("multirun/*/*/report"))
+    md = (report / "report.md").read_text()
+    assert "| fp32 |" in md and "baseline" in md and "x decode tok/s" in md
+    assert (report / "report.html").is_file() and (report / "report.csv").is_file()
+    # offline W&B: one run per job with its curve and metrics, one summary run, and W&B's own
+    # sync tool accepts them
+    runs = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 3
+    data = [r.read_bytes() for r in runs]
+    assert sum(b"sweep-summary" in d for d in data) == 1
+    assert sum(b"train/loss" in d and b"decode_tokens_per_s" in d and b"confusion_matrix" in d for d in data) == 2
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    dry = subprocess.run([str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert dry.returncode == 0 and "Would sync 3 run(s)" in dry.stdout + dry.stderr, dry.stderr
+    for path in tmp_path.rglob("*"):  # records, Hydra's config dumps, logs, W&B's files
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -1,2 +1,2 @@
-"""Turning records into what people read: terminal tables now; Pareto analysis, plots and
-W&B later."""
+"""Turning records into what people read: the terminal table, the Pareto report (Markdown,
+CSV, plots, HTML) and Weights & Biases runs."""

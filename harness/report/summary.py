@@ -1,62 +1,49 @@
-"""The results table printed at the end of a run or a sweep, and the Hydra callback that
-prints it (and fails the process) when a multirun ends."""
+"""The results table printed at the end of a run or a sweep, and the Hydra callback that, when
+a multirun ends, prints it, writes the sweep's report, logs the sweep to W&B, and fails the
+process if a job failed."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from harness.store import read_json
+from harness.report.pareto import frontier_memberships
+from harness.report.records import failures, point, read_sweep_records, shared_caption, varying_keys
 
 log = logging.getLogger(__name__)
 
-# (header, metric key, format) for the terminal table.
+# (header, point key, format) for the terminal table.
 COLUMNS = (
+    ("MiB", "size_mib", "{:.0f}"),
     ("acc", "accuracy", "{:.3f}"),
-    ("95% CI", "accuracy_ci95", "{0[0]:.2f}-{0[1]:.2f}"),
+    ("95% CI", ("accuracy_ci95_low", "accuracy_ci95_high"), "{:.2f}-{:.2f}"),
     ("invalid", "invalid_rate", "{:.3f}"),
     ("tg tok/s", "decode_tokens_per_s", "{:.1f}"),
     ("pp tok/s", "prefill_tokens_per_s", "{:.0f}"),
     ("p50 ms", "latency_p50_ms", "{:.1f}"),
-    ("RSS MiB", "peak_rss_mib", "{:.0f}"),
+    ("peak MiB", "peak_memory_mib", "{:.0f}"),
     ("J/query", "energy_j_per_query", "{:.3f}"),
 )
-_JOB_KEYS = ("model", "quant", "train", "hardware")
 
 
-def _cell(value: Any, fmt: str) -> str:
-    return "unmeasured" if value is None else fmt.format(value)
-
-
-def _varying(records: list[dict]) -> list[str]:
-    """The job keys that differ between records (always the quant)."""
-    return [k for k in _JOB_KEYS if k == "quant" or len({r.get("job", {}).get(k) for r in records}) > 1]
+def _cell(p: dict, key: str | tuple, fmt: str) -> str:
+    values = [p.get(k) for k in (key if isinstance(key, tuple) else (key,))]
+    return "unmeasured" if None in values else fmt.format(*values)
 
 
 def rows(records: list[dict]) -> list[list[str]]:
-    """One table row per successful record: variant, size, then COLUMNS."""
-    keys = _varying(records)
-    out = []
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        m = r["metrics"]
-        variant = " ".join(str(r["job"][k]) for k in keys)
-        out.append([variant, f"{r['artifact']['size_mib']:.0f}"] + [_cell(m.get(key), fmt) for _, key, fmt in COLUMNS])
-    return out
-
-
-def failures(records: Iterable[dict]) -> list[str]:
-    """'quant: reason' for each failed record, the reason's first line."""
+    """One row per successful record: variant, COLUMNS, the Pareto frontiers it is on."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    keys = varying_keys(ok)
+    points = [point(r, keys) for r in ok]
     return [
-        f"{r.get('job', {}).get('quant')}: {r.get('error_type')}: {(r.get('error') or '').splitlines()[0]}"
-        for r in records
-        if r.get("status") != "ok"
+        [p["variant"], *(_cell(p, key, fmt) for _, key, fmt in COLUMNS), " ".join(on)]
+        for p, on in zip(points, frontier_memberships(points))
     ]
 
 
@@ -66,13 +53,11 @@ def print_table(records: list[dict], title: str) -> None:
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=140)  # logs and CI: do not squeeze figures into 80 columns
-    shared = [k for k in _JOB_KEYS if k not in _varying(records)]
-    first = records[0].get("job", {}) if records else {}
-    caption = ", ".join(f"{k}={first.get(k)}" for k in shared)
-    table = Table(title=title, caption=caption or None)
-    for header in ("variant", "MiB") + tuple(c[0] for c in COLUMNS):
-        table.add_column(header, justify="left" if header == "variant" else "right")
+        console = Console(width=160)  # logs and CI: do not squeeze figures into 80 columns
+    ok = [r for r in records if r.get("status") == "ok"]
+    table = Table(title=title, caption=(shared_caption(ok) + "; Pareto: frontiers of accuracy vs each cost") if ok else None)
+    for header in ("variant",) + tuple(c[0] for c in COLUMNS) + ("Pareto",):
+        table.add_column(header, justify="left" if header in ("variant", "Pareto") else "right")
     for row in rows(records):
         table.add_row(*row)
     if table.row_count:
@@ -81,20 +66,28 @@ def print_table(records: list[dict], title: str) -> None:
         console.print(f"[bold red]FAILED[/] {line}", highlight=False)
 
 
-def read_sweep_records(sweep_dir: Path) -> list[dict]:
-    return [read_json(p) for p in sorted(sweep_dir.glob("*/record.json"), key=lambda p: int(p.parent.name.split("_")[0]))]
-
-
 class SweepSummary(Callback):
-    """Prints the sweep's table when a multirun ends, and exits non-zero if a job failed."""
+    """At the end of a multirun: the table, the report under <sweep>/report, the W&B summary
+    run, and a non-zero exit if any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from harness.config import LoggerConfig
+        from harness.report.wandb_log import log_sweep
+        from harness.report.write import write_report
+
         sweep_dir = Path(config.hydra.sweep.dir)
         records = read_sweep_records(sweep_dir)
         print_table(records, f"sweep {sweep_dir}")
+        report_dir = write_report(records, sweep_dir / "report", title=f"sweep {sweep_dir.name}")
+        log.info("report: %s", report_dir / "report.html")
+        logger = LoggerConfig(**OmegaConf.to_container(config.logger, resolve=True))
+        log_sweep(records, report_dir, logger, group=sweep_group(sweep_dir))
         failed = [r for r in records if r.get("status") != "ok"]
         if failed:
             log.error("%d of %d jobs failed; their records (with reasons) are under %s", len(failed), len(records), sweep_dir)
             sys.exit(1)
 
 
+def sweep_group(sweep_dir: Path) -> str:
+    """The W&B group of a multirun: its date and time directories, as Hydra names them."""
+    return f"{sweep_dir.parent.name}_{sweep_dir.name}"

@@ -1,0 +1,87 @@
+"""Pareto frontiers: the variants that no other variant beats on every objective at once.
+
+Pure functions over flat points (see `records.point`). A point missing an objective (energy
+that could not be measured) is never on that objective's frontier and never dominates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Objective:
+    key: str
+    label: str
+    maximize: bool
+    short: str
+
+
+ACCURACY = Objective("accuracy", "accuracy", True, "accuracy")
+SPEED = Objective("decode_tokens_per_s", "decode tokens/s", True, "speed")
+LATENCY = Objective("latency_p50_ms", "latency p50 (ms)", False, "latency")
+MEMORY = Objective("peak_memory_mib", "peak memory (MiB)", False, "memory")
+ENERGY = Objective("energy_j_per_query", "energy per query (J)", False, "energy")
+# Each is weighed against accuracy in its own plot; all of them together make the overall frontier.
+COSTS = (SPEED, LATENCY, MEMORY, ENERGY)
+
+
+def _at_least_as_good(a: float, b: float, objective: Objective) -> bool:
+    return a >= b if objective.maximize else a <= b
+
+
+def dominates(a: Mapping, b: Mapping, objectives: Sequence[Objective]) -> bool:
+    """a is at least as good as b on every objective and differs on one (so strictly better there)."""
+    return all(_at_least_as_good(a[o.key], b[o.key], o) for o in objectives) and any(
+        a[o.key] != b[o.key] for o in objectives
+    )
+
+
+def measured(points: Sequence[Mapping], objectives: Sequence[Objective]) -> list[int]:
+    return [i for i, p in enumerate(points) if all(p.get(o.key) is not None for o in objectives)]
+
+
+def frontier(points: Sequence[Mapping], objectives: Sequence[Objective]) -> list[int]:
+    """Indices of the non-dominated points among those measured on every objective.
+    Identical points do not dominate each other: both stay on the frontier."""
+    candidates = measured(points, objectives)
+    return [i for i in candidates if not any(dominates(points[j], points[i], objectives) for j in candidates if j != i)]
+
+
+def frontier_memberships(points: Sequence[Mapping]) -> list[list[str]]:
+    """For each point, the frontiers it is on: 'all' (every objective measured by every point
+    together) and the short name of each accuracy-vs-cost pair's cost."""
+    out: list[list[str]] = [[] for _ in points]
+    overall = [ACCURACY] + [c for c in COSTS if len(measured(points, [c])) == len(points)]
+    for i in frontier(points, overall):
+        out[i].append("all")
+    for cost in COSTS:
+        for i in frontier(points, [ACCURACY, cost]):
+            out[i].append(cost.short)
+    return out
+
+
+def baseline_index(points: Sequence[Mapping]) -> Optional[int]:
+    """The least compressed variant (largest artifact): what the others are compared with,
+    as the study compares each quantization with its FP16 baseline."""
+    sized = [i for i, p in enumerate(points) if p.get("size_mib") is not None]
+    return max(sized, key=lambda i: points[i]["size_mib"]) if sized else None
+
+
+def versus(point: Mapping, base: Mapping) -> str:
+    """The study's way of stating a trade-off: '8.6x decode tok/s, -82% peak memory, ...'."""
+
+    def pct(key: str, what: str) -> Optional[str]:
+        if point.get(key) is None or not base.get(key):
+            return None
+        return f"{100 * (point[key] / base[key] - 1):+.0f}% {what}"
+
+    parts = []
+    if point.get(SPEED.key) and base.get(SPEED.key):
+        parts.append(f"{point[SPEED.key] / base[SPEED.key]:.1f}x decode tok/s")
+    parts += [pct(LATENCY.key, "latency p50"), pct(MEMORY.key, "peak memory"), pct("size_mib", "size"),
+              pct(ENERGY.key, "energy/query")]
+    if point.get(ACCURACY.key) is not None and base.get(ACCURACY.key) is not None:
+        parts.append(f"{100 * (point[ACCURACY.key] - base[ACCURACY.key]):+.1f} pt accuracy")
+    return ", ".join(p for p in parts if p)

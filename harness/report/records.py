@@ -1,0 +1,103 @@
+"""Finding result records on disk and flattening them into the points reports compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.store import read_json
+
+RECORD = "record.json"
+JOB_KEYS = ("model", "quant", "train", "hardware")
+
+
+def read_sweep_records(sweep_dir: Path) -> list[dict]:
+    """The records of one Hydra multirun, in job order."""
+    paths = sorted(sweep_dir.glob(f"*/{RECORD}"), key=lambda p: int(p.parent.name.split("_")[0]))
+    return [read_json(p) for p in paths]
+
+
+def _job(record: dict) -> tuple:
+    return tuple(str(record.get("job", {}).get(k)) for k in JOB_KEYS)
+
+
+def collect(roots: list[Path]) -> list[dict]:
+    """Every record under the given directories, each measurement once (a record is copied
+    into each job directory that reused it). A failure is kept only while no record of the
+    same job succeeded, so a fixed job drops off the list of failures."""
+    ok: dict[str, dict] = {}
+    failed: dict[tuple, dict] = {}
+    for root in roots:
+        for path in sorted(root.rglob(RECORD)):
+            record = read_json(path)
+            if record.get("status") == "ok":
+                ok.setdefault(record["keys"]["record"], record)
+            else:
+                failed[(_job(record), record.get("error"))] = record
+    succeeded = {_job(r) for r in ok.values()}
+    return list(ok.values()) + [r for (job, _), r in failed.items() if job not in succeeded]
+
+
+def varying_keys(records: list[dict]) -> list[str]:
+    """The job keys that tell these records apart (always the quant)."""
+    return [k for k in JOB_KEYS if k == "quant" or len({r.get("job", {}).get(k) for r in records}) > 1]
+
+
+def shared_caption(records: list[dict]) -> str:
+    """'model=..., train=...': the job keys every record has in common."""
+    first = records[0].get("job", {}) if records else {}
+    return ", ".join(f"{k}={first.get(k)}" for k in JOB_KEYS if k not in varying_keys(records))
+
+
+def variant(record: dict, keys: list[str]) -> str:
+    return " ".join(str(record.get("job", {}).get(k)) for k in keys)
+
+
+def point(record: dict, keys: list[str]) -> dict[str, Any]:
+    """One successful record as flat figures. Peak memory is the device the model runs on:
+    VRAM on a GPU, RSS on the CPU (named in `memory_kind`)."""
+    m = record["metrics"]
+    on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda" and m.get("peak_vram_mib") is not None
+    low, high = m.get("accuracy_ci95") or (None, None)
+    return {
+        "variant": variant(record, keys),
+        **{k: record["job"].get(k) for k in JOB_KEYS},
+        "format": record["job"].get("format"),
+        "size_mib": record.get("artifact", {}).get("size_mib"),
+        "bits_per_weight": record.get("artifact", {}).get("bits_per_weight"),
+        "accuracy": m.get("accuracy"),
+        "accuracy_ci95_low": low,
+        "accuracy_ci95_high": high,
+        "macro_f1": m.get("macro_f1"),
+        "invalid_rate": m.get("invalid_rate"),
+        "decode_tokens_per_s": m.get("decode_tokens_per_s"),
+        "prefill_tokens_per_s": m.get("prefill_tokens_per_s"),
+        "latency_p50_ms": m.get("latency_p50_ms"),
+        "latency_p95_ms": m.get("latency_p95_ms"),
+        "peak_memory_mib": m.get("peak_vram_mib") if on_gpu else m.get("peak_rss_mib"),
+        "memory_kind": "VRAM" if on_gpu else "RSS",
+        "energy_j_per_query": m.get("energy_j_per_query"),
+        "energy_method": m.get("energy_method"),
+        "energy_unmeasured_reason": m.get("energy_unmeasured_reason"),
+        "energy_estimate_j_per_query": m.get("energy_estimate_j_per_query"),
+        "energy_estimate_method": m.get("energy_estimate_method"),
+        "record_dir": record.get("record_dir"),
+    }
+
+
+def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
+    """Successful records grouped by hardware: a frontier only compares like with like."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            groups.setdefault(str(r["job"].get("hardware")), []).append(r)
+    return groups
+
+
+def failures(records: list[dict]) -> list[str]:
+    """'quant: Error: reason' for each failed record, the reason's first line."""
+    return [
+        f"{r.get('job', {}).get('quant')}: {r.get('error_type')}: {(r.get('error') or '').splitlines()[0] if r.get('error') else ''}"
+        for r in records
+        if r.get("status") != "ok"
+    ]

@@ -1,0 +1,123 @@
+"""Weights & Biases: one run per job, one summary run per sweep.
+
+Offline unless the user asks for online (WANDB_MODE or logger.mode): runs are files under
+<logger.dir>/wandb, uploaded later with `wandb sync`. W&B is a view of the records, never
+their keeper: any W&B failure is a warning, and the record on disk stands.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.config import LoggerConfig
+from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
+from harness.report.records import RECORD, point, varying_keys
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _run(logger: LoggerConfig, **init: Any) -> Iterator[Any]:
+    """A W&B run that finishes even when logging into it fails, and whose failure is a warning."""
+    if logger.name == "none":
+        yield None
+        return
+    try:
+        import wandb
+
+        Path(logger.dir).mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=logger.project, entity=logger.entity, mode=logger.mode, dir=logger.dir, tags=logger.tags,
+            # console capture would duplicate Hydra's job log; system stats would load the CPU
+            # while a sweep measures on it.
+            settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+            reinit="finish_previous", **init,
+        )
+    except Exception as exc:  # no network, bad key, broken install: the record is what matters
+        log.warning("W&B: could not start a run (%s: %s); the record on disk is unaffected", type(exc).__name__, exc)
+        yield None
+        return
+    exit_code = 0
+    try:
+        yield run
+    except Exception as exc:
+        exit_code = 1
+        log.warning("W&B: logging failed (%s: %s); the record on disk is unaffected", type(exc).__name__, exc)
+    finally:
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as exc:
+            log.warning("W&B: could not finish the run (%s: %s)", type(exc).__name__, exc)
+
+
+def summary_metrics(record: dict) -> dict[str, Any]:
+    """Scalar figures with their units in their names, as W&B summary keys."""
+    m = record.get("metrics", {})
+    out: dict[str, Any] = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out.update({f"accuracy/{lang}": v for lang, v in m.get("accuracy_by_language", {}).items()})
+    out.update({f"f1/{label}": v for label, v in m.get("f1_by_intent", {}).items()})
+    artifact = record.get("artifact") or {}
+    for key in ("size_mib", "bits_per_weight", "quantize_wall_s"):
+        if isinstance(artifact.get(key), (int, float)):
+            out[key] = artifact[key]
+    if record.get("train") and isinstance(record["train"].get("train_wall_s"), (int, float)):
+        out["train_wall_s"] = record["train"]["train_wall_s"]
+    return out
+
+
+def _confusion_plot(wandb: Any, confusion: dict[str, dict[str, int]]) -> Any:
+    classes = sorted(set(confusion) | {p for row in confusion.values() for p in row})
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = [index[g] for g, row in confusion.items() for p, n in row.items() for _ in range(n)]
+    preds = [index[p] for g, row in confusion.items() for p, n in row.items() for _ in range(n)]
+    return wandb.plot.confusion_matrix(y_true=y_true, preds=preds, class_names=classes, title="confusion (test split)")
+
+
+def log_job(record: dict, logger: LoggerConfig, group: str, name: str) -> None:
+    job = record.get("job", {})
+    with _run(logger, group=logger.group or group, job_type=job.get("format") or "job", name=name,
+              config=record.get("config")) as run:
+        if run is None:
+            return
+        import wandb
+
+        run.summary.update({"status": record["status"], **summary_metrics(record)})
+        if record["status"] != "ok":
+            run.summary.update({"error": f"{record.get('error_type')}: {record.get('error')}"})
+            return
+        for step, loss in enumerate((record.get("train") or {}).get("loss", [])):
+            run.log({"train/loss": loss}, step=step)
+        if record["metrics"].get("confusion"):
+            run.log({"confusion_matrix": _confusion_plot(wandb, record["metrics"]["confusion"])})
+        record_dir = Path(record["record_dir"])
+        artifact = wandb.Artifact(f"record-{record['keys']['record'][:16]}", type="record", metadata=job)
+        for file in (RECORD, "predictions.jsonl"):
+            if (record_dir / file).is_file():
+                artifact.add_file(str(record_dir / file))
+        run.log_artifact(artifact)
+
+
+def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group: str) -> None:
+    """The sweep's summary run: every job in one table, and accuracy-vs-cost scatter plots."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    with _run(logger, group=logger.group or group, job_type="sweep-summary", name=f"summary {group}") as run:
+        if run is None or not ok:
+            return
+        import wandb
+
+        points = [point(r, varying_keys(ok)) for r in ok]
+        columns = list(points[0]) + ["pareto_frontiers"]
+        table = wandb.Table(columns=columns, data=[
+            [p[c] for c in columns[:-1]] + [" ".join(on)] for p, on in zip(points, frontier_memberships(points))
+        ])
+        plots = {
+            f"pareto/accuracy_vs_{cost.key}": wandb.plot.scatter(table, cost.key, ACCURACY.key, title=f"accuracy vs {cost.label}")
+            for cost in COSTS
+            if any(p.get(cost.key) is not None for p in points)
+        }
+        images = {f"report/{png.stem}": wandb.Image(str(png)) for png in sorted(report_dir.glob("*.png"))}
+        run.log({"jobs": table, **plots, **images})
+        run.summary.update({"jobs_ok": len(ok), "jobs_failed": len(records) - len(ok)})

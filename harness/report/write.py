@@ -1,0 +1,180 @@
+"""The Pareto report of a set of records: a Markdown table, a CSV, PNG scatter plots with the
+frontier, and one self-contained HTML page (plots inlined) that opens offline."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.report.pareto import ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, versus
+from harness.report.records import by_hardware, failures, point, shared_caption, varying_keys
+
+# (header, point key, format) for the Markdown and HTML tables.
+TABLE = (
+    ("variant", "variant", "{}"),
+    ("size MiB", "size_mib", "{:.0f}"),
+    ("bits/weight", "bits_per_weight", "{:.2f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("macro-F1", "macro_f1", "{:.3f}"),
+    ("decode tok/s", "decode_tokens_per_s", "{:.1f}"),
+    ("prefill tok/s", "prefill_tokens_per_s", "{:.0f}"),
+    ("p50 ms", "latency_p50_ms", "{:.1f}"),
+    ("peak MiB", "peak_memory_mib", "{:.0f}"),
+    ("J/query", "energy_j_per_query", "{:.3f}"),
+)
+
+
+@dataclass
+class Section:
+    """One hardware's variants, compared only with each other."""
+
+    hardware: str
+    caption: str
+    points: list[dict]
+    on_frontier: list[list[str]]
+    baseline: int | None
+    plots: list[Path]
+
+
+def _fmt(value, fmt: str) -> str:
+    return "unmeasured" if value is None else fmt.format(value)
+
+
+def _table_rows(section: Section) -> list[list[str]]:
+    base = section.points[section.baseline] if section.baseline is not None else None
+    out = []
+    for i, (p, on) in enumerate(zip(section.points, section.on_frontier)):
+        ratio = "baseline" if i == section.baseline else (versus(p, base) if base else "")
+        out.append([_fmt(p.get(key), fmt) for _, key, fmt in TABLE] + [", ".join(on) or "-", ratio])
+    return out
+
+
+def _headers() -> list[str]:
+    return [h for h, _, _ in TABLE] + ["Pareto frontiers", "vs baseline"]
+
+
+def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -> Path | None:
+    """Accuracy against one cost, every variant labelled, the frontier drawn as a step line.
+    None when no variant measured this cost (energy on most VMs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [i for i, p in enumerate(points) if p.get(cost.key) is not None and p.get(ACCURACY.key) is not None]
+    if not shown:
+        return None
+    best = set(frontier(points, [ACCURACY, cost]))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for i in shown:
+        p = points[i]
+        on = i in best
+        ax.scatter(p[cost.key], p[ACCURACY.key], s=70 if on else 40, color="tab:red" if on else "tab:blue",
+                   zorder=3, edgecolor="black", linewidth=0.5)
+        ax.annotate(p["variant"], (p[cost.key], p[ACCURACY.key]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    front = sorted((points[i][cost.key], points[i][ACCURACY.key]) for i in best)
+    if len(front) > 1:
+        ax.step([x for x, _ in front], [y for _, y in front], where="post" if cost.maximize else "pre",
+                color="tab:red", linewidth=1.2, alpha=0.7, label="Pareto frontier")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(cost.label + (" (higher is better)" if cost.maximize else " (lower is better)"))
+    ax.set_ylabel("accuracy (test split)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.2, y=0.15)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sections(records: list[dict], out_dir: Path) -> list[Section]:
+    out = []
+    for hardware, group in sorted(by_hardware(records).items()):
+        keys = varying_keys(group)
+        points = [point(r, keys) for r in group]
+        plots = [
+            plot_tradeoff(points, cost, f"{hardware}: accuracy vs {cost.label}", out_dir / f"{hardware}_accuracy_vs_{cost.key}.png")
+            for cost in COSTS
+        ]
+        out.append(Section(hardware, shared_caption(group), points, frontier_memberships(points),
+                           baseline_index(points), [p for p in plots if p]))
+    return out
+
+
+def _energy_note(points: list[dict]) -> str:
+    if any(p.get("energy_j_per_query") is not None for p in points):
+        return ""
+    reasons = sorted({p["energy_unmeasured_reason"] for p in points if p.get("energy_unmeasured_reason")})
+    estimates = [p for p in points if p.get("energy_estimate_j_per_query") is not None]
+    note = "Energy was not measured on this hardware" + (f" ({'; '.join(reasons)})" if reasons else "") + "."
+    if estimates:
+        note += " Estimates, not measurements (" + estimates[0]["energy_estimate_method"] + "): " + ", ".join(
+            f"{p['variant']} {p['energy_estimate_j_per_query']:.3f} J/query" for p in estimates) + "."
+    return note
+
+
+def markdown(title: str, secs: list[Section], failed: list[str]) -> str:
+    lines = [f"# {title}", ""]
+    for s in secs:
+        lines += [f"## {s.hardware}", "", f"{s.caption}; peak memory is {s.points[0]['memory_kind']}."
+                  + (f" Baseline: {s.points[s.baseline]['variant']} (largest artifact)." if s.baseline is not None else ""), ""]
+        lines.append("| " + " | ".join(_headers()) + " |")
+        lines.append("|" + "---|" * len(_headers()))
+        lines += ["| " + " | ".join(r) + " |" for r in _table_rows(s)]
+        note = _energy_note(s.points)
+        lines += ["", note] if note else []
+        lines += [""] + [f"![{p.stem}]({p.name})" for p in s.plots] + [""]
+    if failed:
+        lines += ["## Failed jobs", ""] + [f"- {f}" for f in failed] + [""]
+    return "\n".join(lines)
+
+
+def write_csv(secs: list[Section], path: Path) -> None:
+    fields = ["hardware", *secs[0].points[0].keys(), "pareto_frontiers", "is_baseline"] if secs else ["hardware"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for s in secs:
+            for i, (p, on) in enumerate(zip(s.points, s.on_frontier)):
+                writer.writerow({"hardware": s.hardware, **p, "pareto_frontiers": " ".join(on), "is_baseline": i == s.baseline})
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+tr.frontier td:first-child{font-weight:bold}.plots img{max-width:48%;margin:4px}.note{color:#555}"""
+
+
+def html_page(title: str, secs: list[Section], failed: list[str]) -> str:
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>", "<p class=note>Bold variants are on at least one Pareto frontier "
+            "(no other variant is both at least as accurate and cheaper on that cost).</p>"]
+    for s in secs:
+        body.append(f"<h2>{e(s.hardware)}</h2><p>{e(s.caption)}; peak memory is {e(s.points[0]['memory_kind'])}.</p>")
+        body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in _headers()) + "</tr>")
+        for row, on in zip(_table_rows(s), s.on_frontier):
+            body.append(f"<tr class={'frontier' if on else 'dominated'}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        body.append("</table>")
+        note = _energy_note(s.points)
+        if note:
+            body.append(f"<p class=note>{e(note)}</p>")
+        body.append("<div class=plots>" + "".join(
+            f"<img alt='{e(p.stem)}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>" for p in s.plots
+        ) + "</div>")
+    if failed:
+        body.append("<h2>Failed jobs</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in failed) + "</ul>")
+    return f"<!doctype html><html><head><meta charset=utf-8><title>{e(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+
+
+def write_report(records: list[dict], out_dir: Path, title: str) -> Path:
+    """Write report.md, report.csv, the plots and report.html into out_dir; return out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    secs = sections(records, out_dir)
+    failed = failures(records)
+    (out_dir / "report.md").write_text(markdown(title, secs, failed), encoding="utf-8")
+    write_csv(secs, out_dir / "report.csv")
+    (out_dir / "report.html").write_text(html_page(title, secs, failed), encoding="utf-8")
+    return out_dir
