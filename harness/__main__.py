@@ -23,7 +23,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from harness.config import to_job_config
+    from harness.config import serve_as_is, to_job_config
     from harness.pipeline import failed_record, run_job, write_job_record
     from harness.report.summary import print_table, sweep_group
     from harness.report.wandb_log import log_job
@@ -32,6 +32,8 @@ def main(cfg: DictConfig) -> None:
     job_dir = Path(hydra_cfg.runtime.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
+        serve_as_is(cfg, hydra_cfg.overrides.task)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
         record = run_job(to_job_config(cfg), resolved)
     except Exception as exc:  # a failed job is a result to record, not a crash of the sweep
         log.error("job failed: %s: %s", type(exc).__name__, exc)

@@ -28,6 +28,8 @@ FORMAT_BITS: dict[str, tuple[int, ...]] = {
     "gguf": (2, 3, 4, 5, 6, 8, 16, 32),
     "gptq": (2, 3, 4, 8),
     "bnb": (4, 8),
+    # A hosted model's weights are whatever its provider serves: 0 = unknown.
+    "hosted": (0,),
 }
 FORMAT_RUNTIME: dict[str, str] = {
     "fp32": "transformers",
@@ -36,6 +38,7 @@ FORMAT_RUNTIME: dict[str, str] = {
     "gguf": "llama_cpp",
     "gptq": "transformers",
     "bnb": "transformers",
+    "hosted": "openai_compatible",
 }
 # The llama.cpp type a bare `quant.format=gguf quant.bits=N` means: the K-quant mixes that
 # llama.cpp recommends at each width (the study used Q3_K_M, Q4_K_M and Q5_K_M).
@@ -89,6 +92,36 @@ def _choices(values: Any) -> str:
 
 
 @dataclass
+class ApiConfig:
+    """A model served behind an OpenAI-compatible chat-completions endpoint."""
+
+    base_url: str = MISSING
+    # The model name the endpoint expects (e.g. gpt-4.1).
+    model_name: str = MISSING
+    # The environment variable that holds the API key; the key itself is never stored.
+    # None: the endpoint needs no key (a local server).
+    api_key_env: Optional[str] = None
+    timeout_s: float = 30.0
+    # Retries with exponential backoff on 429, 5xx and dropped connections.
+    max_retries: int = 3
+    concurrency: int = 4
+    # USD per million tokens, for the cost columns; 0 for a local server.
+    usd_per_mtok_in: float = 0.0
+    usd_per_mtok_out: float = 0.0
+    # Worked examples (from the training split) before each query.
+    few_shot: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"model.api.base_url={self.base_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
+        for name in ("timeout_s", "concurrency"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.api.{name} must be > 0")
+        if self.max_retries < 0 or self.few_shot < 0:
+            raise ConfigError("model.api.max_retries and model.api.few_shot must be >= 0")
+
+
+@dataclass
 class ModelConfig:
     """The base model. `source=embedded` loads a GGUF shipped inside a Python package;
     `source=hf` loads a Hugging Face id (needs network or a warm HF cache); `source=local`
@@ -103,6 +136,8 @@ class ModelConfig:
     path: Optional[str] = None
     # A short system prompt; the chat template's own default can be longer than the query.
     system_prompt: str = "Classify the e-commerce query. Answer with JSON."
+    # source=api: the endpoint that serves the model.
+    api: Optional[ApiConfig] = None
 
     def __post_init__(self) -> None:
         if self.source == "embedded":
@@ -120,9 +155,12 @@ class ModelConfig:
         elif self.source == "local":
             if not self.path:
                 raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
+        elif self.source == "api":
+            if self.api is None:
+                raise ConfigError(f"model={self.name}: source=api needs model.api (base_url, model_name, ...)")
         else:
             raise ConfigError(
-                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local"
+                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, api"
             )
 
 
@@ -370,6 +408,34 @@ class JobConfig:
     logger: LoggerConfig = MISSING
     # Re-measure even when a finished record for this job exists.
     force: bool = False
+
+    def __post_init__(self) -> None:
+        hosted = self.model.source == "api"
+        if hosted != (self.quant.format == "hosted"):
+            raise ConfigError(
+                "quant=hosted is only for hosted models (model.source=api, e.g. model=local_server)"
+                if not hosted else f"model={self.model.name} is hosted: it runs with quant=hosted only"
+            )
+        if hosted and self.train.method != "none":
+            raise ConfigError(f"model={self.model.name} is hosted and cannot be fine-tuned here; use train=none")
+
+
+def serve_as_is(cfg: DictConfig, overrides: list[str]) -> None:
+    """A hosted model is measured as its provider serves it: no quantization, no fine-tuning.
+    For one, the quant and train defaults give way to quant=hosted and train=none; asking for
+    another quant or train explicitly (on the command line or in a sweep) is an error."""
+    if cfg.model.source != "api":
+        return
+    asked = {o.lstrip("+~").split("=")[0].split(".")[0] for o in overrides}
+    for group, preset, fits in (("quant", "hosted", cfg.quant.format == "hosted"), ("train", "none", cfg.train.method == "none")):
+        if fits:
+            continue
+        if group in asked:
+            raise ConfigError(
+                f"model={cfg.model.name} is a hosted model, measured as served: {group}={cfg[group].name} does not "
+                f"apply to it; drop the {group} override for this model (sweep hosted and local models separately)"
+            )
+        cfg[group] = QuantConfig(name=preset, format="hosted", bits=0) if group == "quant" else TrainConfig(name=preset, method=preset)
 
 
 def register_configs() -> None:

@@ -15,7 +15,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from harness.config import ConfigError, JobConfig
 from harness.data.dataset import build_dataset, read_labels
@@ -38,9 +38,19 @@ def threads_for(job: JobConfig) -> int:
 
 def preflight(job: JobConfig) -> None:
     """Seconds-long checks that would otherwise fail after minutes of training."""
+    if job.model.source == "api":
+        from harness.runtimes.openai_compatible import OpenAICompatibleRuntime
+
+        assert job.model.api is not None
+        OpenAICompatibleRuntime(job.model.api, job.measure.max_new_tokens).check_reachable()
+        return
     check_available(job.model)
     check_supported(job.quant, job.paths.llama_cpp_dir)
-    if job.hardware.device == "cuda":
+    check_device(job.hardware.device)
+
+
+def check_device(device: str) -> None:
+    if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -87,20 +97,57 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     """Run every stage of one job and return its (successful) record."""
     started = datetime.now(timezone.utc)
     preflight(job)
-    threads = threads_for(job)
     cache = job_cache(job)
-    languages = sorted(job.language.codes)
-
-    data_dir = build_dataset(job.dataset, languages, cache)
-    data_key = data_dir.name
+    data_dir = build_dataset(job.dataset, sorted(job.language.codes), cache)
     labels = read_labels(data_dir)
     system = system_prompt(job.model.system_prompt, labels, list_labels=job.train.method == "none")
+    if job.model.source == "api":
+        stages = _hosted_stages(job, data_dir, system, labels)
+    else:
+        stages = _local_stages(job, data_dir, system, labels)
+
+    def measure(out: Path) -> None:
+        t0 = time.perf_counter()
+        measured = stages.measure(out)
+        record = {
+            "status": "ok",
+            "job": job_summary(job),
+            **measured,
+            "artifact": stages.artifact_info,
+            "train": stages.train_facts,
+            "keys": stages.keys,
+            "config": resolved_config,
+            "environment": environment(REPO_ROOT),
+            "started_at": started.isoformat(timespec="seconds"),
+            "measure_wall_s": time.perf_counter() - t0,
+        }
+        write_json_atomic(out / RECORD, record)
+
+    record_dir = cached_dir(cache, "records", stages.keys["record"], measure, force=job.force)
+    record = read_json(record_dir / RECORD)
+    record["record_dir"] = str(record_dir)
+    return record
+
+
+@dataclasses.dataclass
+class Stages:
+    """What the stages before the measurement produced, and the measurement itself."""
+
+    measure: Callable[[Path], dict]
+    artifact_info: dict
+    train_facts: Optional[dict]
+    keys: dict[str, str]
+
+
+def _local_stages(job: JobConfig, data_dir: Path, system: str, labels: list[str]) -> Stages:
+    cache = job_cache(job)
+    threads = threads_for(job)
+    data_key = data_dir.name
     base_dir, base_key = base_model_dir(job.model, cache)
     model_dir, model_key, train_facts = _trained_model(job, base_dir, base_key, data_dir, data_key, system)
     artifact = build_artifact(
         model_dir, model_key, job.quant, cache, threads, job.paths.llama_cpp_dir, job.hardware.device
     )
-
     spec = MeasureSpec(
         artifact=str(artifact.path),
         tokenizer_dir=str(model_dir),
@@ -114,28 +161,29 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
         out_dir="",
     )
     record_key = cache_key("record", artifact.key, data_key, job.hardware, job.measure, threads, system)
+    return Stages(
+        measure=lambda out: run_isolated(dataclasses.replace(spec, out_dir=str(out)), out, job.measure.timeout_s),
+        artifact_info=artifact.info,
+        train_facts=train_facts,
+        keys={"dataset": data_key, "base": base_key, "model": model_key, "artifact": artifact.key, "record": record_key},
+    )
 
-    def measure(out: Path) -> None:
-        t0 = time.perf_counter()
-        measured = run_isolated(dataclasses.replace(spec, out_dir=str(out)), out, job.measure.timeout_s)
-        record = {
-            "status": "ok",
-            "job": job_summary(job),
-            **measured,
-            "artifact": artifact.info,
-            "train": train_facts,
-            "keys": {"dataset": data_key, "base": base_key, "model": model_key, "artifact": artifact.key, "record": record_key},
-            "config": resolved_config,
-            "environment": environment(REPO_ROOT),
-            "started_at": started.isoformat(timespec="seconds"),
-            "measure_wall_s": time.perf_counter() - t0,
-        }
-        write_json_atomic(out / RECORD, record)
 
-    record_dir = cached_dir(cache, "records", record_key, measure, force=job.force)
-    record = read_json(record_dir / RECORD)
-    record["record_dir"] = str(record_dir)
-    return record
+def _hosted_stages(job: JobConfig, data_dir: Path, system: str, labels: list[str]) -> Stages:
+    """A hosted model has no stages of its own: it is measured as served. Nothing native runs
+    here, so the measurement needs no separate process; every request has its own timeout."""
+    from harness.measure.hosted import measure_hosted
+
+    api = job.model.api
+    assert api is not None
+    record_key = cache_key("record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system)
+    return Stages(
+        measure=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
+        artifact_info={"format": "hosted", "size_mib": None, "bits_per_weight": None, "tool": "openai_compatible",
+                       "base_url": api.base_url, "model_name": api.model_name},
+        train_facts=None,
+        keys={"dataset": data_dir.name, "record": record_key},
+    )
 
 
 def job_summary(job: JobConfig) -> dict[str, Any]:
@@ -161,6 +209,7 @@ def failed_record(resolved_config: dict[str, Any], exc: BaseException) -> dict[s
             "quant": resolved_config.get("quant", {}).get("name"),
             "hardware": resolved_config.get("hardware", {}).get("name"),
             "train": resolved_config.get("train", {}).get("name"),
+            "languages": sorted(resolved_config.get("language", {}).get("codes") or {}),
         },
         "config": resolved_config,
         "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -25,8 +25,12 @@ def system_prompt(base: str, labels: Sequence[str], list_labels: bool) -> str:
     return f"{base} Labels: {', '.join(labels)}. Reply only with {{\"{ANSWER_KEY}\": \"<label>\"}}."
 
 
-def messages(query: str, system: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": query}]
+def messages(query: str, system: str, shots: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """System, then worked (query, label) examples if any, then the query."""
+    turns = [{"role": "system", "content": system}]
+    for shot_query, label in shots:
+        turns += [{"role": "user", "content": shot_query}, {"role": "assistant", "content": answer(label)}]
+    return turns + [{"role": "user", "content": query}]
 
 
 def answer(label: str) -> str:

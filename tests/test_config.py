@@ -30,8 +30,15 @@ def test_default_composes_to_the_embedded_model_and_gguf_q4km():
 
 @pytest.mark.parametrize("preset", QUANT_PRESETS)
 def test_every_quant_preset_is_valid(preset):
-    job = compose_job([f"quant={preset}"])
+    # quant=hosted belongs with a hosted model, which is not fine-tuned
+    model = ["model=local_server", "train=none"] if preset == "hosted" else []
+    job = compose_job([f"quant={preset}", *model])
     assert job.quant.name == preset
+
+
+def test_hosted_quant_with_a_local_model_names_the_fix():
+    with pytest.raises(ConfigError, match=r"quant=hosted is only for hosted models"):
+        compose_job(["quant=hosted"])
 
 
 def test_language_list_merges_presets():
@@ -92,7 +99,8 @@ def test_cli_impossible_bits_fails_before_any_work(tmp_path):
 def test_help_lists_groups_and_choices():
     done = run_harness(["--help"])
     assert done.returncode == 0
-    for line in ("quant: bf16", "gguf_q4km", "model: llama32_1b, smollm2_135m", "train: lora, none"):
+    for line in ("quant: bf16", "gguf_q4km", "model: gpt41, llama32_1b, local_server, smollm2_135m",
+                 "train: lora, none, qlora", "logger: none, wandb"):
         assert line in done.stdout
 
 

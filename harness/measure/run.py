@@ -126,15 +126,26 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
     }
 
 
+def test_rows(data_dir: Path, cfg: MeasureConfig) -> list[dict]:
+    from harness.data.dataset import read_split
+
+    rows = read_split(data_dir, "test")
+    return rows[: cfg.max_eval_samples] if cfg.max_eval_samples else rows
+
+
+def write_predictions(out_dir: Path, rows: list[dict], raw: list[str], predicted: list, latencies_ms: list[float]) -> None:
+    """Every test query with the model's raw answer and its parse, for auditing."""
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row, text, p, ms in zip(rows, raw, predicted, latencies_ms):
+            f.write(json.dumps({**row, "raw_answer": text, "predicted": p, "correct": p == row["intent"],
+                                "latency_ms": ms}, ensure_ascii=False) + "\n")
+
+
 def measure(spec: MeasureSpec) -> dict:
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from harness.data.dataset import read_split
-
-    rows = read_split(Path(spec.data_dir), "test")
-    if spec.measure.max_eval_samples:
-        rows = rows[: spec.measure.max_eval_samples]
+    rows = test_rows(Path(spec.data_dir), spec.measure)
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
 
     import psutil
@@ -157,13 +168,9 @@ def measure(spec: MeasureSpec) -> dict:
         speed = speed_test(rt, spec.measure)
 
     predictions = [parse_answer(a.text, spec.labels) for a in answers]
-    out_dir = Path(spec.out_dir)
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row, a, p in zip(rows, answers, predictions):
-            f.write(json.dumps({**row, "raw_answer": a.text, "predicted": p, "correct": p == row["intent"],
-                                "latency_ms": a.latency_s * 1000}, ensure_ascii=False) + "\n")
-
     latencies_ms = [a.latency_s * 1000 for a in answers]
+    write_predictions(Path(spec.out_dir), rows, [a.text for a in answers], predictions, latencies_ms)
+
     ttft_ms = [a.ttft_s * 1000 for a in answers]
     eval_s = sum(a.latency_s for a in answers)
     generated = sum(a.generated_tokens for a in answers)

@@ -1,0 +1,82 @@
+"""The measurement of a hosted model: the same test split, prompt and accuracy code as every
+local variant, plus what a hosted model costs: per-request latency under bounded concurrency,
+tokens in and out as the endpoint counts them, and USD from the configured prices.
+
+No speed test, memory or energy: a remote endpoint's prefill and decode rates, memory and
+joules are not observable from here, and are reported as such (null, with the reason).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from harness.config import ApiConfig, MeasureConfig
+from harness.measure.accuracy import classification_metrics
+from harness.measure.run import test_rows, write_predictions
+from harness.measure.stats import percentile
+from harness.prompt import messages, parse_answer
+from harness.runtimes.openai_compatible import OpenAICompatibleRuntime
+
+REMOTE = "remote endpoint: not observable from this machine"
+
+
+def shots(data_dir: Path, k: int) -> list[tuple[str, str]]:
+    """k worked examples from the training split, one intent after another."""
+    from harness.data.dataset import read_split
+
+    if k == 0:
+        return []
+    by_intent: dict[str, list[dict]] = {}
+    for row in read_split(data_dir, "train"):
+        by_intent.setdefault(row["intent"], []).append(row)
+    rounds = zip(*by_intent.values())
+    return [(r["text"], r["intent"]) for batch in rounds for r in batch][:k]
+
+
+def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: str, labels: list[str], out_dir: Path) -> dict:
+    from tqdm.auto import tqdm
+
+    rows = test_rows(data_dir, cfg)
+    examples = shots(data_dir, api.few_shot)
+    rt = OpenAICompatibleRuntime(api, cfg.max_new_tokens)  # reachability: checked in the preflight
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=api.concurrency) as pool:
+        done = list(tqdm(pool.map(lambda r: rt.complete(messages(r["text"], system, examples)), rows),
+                         total=len(rows), desc=f"evaluate ({api.model_name})", unit="query"))
+    wall = time.perf_counter() - t0
+
+    predicted = [parse_answer(c.text, labels) for c in done]
+    latencies_ms = [c.latency_s * 1000 for c in done]
+    write_predictions(out_dir, rows, [c.text for c in done], predicted, latencies_ms)
+    tokens_in, tokens_out = sum(c.tokens_in for c in done), sum(c.tokens_out for c in done)
+    cost = (tokens_in * api.usd_per_mtok_in + tokens_out * api.usd_per_mtok_out) / 1e6
+    metrics = classification_metrics([r["intent"] for r in rows], predicted, [r["language"] for r in rows], labels)
+    metrics.update(
+        {
+            "latency_p50_ms": percentile(latencies_ms, 50),
+            "latency_p95_ms": percentile(latencies_ms, 95),
+            "latency_p99_ms": percentile(latencies_ms, 99),
+            "queries_per_s": len(done) / wall,
+            "concurrency": api.concurrency,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "mean_prompt_tokens": tokens_in / len(done),
+            "mean_generated_tokens": tokens_out / len(done),
+            "cost_usd": cost,
+            "cost_usd_per_query": cost / len(done),
+            "ttft_p50_ms": None,
+            "prefill_tokens_per_s": None,
+            "decode_tokens_per_s": None,
+            "peak_rss_mib": None,
+            "model_mib": None,
+            "energy_j": None,
+            "energy_j_per_query": None,
+            "energy_j_per_token": None,
+            "energy_method": None,
+            "energy_unmeasured_reason": REMOTE,
+        }
+    )
+    return {"runtime": {"name": rt.name, "version": rt.version, "base_url": api.base_url,
+                        "model_name": api.model_name}, "metrics": metrics}
