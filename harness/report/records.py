@@ -8,7 +8,7 @@ from typing import Any
 from harness.store import read_json
 
 RECORD = "record.json"
-JOB_KEYS = ("model", "quant", "train", "hardware")
+JOB_KEYS = ("model", "quant", "train", "hardware", "languages")
 
 
 def read_sweep_records(sweep_dir: Path) -> list[dict]:
@@ -17,8 +17,13 @@ def read_sweep_records(sweep_dir: Path) -> list[dict]:
     return [read_json(p) for p in paths]
 
 
+def job_value(record: dict, key: str) -> str | None:
+    value = record.get("job", {}).get(key)
+    return "+".join(value) if isinstance(value, list) else value
+
+
 def _job(record: dict) -> tuple:
-    return tuple(str(record.get("job", {}).get(k)) for k in JOB_KEYS)
+    return tuple(str(job_value(record, k)) for k in JOB_KEYS)
 
 
 def collect(roots: list[Path]) -> list[dict]:
@@ -40,17 +45,18 @@ def collect(roots: list[Path]) -> list[dict]:
 
 def varying_keys(records: list[dict]) -> list[str]:
     """The job keys that tell these records apart (always the quant)."""
-    return [k for k in JOB_KEYS if k == "quant" or len({r.get("job", {}).get(k) for r in records}) > 1]
+    return [k for k in JOB_KEYS if k == "quant" or len({job_value(r, k) for r in records}) > 1]
 
 
 def shared_caption(records: list[dict]) -> str:
     """'model=..., train=...': the job keys every record has in common."""
-    first = records[0].get("job", {}) if records else {}
-    return ", ".join(f"{k}={first.get(k)}" for k in JOB_KEYS if k not in varying_keys(records))
+    if not records:
+        return ""
+    return ", ".join(f"{k}={job_value(records[0], k)}" for k in JOB_KEYS if k not in varying_keys(records))
 
 
 def variant(record: dict, keys: list[str]) -> str:
-    return " ".join(str(record.get("job", {}).get(k)) for k in keys)
+    return " ".join(str(job_value(record, k)) for k in keys)
 
 
 def point(record: dict, keys: list[str]) -> dict[str, Any]:
@@ -61,7 +67,7 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
     low, high = m.get("accuracy_ci95") or (None, None)
     return {
         "variant": variant(record, keys),
-        **{k: record["job"].get(k) for k in JOB_KEYS},
+        **{k: job_value(record, k) for k in JOB_KEYS},
         "format": record["job"].get("format"),
         "size_mib": record.get("artifact", {}).get("size_mib"),
         "bits_per_weight": record.get("artifact", {}).get("bits_per_weight"),

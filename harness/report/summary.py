@@ -67,8 +67,19 @@ def print_table(records: list[dict], title: str) -> None:
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: the table, the report under <sweep>/report, the W&B summary
+    """Before a multirun: the checks that concern every job. At its end: the table, the report under <sweep>/report, the W&B summary
     run, and a non-zero exit if any job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep pinned to a GPU stops before its first job on a machine without one."""
+        from harness.config import ConfigError
+        from harness.pipeline import check_device
+
+        try:
+            check_device(config.hardware.device)
+        except ConfigError as exc:
+            log.error("%s (the whole sweep needs it, so no job was started)", exc)
+            sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from harness.config import LoggerConfig
@@ -78,7 +89,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         records = read_sweep_records(sweep_dir)
         print_table(records, f"sweep {sweep_dir}")
-        report_dir = write_report(records, sweep_dir / "report", title=f"sweep {sweep_dir.name}")
+        report_dir = write_report(records, sweep_dir / "report", title=f"sweep {sweep_group(sweep_dir)}")
         log.info("report: %s", report_dir / "report.html")
         logger = LoggerConfig(**OmegaConf.to_container(config.logger, resolve=True))
         log_sweep(records, report_dir, logger, group=sweep_group(sweep_dir))

@@ -1,0 +1,55 @@
+"""Named sweeps: every job of every sweep in sweeps/ composes to a valid config, and a GPU
+sweep on a machine without a GPU stops before its first job."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from harness.config import register_configs, to_job_config
+
+from .conftest import REPO, run_harness
+
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+def _jobs(sweep) -> list[list[str]]:
+    params = yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"]
+    return [[f"{k}={v}" for k, v in zip(params, combo)]
+            for combo in itertools.product(*(str(v).split(",") for v in params.values()))]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.stem)
+def test_every_job_of_every_named_sweep_composes(sweep):
+    jobs = _jobs(sweep)
+    assert jobs
+    register_configs()
+    # as `--config-dir sweeps` does: the sweep is the primary config, conf/ is searched too
+    with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
+        for overrides in jobs:
+            job = to_job_config(compose(sweep.stem, overrides=[f"hydra.searchpath=[file://{REPO / 'conf'}]", *overrides]))
+            assert job.model.name == "smollm2_135m"
+
+
+def test_paper_sweeps_cover_the_studys_formats():
+    cpu = {o[0].split("=")[1] for o in _jobs(REPO / "sweeps" / "paper_cpu.yaml")}
+    assert {"fp32", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q5km", "gguf_q4km", "gguf_q3km", "gptq4"} <= cpu
+    gpu = {o[0].split("=")[1] for o in _jobs(REPO / "sweeps" / "paper_gpu.yaml")}
+    assert {"fp16", "gptq4", "gptq8", "bnb_nf4", "gguf_q4km"} <= gpu
+
+
+def test_gpu_sweep_without_a_gpu_stops_before_any_job(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the sweep would run")
+    t0 = time.monotonic()
+    done = run_harness(["--config-dir", "sweeps", "--config-name", "paper_gpu", "--multirun", f"paths.output_dir={tmp_path}"])
+    assert done.returncode == 2
+    assert "hardware=cuda but no CUDA device is visible" in done.stdout + done.stderr
+    assert "no job was started" in done.stdout + done.stderr
+    assert not list(tmp_path.glob("multirun/*/*/*/record.json")) and time.monotonic() - t0 < 60
