@@ -19,7 +19,7 @@ endif
 LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 
-.PHONY: setup run report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
+.PHONY: setup run search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
 
 setup: $(SETUP_DONE)
 
@@ -44,6 +44,9 @@ run: sweep-default
 # overrides go in ARGS, e.g. ARGS='hydra/launcher=joblib hydra.launcher.n_jobs=2'.
 sweep-%: setup
 	$(PY) -m harness --config-dir sweeps --config-name $(subst -,_,$*) --multirun $(ARGS)
+
+# A small Optuna (NSGA-II) search over quantizations: sweeps/search.yaml.
+search: sweep-search
 
 # The Pareto report (Markdown, CSV, plots, HTML) over every record under outputs/.
 report: setup

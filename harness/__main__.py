@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,7 +23,7 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     from harness.config import serve_as_is, to_job_config
     from harness.pipeline import failed_record, run_job, write_job_record
     from harness.report.summary import print_table, sweep_group
@@ -52,6 +53,17 @@ def main(cfg: DictConfig) -> None:
         print_table([record], f"job {job_dir}")
         if record["status"] != "ok":
             sys.exit(1)
+    return objective_values(record, list(cfg.objectives))
+
+
+def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[float, ...]]:
+    """The record's objectives for an optimising sweeper; None (a failed trial) when the job
+    failed or an objective was not measured, which the sweeper records and moves past."""
+    values = [record.get("metrics", {}).get(name) for name in objectives] if record["status"] == "ok" else [None]
+    if None in values:
+        log.warning("no objective values for the sweeper: %s", record.get("error") or f"unmeasured: {objectives}")
+        return None
+    return tuple(float(v) for v in values)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the field and the fix."""
 
 
+# Record metrics a job can return to an optimising sweeper.
+OBJECTIVE_METRICS = (
+    "accuracy", "macro_f1", "decode_tokens_per_s", "prefill_tokens_per_s", "queries_per_s", "latency_p50_ms",
+    "peak_rss_mib", "peak_vram_mib", "energy_j_per_query", "energy_estimate_j_per_query", "cost_usd_per_query",
+)
 # Which bit widths each format supports, and the runtime that runs its artifacts.
 FORMAT_BITS: dict[str, tuple[int, ...]] = {
     "fp32": (32,),
@@ -408,8 +413,14 @@ class JobConfig:
     logger: LoggerConfig = MISSING
     # Re-measure even when a finished record for this job exists.
     force: bool = False
+    # What the app returns, for sweepers that optimise (hydra/sweeper=optuna): these metrics
+    # of the record, in this order; the sweeper's `direction` list must match them.
+    objectives: list[str] = field(default_factory=lambda: ["accuracy", "decode_tokens_per_s"])
 
     def __post_init__(self) -> None:
+        unknown = [o for o in self.objectives if o not in OBJECTIVE_METRICS]
+        if unknown or not self.objectives:
+            raise ConfigError(f"objectives={self.objectives}: choose from {_choices(OBJECTIVE_METRICS)}")
         hosted = self.model.source == "api"
         if hosted != (self.quant.format == "hosted"):
             raise ConfigError(

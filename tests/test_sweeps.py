@@ -4,6 +4,7 @@ sweep on a machine without a GPU stops before its first job."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 
 import pytest
@@ -12,15 +13,23 @@ from hydra import compose, initialize_config_dir
 
 from harness.config import register_configs, to_job_config
 
-from .conftest import REPO, run_harness
+from .conftest import REPO, run_harness, tiny_job_overrides
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+def _choices(value) -> list[str]:
+    """'a,b' (basic sweeper) or 'choice(a, b)' (Optuna) as its options."""
+    text = str(value).strip()
+    if text.startswith("choice(") and text.endswith(")"):
+        text = text[len("choice("):-1]
+    return [v.strip() for v in text.split(",")]
 
 
 def _jobs(sweep) -> list[list[str]]:
     params = yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"]
     return [[f"{k}={v}" for k, v in zip(params, combo)]
-            for combo in itertools.product(*(str(v).split(",") for v in params.values()))]
+            for combo in itertools.product(*(_choices(v) for v in params.values()))]
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.stem)
@@ -53,3 +62,25 @@ def test_gpu_sweep_without_a_gpu_stops_before_any_job(tmp_path):
     assert "hardware=cuda but no CUDA device is visible" in done.stdout + done.stderr
     assert "no job was started" in done.stdout + done.stderr
     assert not list(tmp_path.glob("multirun/*/*/*/record.json")) and time.monotonic() - t0 < 60
+
+
+def test_optuna_search_runs_trials_persists_its_study_and_writes_the_pareto_front(tiny_llama, tmp_path):
+    args = ["--config-dir", "sweeps", "--config-name", "search", "--multirun",
+            *tiny_job_overrides(tiny_llama, tmp_path), "hydra.sweeper.n_trials=3"]
+    done = run_harness(args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep_dir = next(tmp_path.glob("multirun/*/*"))
+    front = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert front["name"] == "optuna" and front["solutions"]
+    for solution in front["solutions"]:
+        assert len(solution["values"]) == 2 and set(solution["params"]) == {"quant", "hardware.threads"}
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/record.json")]
+    assert len(records) == 3 and {r["status"] for r in records} == {"ok"}
+    assert (tmp_path / "optuna.db").is_file() and (sweep_dir / "report" / "report.html").is_file()
+    # the study persists: a second run resumes it, with three more trials
+    again = run_harness(args)
+    assert again.returncode == 0
+    import optuna
+
+    study = optuna.load_study(study_name="slm-harness-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 6

@@ -75,6 +75,8 @@ class SweepSummary(Callback):
         from harness.config import ConfigError
         from harness.pipeline import check_device
 
+        # sweepers that persist (Optuna's SQLite study) write there before any job runs
+        Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
         try:
             check_device(config.hardware.device)
         except ConfigError as exc:
