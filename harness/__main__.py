@@ -53,6 +53,7 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
         print_table([record], f"job {job_dir}")
         if record["status"] != "ok":
             sys.exit(1)
+        return None
     return objective_values(record, list(cfg.objectives))
 
 
@@ -61,7 +62,8 @@ def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[floa
     failed or an objective was not measured, which the sweeper records and moves past."""
     values = [record.get("metrics", {}).get(name) for name in objectives] if record["status"] == "ok" else [None]
     if None in values:
-        log.warning("no objective values for the sweeper: %s", record.get("error") or f"unmeasured: {objectives}")
+        log.info("no objective values for an optimising sweeper (it records a failed trial): %s",
+                 record.get("error") or f"unmeasured among {objectives}")
         return None
     return tuple(float(v) for v in values)
 
