@@ -26,7 +26,10 @@ class Artifact:
 def check_supported(quant: QuantConfig, llama_cpp_dir: Optional[str]) -> None:
     """What can be checked before any heavy work: the format is implemented and its tools exist."""
     if quant.format in NOT_YET:
-        raise NotImplementedError(f"quant.format={quant.format} (quant={quant.name}) is not implemented yet")
+        raise NotImplementedError(
+            f"quant.format={quant.format} (quant={quant.name}) is not implemented yet: gptqmodel cannot be installed "
+            "beside the CPU torch 2.13 this project pins (README, Configuration); choose a gguf or bnb preset"
+        )
     if quant.format == "gguf":
         gguf.check_converter(llama_cpp_dir)
         gguf.file_type_id(quant.gguf_type)
