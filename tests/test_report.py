@@ -47,6 +47,14 @@ def test_unmeasured_energy_is_never_on_its_frontier_nor_in_the_overall_one():
     assert "energy" in on[1] and "energy" not in on[0]
 
 
+def test_frontiers_compare_only_points_of_the_same_hardware():
+    points = [dict(p, hardware=h) for p, h in zip(pts((0.9, 10, 100, None), (0.8, 5, 200, None), (0.95, 500, 50, None)),
+                                                  ("cpu", "cpu", "cuda"))]
+    on = frontier_memberships(points)
+    # the GPU point beats both CPU points on everything, yet only competes with GPU points
+    assert "all" in on[0] and "all" in on[2] and on[1] == []
+
+
 def test_baseline_is_the_largest_artifact_and_ratios_read_like_the_study():
     points = [
         {"size_mib": 540, "accuracy": 0.90, "decode_tokens_per_s": 20.0, "peak_memory_mib": 1000, "latency_p50_ms": 400},

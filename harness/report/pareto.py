@@ -51,14 +51,20 @@ def frontier(points: Sequence[Mapping], objectives: Sequence[Objective]) -> list
 
 def frontier_memberships(points: Sequence[Mapping]) -> list[list[str]]:
     """For each point, the frontiers it is on: 'all' (every objective measured by every point
-    together) and the short name of each accuracy-vs-cost pair's cost."""
+    together) and the short name of each accuracy-vs-cost pair's cost. Points are compared
+    only with points of the same hardware: a GPU's speed says nothing about a CPU variant."""
     out: list[list[str]] = [[] for _ in points]
-    overall = [ACCURACY] + [c for c in COSTS if len(measured(points, [c])) == len(points)]
-    for i in frontier(points, overall):
-        out[i].append("all")
-    for cost in COSTS:
-        for i in frontier(points, [ACCURACY, cost]):
-            out[i].append(cost.short)
+    groups: dict[object, list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(p.get("hardware"), []).append(i)
+    for members in groups.values():
+        group = [points[i] for i in members]
+        overall = [ACCURACY] + [c for c in COSTS if len(measured(group, [c])) == len(group)]
+        for j in frontier(group, overall):
+            out[members[j]].append("all")
+        for cost in COSTS:
+            for j in frontier(group, [ACCURACY, cost]):
+                out[members[j]].append(cost.short)
     return out
 
 

@@ -91,6 +91,12 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
     }
 
 
+def cell(p: dict, key: str | tuple, fmt: str) -> str:
+    """A point's figure (or figures, for a tuple of keys) for a table; 'unmeasured' for None."""
+    values = [p.get(k) for k in (key if isinstance(key, tuple) else (key,))]
+    return "unmeasured" if None in values else fmt.format(*values)
+
+
 def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
     """Successful records grouped by hardware: a frontier only compares like with like."""
     groups: dict[str, list[dict]] = {}
@@ -102,8 +108,9 @@ def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
 
 def failures(records: list[dict]) -> list[str]:
     """'quant: Error: reason' for each failed record, the reason's first line."""
-    return [
-        f"{r.get('job', {}).get('quant')}: {r.get('error_type')}: {(r.get('error') or '').splitlines()[0] if r.get('error') else ''}"
-        for r in records
-        if r.get("status") != "ok"
-    ]
+    out = []
+    for r in records:
+        if r.get("status") != "ok":
+            reason = (r.get("error") or "").partition("\n")[0]
+            out.append(f"{r.get('job', {}).get('quant')}: {r.get('error_type')}: {reason}")
+    return out

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.report.pareto import frontier_memberships
-from harness.report.records import failures, point, read_sweep_records, shared_caption, varying_keys
+from harness.report.records import cell, failures, point, read_sweep_records, shared_caption, varying_keys
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +31,13 @@ COLUMNS = (
 )
 
 
-def _cell(p: dict, key: str | tuple, fmt: str) -> str:
-    values = [p.get(k) for k in (key if isinstance(key, tuple) else (key,))]
-    return "unmeasured" if None in values else fmt.format(*values)
-
-
 def rows(records: list[dict]) -> list[list[str]]:
     """One row per successful record: variant, COLUMNS, the Pareto frontiers it is on."""
     ok = [r for r in records if r.get("status") == "ok"]
     keys = varying_keys(ok)
     points = [point(r, keys) for r in ok]
     return [
-        [p["variant"], *(_cell(p, key, fmt) for _, key, fmt in COLUMNS), " ".join(on)]
+        [p["variant"], *(cell(p, key, fmt) for _, key, fmt in COLUMNS), " ".join(on)]
         for p, on in zip(points, frontier_memberships(points))
     ]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.report.pareto import ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, versus
-from harness.report.records import by_hardware, failures, point, shared_caption, varying_keys
+from harness.report.records import by_hardware, cell, failures, point, shared_caption, varying_keys
 
 # (header, point key, format) for the Markdown and HTML tables.
 TABLE = (
@@ -39,16 +39,12 @@ class Section:
     plots: list[Path]
 
 
-def _fmt(value, fmt: str) -> str:
-    return "unmeasured" if value is None else fmt.format(value)
-
-
 def _table_rows(section: Section) -> list[list[str]]:
     base = section.points[section.baseline] if section.baseline is not None else None
     out = []
     for i, (p, on) in enumerate(zip(section.points, section.on_frontier)):
         ratio = "baseline" if i == section.baseline else (versus(p, base) if base else "")
-        out.append([_fmt(p.get(key), fmt) for _, key, fmt in TABLE] + [", ".join(on) or "-", ratio])
+        out.append([cell(p, key, fmt) for _, key, fmt in TABLE] + [", ".join(on) or "-", ratio])
     return out
 
 
