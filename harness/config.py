@@ -45,6 +45,8 @@ FORMAT_RUNTIME: dict[str, str] = {
     "bnb": "transformers",
     "hosted": "openai_compatible",
 }
+# Group sizes gptqmodel's kernels take (-1: one group per weight row).
+GPTQ_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
 # The llama.cpp type a bare `quant.format=gguf quant.bits=N` means: the K-quant mixes that
 # llama.cpp recommends at each width (the study used Q3_K_M, Q4_K_M and Q5_K_M).
 GGUF_DEFAULT_TYPE: dict[int, str] = {
@@ -178,8 +180,11 @@ class QuantConfig:
     bits: int = 4
     # llama.cpp file type (Q4_K_M, Q8_0, ...); derived from bits when not given.
     gguf_type: Optional[str] = None
+    # GPTQ options: weights per scale group, activation-order quantization, and how many
+    # training rows calibrate it.
     group_size: int = 128
     desc_act: bool = False
+    calibration_samples: int = 256
 
     def __post_init__(self) -> None:
         if self.format not in FORMAT_BITS:
@@ -191,6 +196,13 @@ class QuantConfig:
             raise ConfigError(
                 f"quant.bits={self.bits} is not supported by quant.format={self.format}; "
                 f"supported bits: {_choices(supported)}"
+            )
+        if self.calibration_samples < 1:
+            raise ConfigError("quant.calibration_samples must be >= 1 (GPTQ calibrates on that many training rows)")
+        if self.format == "gptq" and self.group_size not in GPTQ_GROUP_SIZES:
+            raise ConfigError(
+                f"quant.group_size={self.group_size} is not a GPTQ group size; choose one of: "
+                f"{_choices(GPTQ_GROUP_SIZES)} (-1 = one group per weight row)"
             )
         if self.format == "gguf":
             if self.gguf_type is None:
@@ -353,6 +365,12 @@ class MeasureConfig:
     max_new_tokens: int = 16
     # 0 = the whole test split.
     max_eval_samples: int = 0
+    # The accuracy pass decodes this many queries at once on runtimes that batch
+    # (transformers); llama.cpp answers one at a time.
+    eval_batch_size: int = 16
+    # Per-query latency, time to first token and energy come from a batch-1 pass: over the
+    # whole test split where the accuracy pass is itself batch 1, else over this many queries.
+    latency_samples: int = 100
     # The measurement runs in a spawned process; this bounds it.
     timeout_s: float = 1800.0
     # Decode throughput at these batch sizes too, for runtimes that batch (transformers);
@@ -360,7 +378,7 @@ class MeasureConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
 
     def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "gen_tokens", "min_reps", "max_new_tokens"):
+        for name in ("prompt_tokens", "gen_tokens", "min_reps", "max_new_tokens", "eval_batch_size", "latency_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"measure.{name} must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1:

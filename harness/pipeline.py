@@ -146,7 +146,7 @@ def _local_stages(job: JobConfig, data_dir: Path, system: str, labels: list[str]
     base_dir, base_key = base_model_dir(job.model, cache)
     model_dir, model_key, train_facts = _trained_model(job, base_dir, base_key, data_dir, data_key, system)
     artifact = build_artifact(
-        model_dir, model_key, job.quant, cache, threads, job.paths.llama_cpp_dir, job.hardware.device
+        model_dir, model_key, job.quant, cache, threads, job.paths.llama_cpp_dir, job.hardware.device, data_dir, system
     )
     spec = MeasureSpec(
         artifact=str(artifact.path),

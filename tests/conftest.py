@@ -28,14 +28,19 @@ def smollm2_tokenizer():
 def tiny_llama(tmp_path_factory, smollm2_tokenizer) -> Path:
     """A randomly initialised 2-layer Llama (hidden 256, so llama.cpp's K-quants apply
     without fallback) saved with the real tokenizer: every stage runs on it in seconds."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_tokenizer)
+
+
+def save_tiny_llama(out: Path, tok, initializer_range: float = 0.02, hidden_size: int = 256) -> Path:
+    """The tiny Llama; a larger `initializer_range` makes its answers depend on the whole
+    prompt (with the default, mostly on its last tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    tok = smollm2_tokenizer
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=256,
+        hidden_size=hidden_size,
         intermediate_size=512,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -45,8 +50,8 @@ def tiny_llama(tmp_path_factory, smollm2_tokenizer) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        initializer_range=initializer_range,
     )
-    out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -57,6 +57,8 @@ def test_gguf_bits_contradicting_type_names_the_fix():
         ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: fp32, fp16"),
         ({"format": "gguf", "bits": 4, "gguf_type": "Q9_X"}, r"quant.gguf_type='Q9_X' is not a llama.cpp file type"),
         ({"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"}, r"quant.gguf_type is only for quant.format=gguf"),
+        ({"format": "gptq", "bits": 4, "group_size": 100}, r"quant.group_size=100 is not a GPTQ group size; choose"),
+        ({"format": "gptq", "bits": 4, "calibration_samples": 0}, r"quant.calibration_samples must be >= 1"),
     ],
 )
 def test_impossible_quant_pairs(kwargs, message):

@@ -58,3 +58,12 @@ def test_dataset_stage_writes_splits_labels_and_stats(tmp_path):
 def test_every_label_round_trips_through_the_answer_format():
     for label in synthetic.INTENTS:
         assert parse_answer(answer(label), synthetic.INTENTS) == label
+
+
+def test_spread_samples_the_whole_split_evenly():
+    from harness.data.dataset import spread
+
+    picked = spread(list(range(468)), 100)
+    assert len(set(picked)) == 100 and picked[0] == 0 and picked[-1] > 450  # the last intents too
+    assert max(b - a for a, b in zip(picked, picked[1:])) <= 5
+    assert spread(["a", "b"], 100) == ["a", "b"]

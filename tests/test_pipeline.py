@@ -47,13 +47,15 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
 
 
 def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_llama, tmp_path):
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q4km,gptq4,gguf_q8_0"]
+    # a group size GPTQ cannot take, which the GGUF jobs ignore
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q4km,gptq4,gguf_q8_0",
+            "quant.group_size=100"]
     done = run_harness(args)
     assert done.returncode == 1  # one job failed
     records = _records(tmp_path)
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
-    assert "not implemented yet" in records[1]["error"]
-    assert "gptq4: NotImplementedError" in done.stdout  # the summary names the failure
+    assert "quant.group_size=100 is not a GPTQ group size" in records[1]["error"]
+    assert "gptq4: ConfigError" in done.stdout  # the summary names the failure
     # both GGUF jobs share one fine-tuned adapter
     assert records[0]["train"]["adapter_key"] == records[2]["train"]["adapter_key"]
 
@@ -63,11 +65,18 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-" + secret)
     args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path, logger="wandb"), "measure.batch_sizes=[1,4]",
-            "quant=fp32,gguf_q8_0"]
+            "measure.eval_batch_size=8", "measure.latency_samples=5", "quant=fp32,gguf_q8_0"]
     done = run_harness(args)
     assert done.returncode == 0, done.stderr[-3000:]
     fp32, gguf = _records(tmp_path)
     assert fp32["runtime"]["name"] == "transformers" and gguf["runtime"]["name"] == "llama_cpp"
+    # transformers answers the test split in batches and times 5 queries alone; llama.cpp
+    # answers (and times) every query alone
+    n = fp32["metrics"]["n_samples"]
+    assert (fp32["metrics"]["eval_batch_size"], fp32["metrics"]["latency_samples"]) == (8, 5)
+    assert (gguf["metrics"]["eval_batch_size"], gguf["metrics"]["latency_samples"]) == (1, n)
+    timed = [json.loads(line)["latency_ms"] for line in open(Path(fp32["record_dir"]) / "predictions.jsonl")]
+    assert len(timed) == n and sum(ms is not None for ms in timed) == 5
     assert fp32["metrics"]["decode_tokens_per_s_by_batch"]["4"] > 0
     assert gguf["metrics"]["decode_tokens_per_s_by_batch"] == {"1": gguf["metrics"]["decode_tokens_per_s"], "4": None}
     assert fp32["metrics"]["model_mib"] > gguf["metrics"]["model_mib"] > 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from harness.config import DatasetConfig
 from harness.data import synthetic
 from harness.data.loaders import DataError, load_external
 from harness.store import cache_key, cached_dir, file_digest, read_json, write_json_atomic
+
+T = TypeVar("T")
 
 
 def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
@@ -63,6 +65,14 @@ def build_dataset(spec: DatasetConfig, languages: Sequence[str], cache_root: Pat
 def read_split(data_dir: Path, split: str) -> list[dict]:
     with open(data_dir / f"{split}.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def spread(items: Sequence[T], n: int) -> list[T]:
+    """At most `n` items evenly spread over `items`: a fair sample of a split, which is
+    ordered by intent and language."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def read_labels(data_dir: Path) -> list[str]:

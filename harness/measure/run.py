@@ -1,9 +1,11 @@
 """The measurement of one artifact on one runtime, meant to run in a fresh process.
 
-Three phases: load (peak RSS from here on), the accuracy pass over the test split at
-batch 1 (per-query latency, time to first token, energy), and a fixed-shape speed test in
-the manner of llama-bench (prefill `prompt_tokens`, decode `gen_tokens`, repeated until a
-minimum count and duration, median and standard deviation reported).
+Phases: load (peak RSS from here on); a batch-1 pass (per-query latency, time to first
+token, energy); the accuracy pass over the test split, batched where the runtime batches
+(otherwise the batch-1 pass covers the whole split and is the accuracy pass); and a
+fixed-shape speed test in the manner of llama-bench (prefill `prompt_tokens`, decode
+`gen_tokens`, repeated until a minimum count and duration, median and standard deviation
+reported).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from harness.config import HardwareConfig, MeasureConfig, QuantConfig
+from harness.data.dataset import read_split, spread
 from harness.measure.accuracy import classification_metrics
 from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
@@ -50,6 +53,10 @@ class Answer:
     latency_s: float
 
 
+# Where an answer ends: the JSON object is closed.
+STOP = "}"
+
+
 def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int) -> Answer:
     """Greedy decoding until end of turn, a closed JSON object, or max_new_tokens."""
     t0 = time.perf_counter()
@@ -58,12 +65,28 @@ def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int) -> An
     produced: list[int] = []
     while True:
         produced.append(token)
-        if token in rt.eos_ids or len(produced) >= max_new_tokens or "}" in rt.detokenize([token]):
+        if token in rt.eos_ids or len(produced) >= max_new_tokens or STOP in rt.detokenize([token]):
             break
         token = rt.step(token)
     latency = time.perf_counter() - t0
     text_ids = [t for t in produced if t not in rt.eos_ids]
     return Answer(rt.detokenize(text_ids), len(prompt_ids), len(produced), ttft, latency)
+
+
+def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: int, max_new_tokens: int) -> list[str]:
+    """Answers to every prompt, `batch_size` at a time; prompts of similar length share a
+    batch (less padding), answers come back in the prompts' order."""
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    texts: list[str] = [""] * len(prompts)
+    with tqdm(total=len(prompts), desc=f"evaluate ({rt.name}, batch {batch_size})", unit="query") as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for i, ids in zip(chunk, rt.generate_batch([prompts[i] for i in chunk], max_new_tokens, STOP)):
+                texts[i] = rt.detokenize(ids)
+            bar.update(len(chunk))
+    return texts
 
 
 def _repeat(run_once: Callable[[], float], cfg: MeasureConfig) -> list[float]:
@@ -127,14 +150,15 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
 
 
 def test_rows(data_dir: Path, cfg: MeasureConfig) -> list[dict]:
-    from harness.data.dataset import read_split
-
     rows = read_split(data_dir, "test")
     return rows[: cfg.max_eval_samples] if cfg.max_eval_samples else rows
 
 
-def write_predictions(out_dir: Path, rows: list[dict], raw: list[str], predicted: list, latencies_ms: list[float]) -> None:
-    """Every test query with the model's raw answer and its parse, for auditing."""
+def write_predictions(
+    out_dir: Path, rows: list[dict], raw: list[str], predicted: list, latencies_ms: list[Optional[float]]
+) -> None:
+    """Every test query with the model's raw answer and its parse, for auditing (latency
+    where the query was in the batch-1 pass)."""
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for row, text, p, ms in zip(rows, raw, predicted, latencies_ms):
             f.write(json.dumps({**row, "raw_answer": text, "predicted": p, "correct": p == row["intent"],
@@ -156,20 +180,32 @@ def measure(spec: MeasureSpec) -> dict:
         rt = load_runtime(Path(spec.artifact), spec.quant, spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
         prompts = [rt.tokenize(render_prompt(tokenizer, r["text"], spec.system)) for r in rows]
-        greedy_answer(rt, prompts[0], spec.measure.max_new_tokens)  # warm-up
+        max_new = spec.measure.max_new_tokens
+        greedy_answer(rt, prompts[0], max_new)  # warm-up
+        batch = spec.measure.eval_batch_size if isinstance(rt, BatchingRuntime) else 1
+        everyone = list(range(len(prompts)))
+        timed = everyone if batch == 1 else spread(everyone, spec.measure.latency_samples)
 
         answers: list[Answer] = []
         cpu_before = process.cpu_times()
         with EnergyMeter(spec.hardware.device) as energy:
-            for ids in tqdm(prompts, desc=f"evaluate ({rt.name})", unit="query"):
-                answers.append(greedy_answer(rt, ids, spec.measure.max_new_tokens))
+            for i in tqdm(timed, desc=f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)", unit="query"):
+                answers.append(greedy_answer(rt, prompts[i], max_new))
         cpu_after = process.cpu_times()
         eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        if batch == 1:
+            texts = [a.text for a in answers]
+            accuracy_pass_s = sum(a.latency_s for a in answers)
+        else:
+            t0 = time.perf_counter()
+            texts = batched_answers(rt, prompts, batch, max_new)
+            accuracy_pass_s = time.perf_counter() - t0
         speed = speed_test(rt, spec.measure)
 
-    predictions = [parse_answer(a.text, spec.labels) for a in answers]
+    predictions = [parse_answer(text, spec.labels) for text in texts]
     latencies_ms = [a.latency_s * 1000 for a in answers]
-    write_predictions(Path(spec.out_dir), rows, [a.text for a in answers], predictions, latencies_ms)
+    latency_of = dict(zip(timed, latencies_ms))
+    write_predictions(Path(spec.out_dir), rows, texts, predictions, [latency_of.get(i) for i in everyone])
 
     ttft_ms = [a.ttft_s * 1000 for a in answers]
     eval_s = sum(a.latency_s for a in answers)
@@ -187,6 +223,9 @@ def measure(spec: MeasureSpec) -> dict:
             "latency_p99_ms": percentile(latencies_ms, 99),
             "ttft_p50_ms": percentile(ttft_ms, 50),
             "queries_per_s": len(answers) / eval_s,
+            "latency_samples": len(answers),
+            "eval_batch_size": batch,
+            "accuracy_pass_queries_per_s": len(rows) / accuracy_pass_s,
             "mean_prompt_tokens": sum(a.prompt_tokens for a in answers) / len(answers),
             "mean_generated_tokens": generated / len(answers),
             "peak_rss_mib": rss.peak_mib,
@@ -204,4 +243,5 @@ def measure(spec: MeasureSpec) -> dict:
             **speed,
         }
     )
-    return {"runtime": {"name": rt.name, "version": rt.version, "threads": spec.threads}, "metrics": metrics}
+    runtime = {"name": rt.name, "version": rt.version, "threads": spec.threads, "kernel": rt.kernel}
+    return {"runtime": runtime, "metrics": metrics}

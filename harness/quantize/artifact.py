@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 from harness.config import QuantConfig
-from harness.quantize import bnb, gguf
+from harness.quantize import bnb, gguf, gptq
 from harness.store import cache_key, cached_dir, dir_size_mib, read_json, write_json_atomic
 
 ARTIFACT_INFO = "artifact.json"
-NOT_YET = ("gptq",)
 
 
 @dataclass
@@ -25,11 +24,6 @@ class Artifact:
 
 def check_supported(quant: QuantConfig, llama_cpp_dir: Optional[str]) -> None:
     """What can be checked before any heavy work: the format is implemented and its tools exist."""
-    if quant.format in NOT_YET:
-        raise NotImplementedError(
-            f"quant.format={quant.format} (quant={quant.name}) is not implemented yet: gptqmodel cannot be installed "
-            "beside the CPU torch 2.13 this project pins (README, Configuration); choose a gguf or bnb preset"
-        )
     if quant.format == "gguf":
         gguf.check_converter(llama_cpp_dir)
         gguf.file_type_id(quant.gguf_type)
@@ -71,8 +65,9 @@ def _timed(build):
 
 def build_artifact(
     model_dir: Path, model_key: str, quant: QuantConfig, cache_root: Path, threads: int, llama_cpp_dir: Optional[str],
-    device: str,
+    device: str, data_dir: Optional[Path] = None, system: str = "",
 ) -> Artifact:
+    """`data_dir` and `system` are for formats that calibrate on the training split (GPTQ)."""
     n_params = parameter_count(model_dir)
     if quant.format == "gguf":
         import llama_cpp
@@ -100,6 +95,17 @@ def build_artifact(
         # Quantized on the device it will run on: bitsandbytes' layouts are per backend.
         key = cache_key("bnb", model_key, quant.bits, device, version)
         directory = cached_dir(cache_root, "artifact", key, _timed(lambda out: bnb.quantize(model_dir, quant.bits, device, out)))
+        path = directory
+    elif quant.format == "gptq":
+        from transformers import AutoTokenizer
+
+        if data_dir is None:
+            raise ValueError("GPTQ calibrates on the training split: pass data_dir")
+        tool, version = "gptqmodel", gptq.version()
+        texts = gptq.calibration_texts(AutoTokenizer.from_pretrained(model_dir), data_dir, system, quant.calibration_samples)
+        options = (quant.bits, quant.group_size, quant.desc_act)
+        key = cache_key("gptq", model_key, options, texts, device, version)
+        directory = cached_dir(cache_root, "artifact", key, _timed(lambda out: gptq.quantize(model_dir, quant, texts, device, out)))
         path = directory
     else:
         import transformers

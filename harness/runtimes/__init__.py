@@ -5,7 +5,7 @@ latency, throughput and memory figures without code of its own."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 from harness.config import HardwareConfig, QuantConfig
 
@@ -16,6 +16,8 @@ class Runtime(Protocol):
     eos_ids: set[int]
     # The model's weights in memory as the runtime reports them.
     model_mib: float
+    # The quantized layer implementation the runtime's library picked, where it picks one.
+    kernel: Optional[str]
 
     def tokenize(self, text: str) -> list[int]: ...
 
@@ -30,13 +32,18 @@ class Runtime(Protocol):
 
 @runtime_checkable
 class BatchingRuntime(Runtime, Protocol):
-    """A runtime that decodes several sequences at once (for batched throughput)."""
+    """A runtime that decodes several sequences at once (batched throughput, and a faster
+    accuracy pass)."""
 
     def start_batch(self, prompt_ids: list[list[int]]) -> list[int]:
         """Prefill equal-length prompts together; the greedy next token of each."""
 
     def step_batch(self, tokens: list[int]) -> list[int]:
         """Append one token to each sequence; the greedy next token of each."""
+
+    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str) -> list[list[int]]:
+        """Greedy answers (token ids, end of turn left out) to prompts of any lengths, decoded
+        together; a row stops at end of turn, at `max_new_tokens`, or once its text holds `stop`."""
 
 
 def load_runtime(artifact: Path, quant: QuantConfig, hardware: HardwareConfig, threads: int) -> Runtime:

@@ -13,6 +13,7 @@ N_CTX = 512
 
 class LlamaCppRuntime:
     name = "llama_cpp"
+    kernel = None  # ggml picks per tensor type; the file's type is in the record
 
     def __init__(self, gguf_file: Path, hardware: HardwareConfig, threads: int):
         import llama_cpp
