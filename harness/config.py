@@ -279,7 +279,7 @@ class DatasetConfig:
     kind: str = "synthetic"
     seed: int = 0
     # synthetic: examples per intent per language in each split.
-    train_per_cell: int = 10
+    train_per_cell: int = 20
     validation_per_cell: int = 2
     test_per_cell: int = 6
     # jsonl / csv: split name -> file path; at least `train`.
