@@ -75,6 +75,7 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     n = fp32["metrics"]["n_samples"]
     assert (fp32["metrics"]["eval_batch_size"], fp32["metrics"]["latency_samples"]) == (8, 5)
     assert (gguf["metrics"]["eval_batch_size"], gguf["metrics"]["latency_samples"]) == (1, n)
+    assert fp32["metrics"]["accuracy_pass_peak_rss_mib"] > 0 and gguf["metrics"]["accuracy_pass_peak_rss_mib"] is None
     timed = [json.loads(line)["latency_ms"] for line in open(Path(fp32["record_dir"]) / "predictions.jsonl")]
     assert len(timed) == n and sum(ms is not None for ms in timed) == 5
     assert fp32["metrics"]["decode_tokens_per_s_by_batch"]["4"] > 0
