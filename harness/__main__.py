@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from harness import quiet_known_notices
 from harness.config import ConfigError, LoggerConfig, register_configs
 
 log = logging.getLogger("harness")
@@ -24,6 +25,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
+    quiet_known_notices()
     from harness.config import serve_as_is, to_job_config
     from harness.pipeline import failed_record, run_job, write_job_record
     from harness.report.summary import print_table, sweep_group

@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from harness import quiet_known_notices
 from harness.config import HardwareConfig, MeasureConfig, QuantConfig
 
 LOG_TAIL_LINES = 30
@@ -87,6 +88,7 @@ def main(argv: list[str]) -> None:
     from harness.store import write_json_atomic
 
     logging.basicConfig(level=logging.WARNING)
+    quiet_known_notices()
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     write_json_atomic(result_path, measure(_load_spec(spec_path)))
 
