@@ -102,10 +102,18 @@ def build_artifact(
         if data_dir is None:
             raise ValueError("GPTQ calibrates on the training split: pass data_dir")
         tool, version = "gptqmodel", gptq.version()
-        texts = gptq.calibration_texts(AutoTokenizer.from_pretrained(model_dir), data_dir, system, quant.calibration_samples)
+        # The calibration texts follow from the model (its chat template), the dataset, the
+        # system prompt and their number: the key names those, and only a build renders them.
+        calibration = (data_dir.name, system, quant.calibration_samples)
         options = (quant.bits, quant.group_size, quant.desc_act)
-        key = cache_key("gptq", model_key, options, texts, device, version)
-        directory = cached_dir(cache_root, "artifact", key, _timed(lambda out: gptq.quantize(model_dir, quant, texts, device, out)))
+        key = cache_key("gptq", model_key, options, calibration, device, version)
+
+        def build(out: Path) -> None:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            texts = gptq.calibration_texts(tokenizer, data_dir, system, quant.calibration_samples)
+            gptq.quantize(model_dir, quant, texts, device, out)
+
+        directory = cached_dir(cache_root, "artifact", key, _timed(build))
         path = directory
     else:
         import transformers

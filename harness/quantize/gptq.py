@@ -3,13 +3,14 @@ checkpoint layout (`quantize_config.json` beside packed safetensors), loaded bac
 gptqmodel, which picks its kernel for the device (on a CPU: an ATen int4 kernel for 4 bits,
 plain torch otherwise).
 
-gptqmodel is imported only here: importing it patches parts of transformers, which the
-other formats should not run under.
+gptqmodel is imported only here, and only to build or run a GPTQ artifact: importing it
+patches parts of transformers, which the other formats should not run under.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -81,4 +82,5 @@ def layer_inputs(model_dir: Path) -> tuple[tuple[int, ...], int]:
 
 
 def version() -> str:
-    return _import_gptqmodel().__version__
+    # from the package metadata: a cached artifact needs no import of gptqmodel
+    return importlib.metadata.version("gptqmodel")
