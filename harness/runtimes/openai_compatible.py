@@ -9,7 +9,6 @@ check, per-request latency and token usage, and errors that say what to fix.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -47,9 +46,6 @@ class OpenAICompatibleRuntime:
     def __init__(self, api: ApiConfig, max_new_tokens: int):
         import openai
 
-        # the HTTP client logs every request at INFO: hundreds of lines that drown the job log
-        for name in ("httpx", "httpx2"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         self.api = api
         self.version = openai.__version__
         self.max_new_tokens = max_new_tokens
