@@ -9,13 +9,62 @@ conversion back to GGUF, every runtime) starts from that ordinary checkpoint.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
-from harness.config import ConfigError, ModelConfig
+from omegaconf import MISSING
+
+from harness.errors import ConfigError
+from harness.isolated import isolated_build
+from harness.runtimes.openai_compatible import ApiConfig
 from harness.store import cache_key, cached_dir, file_digest
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelConfig:
+    """The base model. `source=embedded` loads a GGUF shipped inside a Python package;
+    `source=hf` loads a Hugging Face id (needs network or a warm HF cache); `source=local`
+    a Hugging Face checkpoint directory on disk."""
+
+    name: str = MISSING
+    source: str = "embedded"
+    hf_id: Optional[str] = None
+    revision: str = "main"
+    package: Optional[str] = None
+    gguf_file: Optional[str] = None
+    path: Optional[str] = None
+    # A short system prompt; the chat template's own default can be longer than the query.
+    system_prompt: str = "Classify the e-commerce query. Answer with JSON."
+    # source=api: the endpoint that serves the model.
+    api: Optional[ApiConfig] = None
+
+    def __post_init__(self) -> None:
+        if self.source == "embedded":
+            if not (self.package and self.gguf_file):
+                raise ConfigError(
+                    f"model={self.name}: source=embedded needs model.package and model.gguf_file "
+                    "(the Python package that ships the GGUF and the file name inside it)"
+                )
+        elif self.source == "hf":
+            if not self.hf_id:
+                raise ConfigError(
+                    f"model={self.name}: source=hf needs model.hf_id, "
+                    "e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
+                )
+        elif self.source == "local":
+            if not self.path:
+                raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
+        elif self.source == "api":
+            if self.api is None:
+                raise ConfigError(f"model={self.name}: source=api needs model.api (base_url, model_name, ...)")
+        else:
+            raise ConfigError(
+                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, api"
+            )
 
 
 def embedded_gguf_path(model: ModelConfig) -> Path:
@@ -36,7 +85,7 @@ def embedded_gguf_path(model: ModelConfig) -> Path:
     return path
 
 
-def _materialize_gguf(gguf_path: Path, out: Path) -> None:
+def materialize_gguf(gguf_path: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,8 +135,9 @@ def _local_dir(model: ModelConfig) -> Path:
     return path
 
 
-def base_model_dir(model: ModelConfig, cache_root: Path) -> tuple[Path, str]:
-    """(local checkpoint directory, its cache key)."""
+def base_model_dir(model: ModelConfig, cache_root: Path, timeout_s: float) -> tuple[Path, str]:
+    """(local checkpoint directory, its cache key); rebuilding the embedded GGUF as a plain
+    checkpoint runs in a spawned process, as every build stage does."""
     if model.source == "hf":
         path = _hf_snapshot(model)
         # The snapshot directory is named for the exact commit.
@@ -100,4 +150,4 @@ def base_model_dir(model: ModelConfig, cache_root: Path) -> tuple[Path, str]:
     import transformers
 
     key = cache_key("base", model.package, model.gguf_file, file_digest(gguf_path), transformers.__version__)
-    return cached_dir(cache_root, "base", key, lambda out: _materialize_gguf(gguf_path, out)), key
+    return cached_dir(cache_root, "base", key, isolated_build("base", materialize_gguf, {"gguf_path": gguf_path}, timeout_s)), key

@@ -3,10 +3,10 @@ answers that one-at-a-time greedy decoding gives."""
 
 from __future__ import annotations
 
-from harness.config import HardwareConfig, QuantConfig
+from harness.formats.floating import FloatQuant
+from harness.hardware import HardwareConfig
 from harness.measure.run import batched_answers, greedy_answer
 from harness.prompt import render_prompt
-from harness.runtimes.transformers import TransformersRuntime
 
 from .conftest import save_tiny_llama
 
@@ -17,7 +17,7 @@ QUERIES = ["where is my order #123456", "hi", "do you sell nike running shoes in
 def test_batched_answers_match_one_at_a_time(smollm2_tokenizer, tmp_path):
     # weights large enough that a padding or masking slip changes the answers
     model = save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2)
-    rt = TransformersRuntime(model, QuantConfig(name="fp32", format="fp32", bits=32), HardwareConfig(), threads=2)
+    rt = FloatQuant(format="fp32", bits=32).open(model, HardwareConfig(), threads=2)
     prompts = [rt.tokenize(render_prompt(smollm2_tokenizer, q, "Classify the query.")) for q in QUERIES]
     assert len({len(p) for p in prompts}) > 3  # lengths differ: the batches need padding
 

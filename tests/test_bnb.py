@@ -7,25 +7,26 @@ import json
 
 import pytest
 
-from harness.config import HardwareConfig, QuantConfig
+from harness.formats.bnb import BnbQuant
+from harness.hardware import HardwareConfig
 from harness.measure.run import greedy_answer
-from harness.quantize.artifact import build_artifact
-from harness.runtimes.transformers import TransformersRuntime
+
+from .conftest import build
 
 
 @pytest.mark.parametrize("bits, layer", [(4, "Linear4bit"), (8, "Linear8bitLt")])
 def test_bnb_quantizes_once_loads_and_generates(bits, layer, tiny_llama, tmp_path):
-    quant = QuantConfig(name=f"bnb{bits}", format="bnb", bits=bits)
-    artifact = build_artifact(tiny_llama, "tiny", quant, tmp_path, threads=2, llama_cpp_dir=None, device="cpu")
+    quant = BnbQuant(format="bnb", bits=bits)
+    artifact = build(quant, tiny_llama, tmp_path)
     saved = json.loads((artifact.path / "config.json").read_text())["quantization_config"]
     assert saved["load_in_4bit" if bits == 4 else "load_in_8bit"] is True
     fp32_mib = sum(p.stat().st_size for p in tiny_llama.glob("*.safetensors")) / 2**20
     assert artifact.info["size_mib"] < fp32_mib and artifact.info["tool"] == "bitsandbytes"
 
-    again = build_artifact(tiny_llama, "tiny", quant, tmp_path, threads=2, llama_cpp_dir=None, device="cpu")
+    again = build(quant, tiny_llama, tmp_path)
     assert again.key == artifact.key and again.info["quantize_wall_s"] == artifact.info["quantize_wall_s"]
 
-    rt = TransformersRuntime(artifact.path, quant, HardwareConfig(), threads=2)
+    rt = quant.open(artifact.path, HardwareConfig(), threads=2)
     assert type(rt.model.model.layers[0].mlp.up_proj).__name__ == layer
     ids = rt.tokenize("<|im_start|>user\nwhere is my order<|im_end|>\n<|im_start|>assistant\n")
     first, second = greedy_answer(rt, ids, max_new_tokens=4), greedy_answer(rt, ids, max_new_tokens=4)

@@ -7,7 +7,9 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from harness.config import ConfigError, QuantConfig, register_configs, to_job_config
+from harness.config import register_configs, to_job_config
+from harness.errors import ConfigError, UnsupportedCell
+from harness.formats import quant_from_dict
 
 from .conftest import REPO, run_harness
 
@@ -46,33 +48,35 @@ def test_language_list_merges_presets():
 
 
 def test_gguf_bits_contradicting_type_names_the_fix():
-    with pytest.raises(ConfigError, match=r"quant.bits=3 contradicts quant.gguf_type=Q4_K_M.*quant=gguf_q3km"):
-        compose_job(["quant=gguf_q4km", "quant.bits=3"])
+    with pytest.raises(ConfigError, match=r"quant.bits=3 contradicts quant.gguf_type=Q4_K_M.*drop quant.gguf_type"):
+        compose_job(["quant=gguf_q4km", "quant.gguf_type=Q4_K_M", "quant.bits=3"])
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"format": "bnb", "bits": 3}, r"quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8"),
-        ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: fp32, fp16"),
+        ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: bf16, bnb, fp16, fp32, gguf"),
         ({"format": "gguf", "bits": 4, "gguf_type": "Q9_X"}, r"quant.gguf_type='Q9_X' is not a llama.cpp file type"),
-        ({"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"}, r"quant.gguf_type is only for quant.format=gguf"),
+        ({"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"}, r"quant.gguf_type is not an option of quant.format=gptq"),
         ({"format": "gptq", "bits": 4, "group_size": 100}, r"quant.group_size=100 is not a GPTQ group size; choose"),
         ({"format": "gptq", "bits": 4, "calibration_samples": 0}, r"quant.calibration_samples must be >= 1"),
     ],
 )
 def test_impossible_quant_pairs(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        QuantConfig(name="x", **kwargs)
+        quant_from_dict(kwargs)
 
 
 def test_gguf_bits_alone_pick_the_k_quant_mix():
-    assert QuantConfig(name="x", format="gguf", bits=5).gguf_type == "Q5_K_M"
+    assert quant_from_dict({"format": "gguf", "bits": 5}).gguf_type == "Q5_K_M"
 
 
-def test_unknown_language_is_rejected():
-    with pytest.raises(ConfigError, match="unknown code"):
+def test_unknown_language_is_rejected_for_the_synthetic_data_only():
+    with pytest.raises(ConfigError, match="the synthetic dataset has no phrasings in xx"):
         compose_job(["+language.codes.xx=Klingon"])
+    own = compose_job(["+language.codes.pl=Polish", "dataset=jsonl", "+dataset.files.train=t.jsonl"])
+    assert "pl" in own.language.codes
 
 
 def test_wrong_type_is_rejected_at_composition():
@@ -92,7 +96,7 @@ def test_cli_unknown_preset_fails_fast_listing_choices(tmp_path):
 
 
 def test_cli_impossible_bits_fails_before_any_work(tmp_path):
-    done = run_harness(["quant=gguf_q4km", "quant.bits=3", f"paths.output_dir={tmp_path}"])
+    done = run_harness(["quant=gguf_q4km", "quant.gguf_type=Q4_K_M", "quant.bits=3", f"paths.output_dir={tmp_path}"])
     assert done.returncode == 1
     assert "quant.bits=3 contradicts quant.gguf_type=Q4_K_M" in done.stderr + done.stdout
     assert not (tmp_path / "cache").exists()  # nothing was built

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from harness.config import DatasetConfig, KNOWN_LANGUAGES
+from harness.data.config import DatasetConfig
+from harness.data.synthetic import KNOWN_LANGUAGES
 from harness.data import synthetic
 from harness.data.dataset import build_dataset, read_labels, read_split
 from harness.prompt import answer, parse_answer

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import HardwareConfig, QuantConfig
+from harness.formats.gguf import GGUFQuant
+from harness.hardware import HardwareConfig
 from harness.measure.run import greedy_answer
-from harness.quantize.artifact import build_artifact
-from harness.quantize.gguf import check_gguf_file
-from harness.runtimes.llama_cpp import LlamaCppRuntime
+from harness.runtimes.llama_cpp import LlamaCppRuntime, check_gguf_file
+
+from .conftest import build
 
 
 @pytest.fixture(scope="module")
 def q4_artifact(tiny_llama, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    quant = QuantConfig(name="gguf_q4km", format="gguf", bits=4, gguf_type="Q4_K_M")
-    return cache, build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None, device="cpu")
+    quant = GGUFQuant(format="gguf", bits=4, gguf_type="Q4_K_M")
+    return cache, build(quant, tiny_llama, cache)
 
 
 def test_quantized_from_f16_and_smaller(q4_artifact):
@@ -31,8 +32,8 @@ def test_quantized_from_f16_and_smaller(q4_artifact):
 def test_second_build_is_a_cache_hit(q4_artifact, tiny_llama):
     cache, artifact = q4_artifact
     before = artifact.path.stat().st_mtime_ns
-    quant = QuantConfig(name="gguf_q4km", format="gguf", bits=4, gguf_type="Q4_K_M")
-    again = build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None, device="cpu")
+    quant = GGUFQuant(format="gguf", bits=4, gguf_type="Q4_K_M")
+    again = build(quant, tiny_llama, cache)
     assert again.path == artifact.path and again.path.stat().st_mtime_ns == before
     assert again.info["quantize_wall_s"] == artifact.info["quantize_wall_s"]
 

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from harness.config import DatasetConfig, HardwareConfig, QuantConfig
+from harness.data.config import DatasetConfig
+from harness.formats.gptq import GPTQQuant
+from harness.hardware import HardwareConfig
 from harness.data.dataset import build_dataset
 from harness.measure.run import greedy_answer
-from harness.quantize.artifact import build_artifact
-from harness.runtimes.transformers import TransformersRuntime
 
-from .conftest import save_tiny_llama
+from .conftest import build, save_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -29,26 +29,20 @@ def data_dir(tmp_path_factory):
 def test_gptq_quantizes_once_loads_and_generates(bits, hidden, kernel, smollm2_tokenizer, data_dir, tmp_path):
     tiny_llama = save_tiny_llama(tmp_path / "model", smollm2_tokenizer, hidden_size=hidden)
     tmp_path = tmp_path / "cache"
-    quant = QuantConfig(name=f"gptq{bits}", format="gptq", bits=bits, calibration_samples=32)
-    artifact = build_artifact(
-        tiny_llama, "tiny", quant, tmp_path, threads=2, llama_cpp_dir=None, device="cpu", data_dir=data_dir, system="s"
-    )
+    quant = GPTQQuant(format="gptq", bits=bits, group_size=128, calibration_samples=32)
+    artifact = build(quant, tiny_llama, tmp_path, data_dir, system="s")
     saved = json.loads((artifact.path / "quantize_config.json").read_text())
     assert (saved["bits"], saved["group_size"], saved["desc_act"]) == (bits, 128, False)
     fp32_mib = sum(p.stat().st_size for p in tiny_llama.glob("*.safetensors")) / 2**20
     assert artifact.info["size_mib"] < fp32_mib and artifact.info["tool"] == "gptqmodel"
     assert list(artifact.path.glob("logs/*.log"))  # gptqmodel's logs stay with the artifact
 
-    again = build_artifact(
-        tiny_llama, "tiny", quant, tmp_path, threads=2, llama_cpp_dir=None, device="cpu", data_dir=data_dir, system="s"
-    )
+    again = build(quant, tiny_llama, tmp_path, data_dir, system="s")
     assert again.key == artifact.key and again.info["quantize_wall_s"] == artifact.info["quantize_wall_s"]
-    other_system = build_artifact(
-        tiny_llama, "tiny", quant, tmp_path, threads=2, llama_cpp_dir=None, device="cpu", data_dir=data_dir, system="t"
-    )
+    other_system = build(quant, tiny_llama, tmp_path, data_dir, system="t")
     assert other_system.key != artifact.key  # calibrated on other texts: another artifact
 
-    rt = TransformersRuntime(artifact.path, quant, HardwareConfig(), threads=2)
+    rt = quant.open(artifact.path, HardwareConfig(), threads=2)
     assert type(rt.model.model.layers[0].mlp.up_proj).__name__ == rt.kernel == kernel
     ids = rt.tokenize("<|im_start|>user\nwhere is my order<|im_end|>\n<|im_start|>assistant\n")
     first, second = greedy_answer(rt, ids, max_new_tokens=4), greedy_answer(rt, ids, max_new_tokens=4)

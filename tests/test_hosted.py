@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness.config import ApiConfig, ConfigError, QuantConfig
-from harness.quantize.artifact import build_artifact
-from harness.runtimes.openai_compatible import EndpointError, OpenAICompatibleRuntime
+from harness.errors import ConfigError
+from harness.formats.gguf import GGUFQuant
+from harness.runtimes.openai_compatible import ApiConfig, EndpointError, OpenAICompatibleRuntime
 
-from .conftest import run_harness
+from .conftest import build, run_harness
 
 
 def _free_port() -> int:
@@ -31,8 +31,7 @@ def _free_port() -> int:
 def llama_server(tiny_llama, tmp_path_factory):
     """llama_cpp.server on 127.0.0.1 serving the tiny model as Q8_0; its /v1 base URL."""
     cache = tmp_path_factory.mktemp("server-cache")
-    quant = QuantConfig(name="gguf_q8_0", format="gguf", bits=8)
-    gguf = build_artifact(tiny_llama, "tiny", quant, cache, threads=2, llama_cpp_dir=None, device="cpu").path
+    gguf = build(GGUFQuant(format="gguf", bits=8), tiny_llama, cache).path
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "local", "--host", "127.0.0.1",

@@ -28,6 +28,19 @@ def _start(args: list[str]) -> subprocess.Popen:
     )
 
 
+def _children(parent: psutil.Process, needle: str) -> list[psutil.Process]:
+    """The parent's descendants whose command line holds `needle` (stages come and go: a
+    process that ended meanwhile is skipped)."""
+    found = []
+    for child in parent.children(recursive=True):
+        try:
+            if needle in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
 def _wait_for(predicate, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -40,7 +53,7 @@ def test_timeout_becomes_a_failed_record(tiny_llama, tmp_path):
     done = run_harness(args)
     assert done.returncode == 1
     record = json.loads((tmp_path / "run" / "record.json").read_text())
-    assert record["status"] == "failed" and record["error_type"] == "MeasurementFailed"
+    assert record["status"] == "failed" and record["error_type"] == "StageFailed"
     assert "timed out after 0.5 s (measure.timeout_s)" in record["error"]
     cached = [p for p in (tmp_path / "cache" / "records").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert not cached  # a failed measurement leaves no record in the cache
@@ -52,7 +65,7 @@ def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, tmp
     parent = psutil.Process(sweep.pid)
 
     def measuring_child():
-        return [c for c in parent.children(recursive=True) if "harness.measure.isolated" in " ".join(c.cmdline())]
+        return _children(parent, "harness.isolated measure")
 
     _wait_for(lambda: measuring_child() or sweep.poll() is not None)
     measuring_child()[0].send_signal(signal.SIGSEGV)
@@ -83,3 +96,26 @@ def test_sweep_killed_midway_completes_when_run_again(tiny_llama, tmp_path):
     for record_dir in (tmp_path / "cache" / "records").iterdir():
         if record_dir.is_dir() and not record_dir.name.startswith("."):
             assert (record_dir / "record.json").is_file()
+
+
+def test_a_quantizer_that_crashes_natively_fails_its_job_and_the_sweep_goes_on(tiny_llama, tmp_path):
+    """Build stages run in their own process, as measurement does: a segfault inside
+    llama.cpp's quantizer becomes a failed record, not a dead sweep."""
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q8_0,gguf_q4km"]
+    sweep = _start(args)
+    parent = psutil.Process(sweep.pid)
+
+    def quantizer():
+        return _children(parent, "harness.isolated quantize-gguf_q8_0")
+
+    _wait_for(lambda: quantizer() or sweep.poll() is not None, timeout=600)
+    quantizer()[0].send_signal(signal.SIGSEGV)
+    assert sweep.wait(300) == 1
+    records = _records(tmp_path)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert records[0]["error_type"] == "StageFailed"
+    assert "quantize-gguf_q8_0 process killed by SIGSEGV" in records[0]["error"]
+    # nothing half-built is left to be mistaken for an artifact
+    for artifact_dir in (tmp_path / "cache" / "artifact").iterdir():
+        if artifact_dir.is_dir() and not artifact_dir.name.startswith("."):
+            assert list(artifact_dir.glob("*.gguf"))

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harness.config import ConfigError, DatasetConfig
+from harness.data.config import DatasetConfig
+from harness.errors import ConfigError
 from harness.data.dataset import build_dataset, read_labels, read_split
 from harness.data.loaders import DataError, load_external, stratified_cut
 

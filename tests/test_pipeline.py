@@ -48,15 +48,14 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
 
 
 def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_llama, tmp_path):
-    # a group size GPTQ cannot take, which the GGUF jobs ignore
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q4km,gptq4,gguf_q8_0",
-            "quant.group_size=100"]
+    # a llama.cpp type that does not exist, between two that do
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant.gguf_type=Q4_K_M,Q9_X,Q4_0"]
     done = run_harness(args)
     assert done.returncode == 1  # one job failed
     records = _records(tmp_path)
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
-    assert "quant.group_size=100 is not a GPTQ group size" in records[1]["error"]
-    assert "gptq4: ConfigError" in done.stdout  # the summary names the failure
+    assert "quant.gguf_type='Q9_X' is not a llama.cpp file type" in records[1]["error"]
+    assert "gguf4: ConfigError" in done.stdout  # the summary names the failure
     # both GGUF jobs share one fine-tuned adapter
     assert records[0]["train"]["adapter_key"] == records[2]["train"]["adapter_key"]
 
@@ -102,3 +101,26 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     for path in tmp_path.rglob("*"):  # records, Hydra's config dumps, logs, W&B's files
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, tmp_path):
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant.format=gguf,bnb", "quant.bits=3,8"]
+    done = run_harness(args)
+    # a cell that does not exist is skipped, not failed: the sweep succeeds
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    paths = sorted(tmp_path.glob("multirun/*/*/*/record.json"))
+    records = [json.loads(p.read_text()) for p in paths]
+    assert [(r["status"], r["job"]["quant"]) for r in records] == [
+        ("ok", "gguf_q3km"), ("ok", "gguf_q8_0"), ("skipped", "bnb3"), ("ok", "bnb_int8")]
+    assert "quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8" in records[2]["error"]
+    assert "SKIPPED bnb3" in done.stdout and "cells do not exist" in done.stdout + done.stderr
+    for path, record in zip(paths, records):
+        name = record["job"]["quant"]
+        assert path.parent.name.endswith(f"_tiny_{name}_lora")  # the run directory says the same
+        if record["status"] == "ok":
+            assert record["config"]["quant"]["name"] == name
+            assert record["artifact"]["bits"] == record["job"]["bits"] == record["config"]["quant"]["bits"]
+    assert [r["artifact"]["gguf_type"] for r in records[:2]] == ["Q3_K_M", "Q8_0"]
+    assert records[3]["runtime"]["kernel"] == "Linear8bitLt"
+    report = (next(tmp_path.glob("multirun/*/*/report")) / "report.md").read_text()
+    assert "## Skipped cells" in report and "bnb3" in report

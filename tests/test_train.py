@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from harness.config import DatasetConfig, TrainConfig
+from harness.data.config import DatasetConfig
+from harness.train.config import TrainConfig
 from harness.data.dataset import build_dataset
 from harness.prompt import answer
 from harness.train.lora import IGNORE_INDEX, encode_example, merge_adapter, train_adapter

@@ -2,8 +2,7 @@
 
 import logging
 
-from harness.config import LoggerConfig
-from harness.report.wandb_log import log_job, summary_metrics
+from harness.report.wandb_log import LoggerConfig, log_job, summary_metrics
 
 
 def test_summary_metrics_are_flat_scalars_with_units_in_their_names():

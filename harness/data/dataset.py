@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from harness.config import DatasetConfig
+from harness.data.config import DatasetConfig
 from harness.data import synthetic
 from harness.data.loaders import DataError, load_external
 from harness.store import cache_key, cached_dir, file_digest, read_json, write_json_atomic

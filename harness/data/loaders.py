@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from harness.config import SPLIT_NAMES, DatasetConfig
+from harness.data.config import SPLIT_NAMES, DatasetConfig
 
 log = logging.getLogger(__name__)
 

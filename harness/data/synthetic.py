@@ -20,6 +20,15 @@ from typing import Iterator, Sequence
 
 import yaml
 
+# The languages the hand-written templates cover; your own data may use any code.
+KNOWN_LANGUAGES = {
+    "en": "English",
+    "hr": "Croatian",
+    "de": "German",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+}
 INTENTS = (
     "product_search",
     "product_availability",

@@ -12,16 +12,8 @@ from pathlib import Path
 
 import psutil
 
-PACKAGES = (
-    "torch",
-    "transformers",
-    "peft",
-    "llama_cpp_python",
-    "gptqmodel",
-    "bitsandbytes",
-    "hydra-core",
-    "gguf",
-)
+# What every job runs on (training, the tokenizer, the config); each format adds its own.
+PACKAGES = ("torch", "transformers", "peft", "hydra-core")
 
 
 def _version(name: str):
@@ -76,12 +68,12 @@ def git_commit(repo: Path) -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def environment(repo: Path) -> dict:
+def environment(repo: Path, format_packages: tuple[str, ...] = ()) -> dict:
     return {
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: _version(name) for name in dict.fromkeys(PACKAGES + format_packages)},
         "cpu": _cpu(),
         "gpu": _gpu(),
         "git_commit": git_commit(repo),

@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.config import HardwareConfig, MeasureConfig
+from harness.hardware import HardwareConfig
+from harness.measure.config import MeasureConfig
 from harness.measure.run import speed_test
 from harness.runtimes.llama_cpp import LlamaCppRuntime
 

@@ -12,12 +12,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness.config import ApiConfig, MeasureConfig
 from harness.measure.accuracy import classification_metrics
+from harness.measure.config import MeasureConfig
 from harness.measure.run import test_rows, write_predictions
 from harness.measure.stats import percentile
 from harness.prompt import messages, parse_answer
-from harness.runtimes.openai_compatible import OpenAICompatibleRuntime
+from harness.record import Accuracy, Cost, Energy, Latency, Metrics
+from harness.runtimes.openai_compatible import ApiConfig, OpenAICompatibleRuntime
 
 REMOTE = "remote endpoint: not observable from this machine"
 
@@ -52,31 +53,22 @@ def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: s
     write_predictions(out_dir, rows, [c.text for c in done], predicted, latencies_ms)
     tokens_in, tokens_out = sum(c.tokens_in for c in done), sum(c.tokens_out for c in done)
     cost = (tokens_in * api.usd_per_mtok_in + tokens_out * api.usd_per_mtok_out) / 1e6
-    metrics = classification_metrics([r["intent"] for r in rows], predicted, [r["language"] for r in rows], labels)
-    metrics.update(
-        {
-            "latency_p50_ms": percentile(latencies_ms, 50),
-            "latency_p95_ms": percentile(latencies_ms, 95),
-            "latency_p99_ms": percentile(latencies_ms, 99),
-            "queries_per_s": len(done) / wall,
-            "concurrency": api.concurrency,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "mean_prompt_tokens": tokens_in / len(done),
-            "mean_generated_tokens": tokens_out / len(done),
-            "cost_usd": cost,
-            "cost_usd_per_query": cost / len(done),
-            "ttft_p50_ms": None,
-            "prefill_tokens_per_s": None,
-            "decode_tokens_per_s": None,
-            "peak_rss_mib": None,
-            "model_mib": None,
-            "energy_j": None,
-            "energy_j_per_query": None,
-            "energy_j_per_token": None,
-            "energy_method": None,
-            "energy_unmeasured_reason": REMOTE,
-        }
+    metrics = Metrics(
+        accuracy=Accuracy(**classification_metrics(
+            [r["intent"] for r in rows], predicted, [r["language"] for r in rows], labels
+        )),
+        latency=Latency(
+            latency_p50_ms=percentile(latencies_ms, 50),
+            latency_p95_ms=percentile(latencies_ms, 95),
+            latency_p99_ms=percentile(latencies_ms, 99),
+            queries_per_s=len(done) / wall,
+            concurrency=api.concurrency,
+            mean_prompt_tokens=tokens_in / len(done),
+            mean_generated_tokens=tokens_out / len(done),
+        ),
+        # speed, memory: not observable behind an endpoint, so left unmeasured (None)
+        energy=Energy(energy_unmeasured_reason=REMOTE),
+        cost=Cost(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, cost_usd_per_query=cost / len(done)),
     )
     return {"runtime": {"name": rt.name, "version": rt.version, "base_url": api.base_url,
-                        "model_name": api.model_name}, "metrics": metrics}
+                        "model_name": api.model_name}, "metrics": metrics.flat()}

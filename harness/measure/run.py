@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness.config import HardwareConfig, MeasureConfig, QuantConfig
 from harness.data.dataset import read_split, spread
+from harness.formats import QuantConfig
+from harness.hardware import HardwareConfig
 from harness.measure.accuracy import classification_metrics
+from harness.measure.config import MeasureConfig
 from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_std, percentile
 from harness.prompt import parse_answer, render_prompt
-from harness.runtimes import BatchingRuntime, Runtime, load_runtime
+from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
+from harness.runtimes import BatchingRuntime, Runtime
 
 # A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
 _FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
@@ -177,7 +180,7 @@ def measure(spec: MeasureSpec) -> dict:
     process = psutil.Process()
     with PeakRSSSampler() as rss, GpuMemoryTracker() as vram:
         t0 = time.perf_counter()
-        rt = load_runtime(Path(spec.artifact), spec.quant, spec.hardware, spec.threads)
+        rt = spec.quant.open(Path(spec.artifact), spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
         prompts = [rt.tokenize(render_prompt(tokenizer, r["text"], spec.system)) for r in rows]
         max_new = spec.measure.max_new_tokens
@@ -218,36 +221,35 @@ def measure(spec: MeasureSpec) -> dict:
     joules = energy.reading.joules
     watts = spec.hardware.cpu_watts_per_core
     estimate = cpu_time_estimate_j(eval_cpu_s, watts) if watts else None
-    metrics = classification_metrics(
-        [r["intent"] for r in rows], predictions, [r["language"] for r in rows], spec.labels
-    )
-    metrics.update(
-        {
-            "latency_p50_ms": percentile(latencies_ms, 50),
-            "latency_p95_ms": percentile(latencies_ms, 95),
-            "latency_p99_ms": percentile(latencies_ms, 99),
-            "ttft_p50_ms": percentile(ttft_ms, 50),
-            "queries_per_s": len(answers) / batch1_s,
-            "latency_samples": len(answers),
-            "eval_batch_size": batch,
-            "accuracy_pass_queries_per_s": len(rows) / accuracy_pass_s,
-            "accuracy_pass_peak_rss_mib": batch_peak_rss,
-            "mean_prompt_tokens": sum(a.prompt_tokens for a in answers) / len(answers),
-            "mean_generated_tokens": generated / len(answers),
-            "peak_rss_mib": rss.peak_mib,
-            "load_s": load_s,
-            "model_mib": rt.model_mib,
-            "energy_j": joules,
-            "energy_j_per_query": joules / len(answers) if joules is not None else None,
-            "energy_j_per_token": joules / generated if joules is not None else None,
-            "energy_method": energy.reading.method,
-            "energy_unmeasured_reason": energy.reading.reason,
-            "eval_cpu_s": eval_cpu_s,
-            "energy_estimate_j_per_query": estimate / len(answers) if estimate is not None else None,
-            "energy_estimate_method": f"cpu_time_x_{watts:g}W_per_core" if watts else None,
-            **vram.report(),
-            **speed,
-        }
+    metrics = Metrics(
+        accuracy=Accuracy(**classification_metrics(
+            [r["intent"] for r in rows], predictions, [r["language"] for r in rows], spec.labels
+        )),
+        latency=Latency(
+            latency_p50_ms=percentile(latencies_ms, 50),
+            latency_p95_ms=percentile(latencies_ms, 95),
+            latency_p99_ms=percentile(latencies_ms, 99),
+            ttft_p50_ms=percentile(ttft_ms, 50),
+            queries_per_s=len(answers) / batch1_s,
+            latency_samples=len(answers),
+            eval_batch_size=batch,
+            accuracy_pass_queries_per_s=len(rows) / accuracy_pass_s,
+            mean_prompt_tokens=sum(a.prompt_tokens for a in answers) / len(answers),
+            mean_generated_tokens=generated / len(answers),
+        ),
+        speed=Speed(**speed),
+        memory=Memory(peak_rss_mib=rss.peak_mib, accuracy_pass_peak_rss_mib=batch_peak_rss, model_mib=rt.model_mib,
+                      load_s=load_s, **vram.report()),
+        energy=Energy(
+            energy_j=joules,
+            energy_j_per_query=joules / len(answers) if joules is not None else None,
+            energy_j_per_token=joules / generated if joules is not None else None,
+            energy_method=energy.reading.method,
+            energy_unmeasured_reason=energy.reading.reason,
+            eval_cpu_s=eval_cpu_s,
+            energy_estimate_j_per_query=estimate / len(answers) if estimate is not None else None,
+            energy_estimate_method=f"cpu_time_x_{watts:g}W_per_core" if watts else None,
+        ),
     )
     runtime = {"name": rt.name, "version": rt.version, "threads": spec.threads, "kernel": rt.kernel}
-    return {"runtime": runtime, "metrics": metrics}
+    return {"runtime": runtime, "metrics": metrics.flat()}

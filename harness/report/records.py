@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.record import COLUMNS, FAILED, OK
 from harness.store import read_json
 
 RECORD = "record.json"
@@ -35,7 +36,7 @@ def collect(roots: list[Path]) -> list[dict]:
     for root in roots:
         for path in sorted(root.rglob(RECORD)):
             record = read_json(path)
-            if record.get("status") == "ok":
+            if record.get("status") == OK:
                 ok.setdefault(record["keys"]["record"], record)
             else:
                 failed[(_job(record), record.get("error"))] = record
@@ -60,32 +61,28 @@ def variant(record: dict, keys: list[str]) -> str:
 
 
 def point(record: dict, keys: list[str]) -> dict[str, Any]:
-    """One successful record as flat figures. Peak memory is the device the model runs on:
-    VRAM on a GPU, RSS on the CPU (named in `memory_kind`)."""
+    """One successful record as flat figures, one per column of `harness.record.COLUMNS`,
+    plus what names and explains them. Peak memory is the device the model runs on: VRAM on
+    a GPU, RSS on the CPU (named in `memory_kind`)."""
     m = record["metrics"]
     on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda" and m.get("peak_vram_mib") is not None
     low, high = m.get("accuracy_ci95") or (None, None)
+    figures = {}
+    for c in COLUMNS:
+        if c.source is not None:
+            section, name = c.source
+            figures[c.key] = (record.get(section) or {}).get(name)
     return {
         "variant": variant(record, keys),
         **{k: job_value(record, k) for k in JOB_KEYS},
         "format": record["job"].get("format"),
-        "size_mib": record.get("artifact", {}).get("size_mib"),
-        "bits_per_weight": record.get("artifact", {}).get("bits_per_weight"),
-        "accuracy": m.get("accuracy"),
+        **figures,
         "accuracy_ci95_low": low,
         "accuracy_ci95_high": high,
-        "macro_f1": m.get("macro_f1"),
-        "invalid_rate": m.get("invalid_rate"),
-        "decode_tokens_per_s": m.get("decode_tokens_per_s"),
-        "prefill_tokens_per_s": m.get("prefill_tokens_per_s"),
-        "latency_p50_ms": m.get("latency_p50_ms"),
-        "latency_p95_ms": m.get("latency_p95_ms"),
         "peak_memory_mib": m.get("peak_vram_mib") if on_gpu else m.get("peak_rss_mib"),
         "memory_kind": "VRAM" if on_gpu else "RSS",
-        "energy_j_per_query": m.get("energy_j_per_query"),
         "energy_method": m.get("energy_method"),
         "energy_unmeasured_reason": m.get("energy_unmeasured_reason"),
-        "energy_estimate_j_per_query": m.get("energy_estimate_j_per_query"),
         "energy_estimate_method": m.get("energy_estimate_method"),
         "record_dir": record.get("record_dir"),
     }
@@ -101,16 +98,17 @@ def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
     """Successful records grouped by hardware: a frontier only compares like with like."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        if r.get("status") == "ok":
+        if r.get("status") == OK:
             groups.setdefault(str(r["job"].get("hardware")), []).append(r)
     return groups
 
 
-def failures(records: list[dict]) -> list[str]:
-    """'quant: Error: reason' for each failed record, the reason's first line."""
+def failures(records: list[dict], status: str = FAILED) -> list[str]:
+    """'quant: Error: reason' for each record of that status (failed, or skipped), the
+    reason's first line."""
     out = []
     for r in records:
-        if r.get("status") != "ok":
+        if r.get("status") == status:
             reason = (r.get("error") or "").partition("\n")[0]
             out.append(f"{r.get('job', {}).get('quant')}: {r.get('error_type')}: {reason}")
     return out

@@ -12,32 +12,22 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from harness.record import OK, SKIPPED, TERMINAL, shown_in
 from harness.report.pareto import frontier_memberships
 from harness.report.records import cell, failures, point, read_sweep_records, shared_caption, varying_keys
 
 log = logging.getLogger(__name__)
 
-# (header, point key, format) for the terminal table.
-COLUMNS = (
-    ("MiB", "size_mib", "{:.0f}"),
-    ("acc", "accuracy", "{:.3f}"),
-    ("95% CI", ("accuracy_ci95_low", "accuracy_ci95_high"), "{:.2f}-{:.2f}"),
-    ("invalid", "invalid_rate", "{:.3f}"),
-    ("tg tok/s", "decode_tokens_per_s", "{:.1f}"),
-    ("pp tok/s", "prefill_tokens_per_s", "{:.0f}"),
-    ("p50 ms", "latency_p50_ms", "{:.1f}"),
-    ("peak MiB", "peak_memory_mib", "{:.0f}"),
-    ("J/query", "energy_j_per_query", "{:.3f}"),
-)
+COLUMNS = shown_in(TERMINAL)
 
 
 def rows(records: list[dict]) -> list[list[str]]:
     """One row per successful record: variant, COLUMNS, the Pareto frontiers it is on."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.get("status") == OK]
     keys = varying_keys(ok)
     points = [point(r, keys) for r in ok]
     return [
-        [p["variant"], *(cell(p, key, fmt) for _, key, fmt in COLUMNS), " ".join(on)]
+        [p["variant"], *(cell(p, c.key, c.fmt) for c in COLUMNS), " ".join(on)]
         for p, on in zip(points, frontier_memberships(points))
     ]
 
@@ -49,26 +39,29 @@ def print_table(records: list[dict], title: str) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # logs and CI: do not squeeze figures into 80 columns
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.get("status") == OK]
     table = Table(title=title, caption=(shared_caption(ok) + "; Pareto: frontiers of accuracy vs each cost") if ok else None)
-    for header in ("variant",) + tuple(c[0] for c in COLUMNS) + ("Pareto",):
+    for header in ("variant",) + tuple(c.header for c in COLUMNS) + ("Pareto",):
         table.add_column(header, justify="left" if header in ("variant", "Pareto") else "right")
     for row in rows(records):
         table.add_row(*row)
     if table.row_count:
         console.print(table)
+    for line in failures(records, SKIPPED):
+        console.print(f"[yellow]SKIPPED[/] {line}", highlight=False)
     for line in failures(records):
         console.print(f"[bold red]FAILED[/] {line}", highlight=False)
 
 
 class SweepSummary(Callback):
-    """Before a multirun: the checks that concern every job. At its end: the table, the report under <sweep>/report, the W&B summary
-    run, and a non-zero exit if any job failed."""
+    """Before a multirun: the checks that concern every job. At its end: the table, the report
+    under <sweep>/report, the W&B summary run, and the exit code: 1 if a job failed, 0 when
+    every job that exists ran (cells skipped for not existing are listed, not failures)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep pinned to a GPU stops before its first job on a machine without one."""
-        from harness.config import ConfigError
-        from harness.pipeline import check_device
+        from harness.errors import ConfigError
+        from harness.hardware import check_device
 
         # sweepers that persist (Optuna's SQLite study) write there before any job runs
         Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
@@ -79,8 +72,7 @@ class SweepSummary(Callback):
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from harness.config import LoggerConfig
-        from harness.report.wandb_log import log_sweep
+        from harness.report.wandb_log import LoggerConfig, log_sweep
         from harness.report.write import write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -90,7 +82,10 @@ class SweepSummary(Callback):
         log.info("report: %s", report_dir / "report.html")
         logger = LoggerConfig(**OmegaConf.to_container(config.logger, resolve=True))
         log_sweep(records, report_dir, logger, group=sweep_group(sweep_dir))
-        failed = [r for r in records if r.get("status") != "ok"]
+        skipped = [r for r in records if r.get("status") == SKIPPED]
+        if skipped:
+            log.warning("%d of %d cells do not exist and were skipped (see SKIPPED above)", len(skipped), len(records))
+        failed = [r for r in records if r.get("status") not in (OK, SKIPPED)]
         if failed:
             log.error("%d of %d jobs failed; their records (with reasons) are under %s", len(failed), len(records), sweep_dir)
             sys.exit(1)

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
-from harness.config import LoggerConfig
+from harness.errors import ConfigError
+from harness.record import scalar_figures
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
 from harness.report.records import RECORD, point, varying_keys
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoggerConfig:
+    # wandb: one W&B run per job and a summary run per sweep; none: records and report only.
+    name: str = "wandb"
+    project: str = "slm-harness"
+    entity: Optional[str] = None
+    # offline (the default): runs are files under `dir`, uploaded later with `wandb sync`;
+    # online needs a login (`wandb login` or WANDB_API_KEY).
+    mode: str = "offline"
+    dir: str = "outputs"
+    # None: the sweep's directory names (date_time), so the jobs of one sweep group together.
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.name not in ("wandb", "none"):
+            raise ConfigError(f"logger={self.name!r} is unknown; choose logger=wandb or logger=none")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode={self.mode!r} is unknown; choose offline, online or disabled (as WANDB_MODE)")
 
 
 @contextmanager
@@ -54,17 +77,12 @@ def _run(logger: LoggerConfig, **init: Any) -> Iterator[Any]:
 
 
 def summary_metrics(record: dict) -> dict[str, Any]:
-    """Scalar figures with their units in their names, as W&B summary keys."""
+    """The record's scalar figures (the column spec's, units in their names) and the
+    per-language and per-intent breakdowns, as W&B summary keys."""
     m = record.get("metrics", {})
-    out: dict[str, Any] = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out: dict[str, Any] = scalar_figures(record)
     out.update({f"accuracy/{lang}": v for lang, v in m.get("accuracy_by_language", {}).items()})
     out.update({f"f1/{label}": v for label, v in m.get("f1_by_intent", {}).items()})
-    artifact = record.get("artifact") or {}
-    for key in ("size_mib", "bits_per_weight", "quantize_wall_s"):
-        if isinstance(artifact.get(key), (int, float)):
-            out[key] = artifact[key]
-    if record.get("train") and isinstance(record["train"].get("train_wall_s"), (int, float)):
-        out["train_wall_s"] = record["train"]["train_wall_s"]
     return out
 
 

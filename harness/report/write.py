@@ -9,22 +9,12 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.record import REPORT, SKIPPED, Column, shown_in
 from harness.report.pareto import ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, versus
 from harness.report.records import by_hardware, cell, failures, point, shared_caption, varying_keys
 
-# (header, point key, format) for the Markdown and HTML tables.
-TABLE = (
-    ("variant", "variant", "{}"),
-    ("size MiB", "size_mib", "{:.0f}"),
-    ("bits/weight", "bits_per_weight", "{:.2f}"),
-    ("accuracy", "accuracy", "{:.3f}"),
-    ("macro-F1", "macro_f1", "{:.3f}"),
-    ("decode tok/s", "decode_tokens_per_s", "{:.1f}"),
-    ("prefill tok/s", "prefill_tokens_per_s", "{:.0f}"),
-    ("p50 ms", "latency_p50_ms", "{:.1f}"),
-    ("peak MiB", "peak_memory_mib", "{:.0f}"),
-    ("J/query", "energy_j_per_query", "{:.3f}"),
-)
+# The Markdown and HTML tables: the variant, then the columns the record spec shows in reports.
+TABLE = [Column("variant", "variant", "{}"), *shown_in(REPORT)]
 
 
 @dataclass
@@ -44,12 +34,12 @@ def _table_rows(section: Section) -> list[list[str]]:
     out = []
     for i, (p, on) in enumerate(zip(section.points, section.on_frontier)):
         ratio = "baseline" if i == section.baseline else (versus(p, base) if base else "")
-        out.append([cell(p, key, fmt) for _, key, fmt in TABLE] + [", ".join(on) or "-", ratio])
+        out.append([cell(p, c.key, c.fmt) for c in TABLE] + [", ".join(on) or "-", ratio])
     return out
 
 
 def _headers() -> list[str]:
-    return [h for h, _, _ in TABLE] + ["Pareto frontiers", "vs baseline"]
+    return [c.header for c in TABLE] + ["Pareto frontiers", "vs baseline"]
 
 
 def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -> Path | None:
@@ -113,7 +103,7 @@ def _energy_note(points: list[dict]) -> str:
     return note
 
 
-def markdown(title: str, secs: list[Section], failed: list[str]) -> str:
+def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
     lines = [f"# {title}", ""]
     for s in secs:
         lines += [f"## {s.hardware}", "", f"{s.caption}; peak memory is {s.points[0]['memory_kind']}."
@@ -126,6 +116,8 @@ def markdown(title: str, secs: list[Section], failed: list[str]) -> str:
         lines += [""] + [f"![{p.stem}]({p.name})" for p in s.plots] + [""]
     if failed:
         lines += ["## Failed jobs", ""] + [f"- {f}" for f in failed] + [""]
+    if skipped:
+        lines += ["## Skipped cells (they do not exist)", ""] + [f"- {f}" for f in skipped] + [""]
     return "\n".join(lines)
 
 
@@ -144,7 +136,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:f
 tr.frontier td:first-child{font-weight:bold}.plots img{max-width:48%;margin:4px}.note{color:#555}"""
 
 
-def html_page(title: str, secs: list[Section], failed: list[str]) -> str:
+def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
     e = html.escape
     body = [f"<h1>{e(title)}</h1>", "<p class=note>Bold variants are on at least one Pareto frontier "
             "(no other variant is both at least as accurate and cheaper on that cost).</p>"]
@@ -162,6 +154,8 @@ def html_page(title: str, secs: list[Section], failed: list[str]) -> str:
         ) + "</div>")
     if failed:
         body.append("<h2>Failed jobs</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in failed) + "</ul>")
+    if skipped:
+        body.append("<h2>Skipped cells (they do not exist)</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in skipped) + "</ul>")
     return f"<!doctype html><html><head><meta charset=utf-8><title>{e(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
 
 
@@ -169,8 +163,8 @@ def write_report(records: list[dict], out_dir: Path, title: str) -> Path:
     """Write report.md, report.csv, the plots and report.html into out_dir; return out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     secs = sections(records, out_dir)
-    failed = failures(records)
-    (out_dir / "report.md").write_text(markdown(title, secs, failed), encoding="utf-8")
+    failed, skipped = failures(records), failures(records, SKIPPED)
+    (out_dir / "report.md").write_text(markdown(title, secs, failed, skipped), encoding="utf-8")
     write_csv(secs, out_dir / "report.csv")
-    (out_dir / "report.html").write_text(html_page(title, secs, failed), encoding="utf-8")
+    (out_dir / "report.html").write_text(html_page(title, secs, failed, skipped), encoding="utf-8")
     return out_dir

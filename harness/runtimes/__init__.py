@@ -1,13 +1,11 @@
 """Runtimes run an artifact token by token; every measurement in `harness.measure` is
 written against the small `Runtime` interface below, so a new runtime gets accuracy,
-latency, throughput and memory figures without code of its own."""
+latency, throughput and memory figures without code of its own. A format's `open` picks
+the runtime for its artifact."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Protocol, runtime_checkable
-
-from harness.config import HardwareConfig, QuantConfig
 
 
 class Runtime(Protocol):
@@ -44,13 +42,3 @@ class BatchingRuntime(Runtime, Protocol):
     def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str) -> list[list[int]]:
         """Greedy answers (token ids, end of turn left out) to prompts of any lengths, decoded
         together; a row stops at end of turn, at `max_new_tokens`, or once its text holds `stop`."""
-
-
-def load_runtime(artifact: Path, quant: QuantConfig, hardware: HardwareConfig, threads: int) -> Runtime:
-    if quant.runtime == "llama_cpp":
-        from harness.runtimes.llama_cpp import LlamaCppRuntime
-
-        return LlamaCppRuntime(artifact, hardware, threads)
-    from harness.runtimes.transformers import TransformersRuntime
-
-    return TransformersRuntime(artifact, quant, hardware, threads)

@@ -1,54 +1,32 @@
-"""Checkpoints on transformers, greedy with a KV cache: unquantized (fp32 / fp16 / bf16),
-bitsandbytes-quantized (their config carries the quantization) and GPTQ (loaded by
-gptqmodel, which returns a transformers model with its quantized linear layers)."""
+"""Checkpoints on transformers, greedy with a KV cache. Each format loads its own model
+(a dtype, a bitsandbytes config, gptqmodel's quantized layers); this runtime drives it."""
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
+from typing import Any, Callable
 
-from harness.config import ConfigError, HardwareConfig, QuantConfig
-
-log = logging.getLogger(__name__)
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+from harness.errors import ConfigError
+from harness.hardware import HardwareConfig
 
 
 class TransformersRuntime:
     name = "transformers"
 
-    def __init__(self, model_dir: Path, quant: QuantConfig, hardware: HardwareConfig, threads: int):
+    def __init__(self, model_dir: Path, hardware: HardwareConfig, threads: int, load: Callable[[str], Any]):
+        """`load(device)` returns the format's model placed on that device."""
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from harness.quantize.bnb import compute_dtype
-
-        if quant.format not in DTYPES and quant.format not in ("bnb", "gptq"):
-            raise NotImplementedError(f"quant.format={quant.format} is not implemented yet on transformers")
         if hardware.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("hardware=cuda but torch sees no CUDA device; use hardware=cpu")
-        if quant.format == "fp16" and hardware.device == "cpu":
-            log.warning("fp16 on a CPU runs, but slowly: CPUs have few fp16 matmul kernels (bf16 or fp32 are the fair baselines)")
         torch.set_num_threads(threads)
         self.torch = torch
         self.version = transformers.__version__
         self.device = torch.device(hardware.device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if quant.format == "gptq":
-            from harness.quantize import gptq
-
-            self.model = gptq.load(model_dir, hardware.device)
-        elif quant.format == "bnb":
-            # LLM.int8 casts each activation to fp16, and says so on every forward pass.
-            warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
-            # quantized weights cannot be moved after loading: place them where they run
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=compute_dtype(hardware.device), device_map=hardware.device
-            )
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, DTYPES[quant.format]))
-            self.model.to(self.device)
+        self.model = load(hardware.device)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from harness.config import TrainConfig
 from harness.data.dataset import read_split
 from harness.prompt import answer, render_prompt
+from harness.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -57,7 +57,7 @@ def _batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int, p
 def _trainable_base(base_dir: Path, method: str, device: str):
     from transformers import AutoModelForCausalLM
 
-    from harness.quantize.bnb import bnb_config, compute_dtype
+    from harness.formats.bnb import bnb_config, compute_dtype
 
     if method == "lora":
         # bf16 halves memory and doubles speed on GPUs; CPUs train more reliably in fp32.

@@ -1,0 +1,79 @@
+"""The `dataset` and `language` groups' schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from harness.errors import ConfigError, choices
+
+
+@dataclass
+class LanguageConfig:
+    # code -> name; any code your own data uses (the synthetic generator knows six). A dict rather than a list so that `language=[en,hr]` merges the two
+    # presets into one selection (Hydra merges dicts but replaces lists).
+    codes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.codes:
+            raise ConfigError("language: no language selected; e.g. language=all or language=[en,hr]")
+
+
+DATASET_KINDS = ("synthetic", "jsonl", "csv", "hf")
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass
+class DatasetConfig:
+    """`kind=synthetic` generates; `jsonl` / `csv` read the user's files (`files`, split ->
+    path); `hf` loads `hf_name` with the `datasets` library. Splits that are missing are cut
+    from train, seeded and stratified by label."""
+
+    name: str = "synthetic"
+    kind: str = "synthetic"
+    seed: int = 0
+    # synthetic: examples per intent per language in each split.
+    train_per_cell: int = 20
+    validation_per_cell: int = 2
+    test_per_cell: int = 6
+    # jsonl / csv: split name -> file path; at least `train`.
+    files: dict[str, str] = field(default_factory=dict)
+    # hf: dataset id (and config name); split names are the dataset's own.
+    hf_name: Optional[str] = None
+    hf_config: Optional[str] = None
+    text_column: str = "text"
+    label_column: str = "intent"
+    # None: every row is in `default_language`.
+    language_column: Optional[str] = "language"
+    default_language: str = "en"
+    # The label set; empty = read from the data.
+    labels: list[str] = field(default_factory=list)
+    # Fractions of train cut off for a missing validation / test split.
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATASET_KINDS:
+            raise ConfigError(f"dataset.kind={self.kind!r} is unknown; choose one of: {choices(DATASET_KINDS)}")
+        if self.kind == "synthetic":
+            for split in SPLIT_NAMES:
+                if getattr(self, f"{split}_per_cell") < 1:
+                    raise ConfigError(f"dataset.{split}_per_cell must be >= 1")
+        if self.kind in ("jsonl", "csv"):
+            if "train" not in self.files:
+                raise ConfigError(
+                    f"dataset.kind={self.kind} needs dataset.files.train (a path); "
+                    f"e.g. +dataset.files.train=data/train.{self.kind}"
+                )
+            unknown = sorted(set(self.files) - set(SPLIT_NAMES))
+            if unknown:
+                raise ConfigError(f"dataset.files: unknown split(s) {choices(unknown)}; use {choices(SPLIT_NAMES)}")
+        if self.kind == "hf" and not self.hf_name:
+            raise ConfigError("dataset.kind=hf needs dataset.hf_name (a Hugging Face dataset id)")
+        for name in ("validation_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ConfigError(f"dataset.{name} must be between 0 and 0.5")
+        if self.labels and len(set(self.labels)) < 2:
+            raise ConfigError("dataset.labels needs at least 2 distinct labels")
+
+

@@ -1,0 +1,210 @@
+"""Quantization formats: one module each in this package, found here.
+
+A format module defines a subclass of `QuantConfig` decorated with `@register`. The dataclass
+is the format's options (its fields are the `quant.*` keys it takes, type-checked and
+validated when a job is composed), and its methods are everything the rest of the harness
+asks of a format: which bit widths exist and what each means, a cheap check that its tools
+are installed, what its artifact's cache key depends on, how to build the artifact (in a
+spawned process), and which runtime opens it. Nothing outside this package looks at a
+format's name; adding a format is one module here and one preset in `conf/quant/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.errors import ConfigError, UnsupportedCell, choices
+
+if TYPE_CHECKING:
+    from harness.hardware import HardwareConfig
+    from harness.runtimes import Runtime
+
+
+@dataclass
+class BuildInputs:
+    """What a build may read besides its source: the training split (to calibrate on, as the
+    model sees it: rendered with `system`), the machine's threads and device, and where
+    llama.cpp's converter lives. Plain values: a build runs in a spawned process."""
+
+    data_dir: str
+    system: str
+    threads: int
+    device: str
+    llama_cpp_dir: Optional[str] = None
+
+
+@dataclass
+class QuantConfig:
+    """What every format has: its name and its bit width. A format's module subclasses this
+    with its own options and behaviour."""
+
+    format: str = MISSING
+    bits: int = MISSING
+
+    # The `quant.format` names this class answers to (one module may serve several, as the
+    # unquantized fp32 / fp16 / bf16 do).
+    FORMATS: ClassVar[tuple[str, ...]] = ()
+    # The runtime that opens its artifacts, as records name it.
+    RUNTIME: ClassVar[str] = ""
+    # Python distributions whose versions a record's provenance lists; each must be
+    # installed for the format to run (`check`).
+    PACKAGES: ClassVar[tuple[str, ...]] = ()
+    # Measured behind an endpoint rather than built here.
+    HOSTED: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        widths = self.widths()
+        if self.bits not in widths:
+            raise UnsupportedCell(
+                f"quant.bits={self.bits} is not supported by quant.format={self.format}; supported bits: "
+                f"{choices(widths)}"
+            )
+        self.validate()
+
+    def widths(self) -> dict[int, str]:
+        """Bit width -> what the format builds at that width by default."""
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """Checks of the format's own options, raising ConfigError with the fix."""
+
+    @property
+    def name(self) -> str:
+        """What runs, as a short path-safe name: the same for a preset and for the same
+        variant spelled out on the command line."""
+        return f"{self.format}{self.bits}"
+
+    def describe(self) -> dict[str, Any]:
+        """The record's `artifact` fields that say what was built, beyond format and bits."""
+        return {}
+
+    def check(self, llama_cpp_dir: Optional[str]) -> None:
+        """Seconds-long: the format's packages (and tools) are installed."""
+        missing = [p for p in self.PACKAGES if not _installed(p)]
+        if missing:
+            raise ConfigError(
+                f"quant.format={self.format} needs {choices(missing)}, which is not installed here; "
+                f"run `make setup` (or `pip install {' '.join(missing)}`) or choose another quant"
+            )
+
+    # --- building, for formats built here ---
+
+    def source(self) -> Optional["QuantConfig"]:
+        """Another artifact this one is built from (GGUF types from the GGUF F16), or None to
+        build from the full-precision checkpoint."""
+        return None
+
+    def key_parts(self, inputs: BuildInputs) -> list[Any]:
+        """What the artifact depends on besides its source and the tool's version."""
+        return [self.format, self.bits]
+
+    def tool(self) -> tuple[str, str]:
+        """(the tool that builds the artifact, its version)."""
+        name = self.PACKAGES[0]
+        return name, importlib.metadata.version(name)
+
+    def build(self, source: Path, inputs: BuildInputs, out: Path) -> None:
+        """Write the artifact into the empty directory `out` (runs in a spawned process)."""
+        raise NotImplementedError
+
+    def artifact_path(self, directory: Path) -> Path:
+        """The artifact inside its cache directory: a file, or the directory itself."""
+        return directory
+
+    def open(self, artifact: Path, hardware: "HardwareConfig", threads: int) -> "Runtime":
+        """The runtime serving this artifact."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[QuantConfig]] = {}
+
+
+def register(cls: type[QuantConfig]) -> type[QuantConfig]:
+    for name in cls.FORMATS:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise RuntimeError(f"quant.format={name} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
+        _REGISTRY[name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[QuantConfig]]:
+    """quant.format -> its options class, every module of this package imported once."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")  # cached after the first time
+    return _REGISTRY
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def quant_from_dict(node: dict[str, Any]) -> QuantConfig:
+    """The `quant` group as its format's options, type-checked against that format's own
+    schema and validated; ConfigError (UnsupportedCell for a width the format lacks) names
+    the field and the fix."""
+    node = dict(node)
+    fmt = node.get("format")
+    formats = registry()
+    if fmt not in formats:
+        raise ConfigError(f"quant.format={fmt!r} is unknown; choose one of: {choices(sorted(formats))}")
+    cls = formats[fmt]
+    options = [f.name for f in dataclasses.fields(cls)]
+    if "name" in node:
+        raise ConfigError("quant.name is derived from what the job runs (format, bits, options); remove quant.name")
+    # A preset starts from its format's schema: after `quant.format=<another>`, that schema's
+    # untouched defaults are still there, and are no one's choice.
+    defaults = {f.name: f.default for c in formats.values() for f in dataclasses.fields(c)}
+    node = {k: v for k, v in node.items() if k in options or v != defaults.get(k, MISSING)}
+    foreign = sorted(set(node) - set(options))
+    if foreign:
+        raise ConfigError(
+            f"quant.{foreign[0]} is not an option of quant.format={fmt} (its options: {choices(options)}); "
+            f"remove it, or start from a {fmt} preset"
+        )
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(cls), node)
+        quant = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"quant.{key}={node.get(key)!r}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    assert isinstance(quant, QuantConfig)
+    return quant
+
+
+def quant_name(node: Any) -> str:
+    """The derived name of a composed `quant` node, for Hydra's run directories; a node
+    that does not validate is named by its format and bits (its job fails with the reason)."""
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    try:
+        return quant_from_dict(plain).name
+    except ConfigError:
+        return f"{plain.get('format')}{plain.get('bits')}"
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Parameters of a safetensors checkpoint, read from its headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            for name in f.keys():
+                n = 1
+                for dim in f.get_slice(name).get_shape():
+                    n *= dim
+                total += n
+    return total

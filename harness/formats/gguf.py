@@ -1,0 +1,144 @@
+"""GGUF on llama.cpp. llama.cpp's own converter writes F16 once; every other type is
+quantized from that F16 file with llama-cpp-python's `llama_model_quantize` (never from a
+file that is already quantized).
+
+The converter is `convert_hf_to_gguf.py` from the llama.cpp source that the pinned
+llama-cpp-python sdist vendors; `make setup` unpacks it with its own gguf-py, which is
+newer than (and not compatible with) the PyPI `gguf` package transformers uses. It runs
+in a subprocess so the two gguf packages never meet in one interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from harness.errors import ConfigError, choices
+from harness.formats import BuildInputs, QuantConfig, register
+
+# The type a bare `quant.format=gguf quant.bits=N` means: the K-quant mixes that llama.cpp
+# recommends at each width (the study used Q3_K_M, Q4_K_M and Q5_K_M).
+DEFAULT_TYPE: dict[int, str] = {2: "Q2_K", 3: "Q3_K_M", 4: "Q4_K_M", 5: "Q5_K_M", 6: "Q6_K", 8: "Q8_0", 16: "F16", 32: "F32"}
+# Nominal bit width of each llama.cpp file type, to check `quant.bits` against `gguf_type`.
+TYPE_BITS: dict[str, int] = {
+    "F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6,
+    "Q5_0": 5, "Q5_1": 5, "Q5_K_S": 5, "Q5_K_M": 5,
+    "Q4_0": 4, "Q4_1": 4, "Q4_K_S": 4, "Q4_K_M": 4, "IQ4_NL": 4, "IQ4_XS": 4,
+    "Q3_K_S": 3, "Q3_K_M": 3, "Q3_K_L": 3, "IQ3_M": 3, "IQ3_XXS": 3,
+    "Q2_K": 2, "Q2_K_S": 2,
+}
+
+
+@register
+@dataclass
+class GGUFQuant(QuantConfig):
+    # llama.cpp file type (Q4_K_M, Q8_0, ...); None: the default type at `bits`.
+    gguf_type: Optional[str] = None
+
+    FORMATS = ("gguf",)
+    RUNTIME = "llama_cpp"
+    PACKAGES = ("llama_cpp_python", "gguf")
+
+    def widths(self) -> dict[int, str]:
+        return dict(DEFAULT_TYPE)
+
+    def validate(self) -> None:
+        self.gguf_type = (self.gguf_type or DEFAULT_TYPE[self.bits]).upper()
+        if self.gguf_type not in TYPE_BITS:
+            raise ConfigError(
+                f"quant.gguf_type={self.gguf_type!r} is not a llama.cpp file type this harness knows; "
+                f"choose one of: {choices(TYPE_BITS)}"
+            )
+        if TYPE_BITS[self.gguf_type] != self.bits:
+            raise ConfigError(
+                f"quant.bits={self.bits} contradicts quant.gguf_type={self.gguf_type} ({TYPE_BITS[self.gguf_type]} bits); "
+                f"drop quant.gguf_type for the default {self.bits}-bit type ({DEFAULT_TYPE[self.bits]}), "
+                f"or set quant.bits={TYPE_BITS[self.gguf_type]}"
+            )
+
+    @property
+    def name(self) -> str:
+        # Q4_K_M -> q4km, Q8_0 -> q8_0, Q6_K -> q6k: the names llama.cpp users say aloud
+        return "gguf_" + self.gguf_type.lower().replace("_k", "k").replace("k_", "k")
+
+    def describe(self) -> dict:
+        return {"gguf_type": self.gguf_type}
+
+    def check(self, llama_cpp_dir: Optional[str]) -> None:
+        super().check(llama_cpp_dir)
+        check_converter(llama_cpp_dir)
+        file_type_id(self.gguf_type)
+
+    def source(self) -> Optional[QuantConfig]:
+        return None if self.gguf_type == "F16" else GGUFQuant(format="gguf", bits=16)
+
+    def key_parts(self, inputs: BuildInputs) -> list:
+        return [self.format, self.gguf_type]
+
+    def tool(self) -> tuple[str, str]:
+        import importlib.metadata
+
+        return "llama.cpp (llama-cpp-python)", importlib.metadata.version("llama_cpp_python")
+
+    def build(self, source: Path, inputs: BuildInputs, out: Path) -> None:
+        if self.gguf_type == "F16":
+            convert_f16(source, self.artifact_path(out), inputs.llama_cpp_dir)
+        else:
+            quantize(GGUFQuant(format="gguf", bits=16).artifact_path(source), self.artifact_path(out), self.gguf_type,
+                     inputs.threads)
+
+    def artifact_path(self, directory: Path) -> Path:
+        return directory / f"model-{self.gguf_type}.gguf"
+
+    def open(self, artifact: Path, hardware, threads: int):
+        from harness.runtimes.llama_cpp import LlamaCppRuntime
+
+        return LlamaCppRuntime(artifact, hardware, threads)
+
+
+def converter_dir(configured: Optional[str]) -> Path:
+    return Path(configured) if configured else Path(sys.prefix) / "share" / "llama.cpp"
+
+
+def check_converter(configured: Optional[str]) -> Path:
+    script = converter_dir(configured) / "convert_hf_to_gguf.py"
+    if not script.is_file():
+        raise ConfigError(
+            f"llama.cpp's converter is missing at {script}; run `make setup` (it unpacks it from the "
+            f"llama-cpp-python sdist), or point paths.llama_cpp_dir at a llama.cpp checkout"
+        )
+    return script
+
+
+def convert_f16(model_dir: Path, out_file: Path, llama_cpp_dir: Optional[str]) -> None:
+    script = check_converter(llama_cpp_dir)
+    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
+    cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}):\n{tail}")
+
+
+def file_type_id(gguf_type: str) -> int:
+    import llama_cpp
+
+    name = f"LLAMA_FTYPE_MOSTLY_{gguf_type}" if gguf_type not in ("F32", "ALL_F32") else "LLAMA_FTYPE_ALL_F32"
+    if not hasattr(llama_cpp, name):
+        raise ConfigError(f"quant.gguf_type={gguf_type} is not offered by llama-cpp-python {llama_cpp.__version__}")
+    return int(getattr(llama_cpp, name))
+
+
+def quantize(f16_file: Path, out_file: Path, gguf_type: str, threads: int) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = file_type_id(gguf_type)
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(out_file).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize to {gguf_type} failed with code {rc}")

@@ -1,0 +1,135 @@
+"""GPTQ through gptqmodel: calibrated on the training split, saved in the standard GPTQ
+checkpoint layout (`quantize_config.json` beside packed safetensors), loaded back by
+gptqmodel, which picks its kernel for the device (on a CPU: an ATen int4 kernel for 4 bits,
+plain torch otherwise).
+
+gptqmodel patches parts of transformers when imported: it is imported only inside the
+spawned processes that build or measure a GPTQ artifact, never in the sweep's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from harness.errors import ConfigError, choices
+from harness.formats import BuildInputs, QuantConfig, register
+
+log = logging.getLogger(__name__)
+# Group sizes gptqmodel's kernels take (-1: one group per weight row).
+GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+DEFAULT_GROUP_SIZE = 64
+DEFAULT_CALIBRATION_SAMPLES = 256
+
+
+@register
+@dataclass
+class GPTQQuant(QuantConfig):
+    # Weights per scale group. 64 tiles both SmolLM2-135M's 576-wide layers and Llama 3.2's;
+    # 128, the usual choice elsewhere, leaves a ragged group in SmolLM2, which costs accuracy
+    # and gptqmodel's fast CPU kernel.
+    group_size: int = DEFAULT_GROUP_SIZE
+    # Activation-order quantization.
+    desc_act: bool = False
+    # Training rows that calibrate it.
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+
+    FORMATS = ("gptq",)
+    RUNTIME = "transformers"
+    PACKAGES = ("gptqmodel", "optimum", "transformers")
+
+    def widths(self) -> dict[int, str]:
+        return {b: f"int{b}" for b in (2, 3, 4, 8)}
+
+    def validate(self) -> None:
+        if self.group_size not in GROUP_SIZES:
+            raise ConfigError(
+                f"quant.group_size={self.group_size} is not a GPTQ group size; choose one of: "
+                f"{choices(GROUP_SIZES)} (-1 = one group per weight row)"
+            )
+        if self.calibration_samples < 1:
+            raise ConfigError("quant.calibration_samples must be >= 1 (GPTQ calibrates on that many training rows)")
+
+    @property
+    def name(self) -> str:
+        extras = [f"g{self.group_size}" if self.group_size != DEFAULT_GROUP_SIZE else "",
+                  "act" if self.desc_act else "",
+                  f"cal{self.calibration_samples}" if self.calibration_samples != DEFAULT_CALIBRATION_SAMPLES else ""]
+        return "_".join([f"gptq{self.bits}", *filter(None, extras)])
+
+    def key_parts(self, inputs: BuildInputs) -> list:
+        # The calibration texts follow from the model (its chat template), the dataset, the
+        # system prompt and their number: the key names those, and only a build renders them.
+        calibration = (Path(inputs.data_dir).name, inputs.system, self.calibration_samples)
+        return [self.format, (self.bits, self.group_size, self.desc_act), calibration, inputs.device]
+
+    def build(self, source: Path, inputs: BuildInputs, out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        gptqmodel = _import_gptqmodel()
+        source, out = source.resolve(), out.resolve()
+        texts = calibration_texts(AutoTokenizer.from_pretrained(source), Path(inputs.data_dir), inputs.system,
+                                  self.calibration_samples)
+        config = gptqmodel.QuantizeConfig(bits=self.bits, group_size=self.group_size, desc_act=self.desc_act)
+        # gptqmodel writes its per-layer quantization logs under ./logs: keep them with the artifact
+        with contextlib.chdir(out):
+            model = gptqmodel.GPTQModel.load(str(source), config, device=inputs.device)
+            model.quantize(list(texts), batch_size=8)
+        model.save(str(out))
+        AutoTokenizer.from_pretrained(source).save_pretrained(out)
+
+    def open(self, artifact: Path, hardware, threads: int):
+        from harness.runtimes.transformers import TransformersRuntime
+
+        return TransformersRuntime(artifact, hardware, threads, lambda device: load(artifact, device))
+
+
+def _import_gptqmodel():
+    # gptqmodel sizes its CPU worker pool at half the cores, but its model-loader pool asks
+    # for two workers from it: on a 2-core machine the default pool (1) refuses to start.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 1) // 2)))
+    import gptqmodel
+
+    return gptqmodel
+
+
+def calibration_texts(tokenizer, data_dir: Path, system: str, n: int) -> list[str]:
+    """`n` training rows from across the split, as the model sees them in use: prompt plus
+    answer."""
+    from harness.data.dataset import read_split, spread
+    from harness.prompt import answer, render_prompt
+
+    rows = spread(read_split(data_dir, "train"), n)
+    return [render_prompt(tokenizer, r["text"], system) + answer(r["intent"]) for r in rows]
+
+
+def load(model_dir: Path, device: str):
+    """The quantized checkpoint as a transformers model (gptqmodel wraps one)."""
+    gptqmodel = _import_gptqmodel()
+    backend = gptqmodel.BACKEND.AUTO
+    widths, group = layer_inputs(model_dir)
+    if device == "cpu" and group != -1 and any(w % group for w in widths):
+        # gptqmodel's choice on a CPU, the ATen int4pack kernel, says it pads any width but
+        # fails on a layer whose input width is not a multiple of the group size (SmolLM2's
+        # 576 with groups of 128); its plain torch kernel computes the same weights, slower.
+        fits = [g for g in GROUP_SIZES if g > 0 and all(w % g == 0 for w in widths)]
+        log.warning(
+            "GPTQ groups of %d do not tile this model's layer inputs %s: running gptqmodel's plain torch kernel, "
+            "several times slower on a CPU than its int4 kernel; quant.group_size=%s tiles them",
+            group, sorted(set(widths)), max(fits, default=-1),
+        )
+        backend = gptqmodel.BACKEND.GPTQ_TORCH
+    return gptqmodel.GPTQModel.load(str(model_dir), device=device, backend=backend).model
+
+
+def layer_inputs(model_dir: Path) -> tuple[tuple[int, ...], int]:
+    """(input widths of a decoder's linear layers, GPTQ group size) of a quantized checkpoint."""
+    config = json.loads((model_dir / "config.json").read_text())
+    group = json.loads((model_dir / "quantize_config.json").read_text())["group_size"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"] * head_dim), group

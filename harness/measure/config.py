@@ -1,0 +1,41 @@
+"""The `measure` group's schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.errors import ConfigError
+
+
+@dataclass
+class MeasureConfig:
+    # Fixed-shape speed test, as llama-bench's pp/tg: prefill prompt_tokens, decode gen_tokens.
+    prompt_tokens: int = 64
+    gen_tokens: int = 32
+    warmup: int = 1
+    min_reps: int = 3
+    min_seconds: float = 2.0
+    # Longest answer the evaluator lets the model write; {"intent": "..."} fits well within.
+    max_new_tokens: int = 16
+    # 0 = the whole test split.
+    max_eval_samples: int = 0
+    # The accuracy pass decodes this many queries at once on runtimes that batch
+    # (transformers); llama.cpp answers one at a time.
+    eval_batch_size: int = 16
+    # Per-query latency, time to first token and energy come from a batch-1 pass: over the
+    # whole test split where the accuracy pass is itself batch 1, else over this many queries.
+    latency_samples: int = 100
+    # The measurement runs in a spawned process; this bounds it.
+    timeout_s: float = 1800.0
+    # Decode throughput at these batch sizes too, for runtimes that batch (transformers);
+    # others report null for sizes above 1.
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "gen_tokens", "min_reps", "max_new_tokens", "eval_batch_size", "latency_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"measure.{name} must be >= 1")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError("measure.batch_sizes must be a non-empty list of sizes >= 1, e.g. [1,8,32]")
+
+

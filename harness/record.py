@@ -1,0 +1,240 @@
+"""The result record: typed sections, and the one column spec every view reads.
+
+A record's figures are grouped in sections (accuracy, latency, speed, memory, energy, cost),
+each a dataclass whose fields carry their column spec in their metadata: the header and
+format of a table cell, whether a sweeper may optimise the figure and in which direction,
+and which tables show it. The terminal table, the Markdown / CSV / HTML report, the W&B
+summary and the Optuna objectives all derive from `COLUMNS`; renaming a figure is renaming
+one field.
+
+`record.json` keeps the layout it always had (`metrics` is the sections' fields, flat), so
+records written before these types existed read the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+TERMINAL, REPORT = "terminal", "report"
+
+
+def figure(header: str = "", fmt: str = "{:.3f}", maximize: Optional[bool] = None, shown: tuple[str, ...] = (),
+           default: Any = None) -> Any:
+    """A record field with its column spec. `maximize`: an objective a sweeper may optimise
+    (True: higher is better, False: lower); `shown`: the tables with a column for it."""
+    return field(default=default, metadata={"header": header, "fmt": fmt, "maximize": maximize, "shown": shown})
+
+
+def detail(default_factory=None) -> Any:
+    """A record field that is not a scalar figure (per-language breakdowns, matrices, shapes)."""
+    return field(default_factory=default_factory or dict, metadata={"detail": True})
+
+
+@dataclass
+class Accuracy:
+    n_samples: Optional[int] = figure()
+    accuracy: Optional[float] = figure("accuracy", "{:.3f}", True, (TERMINAL, REPORT))
+    accuracy_ci95: Optional[list] = detail(list)
+    macro_f1: Optional[float] = figure("macro-F1", "{:.3f}", True, (REPORT,))
+    invalid_rate: Optional[float] = figure("invalid", "{:.3f}", False, (TERMINAL,))
+    accuracy_by_language: dict = detail()
+    f1_by_intent: dict = detail()
+    confusion: dict = detail()
+
+
+@dataclass
+class Latency:
+    latency_p50_ms: Optional[float] = figure("p50 ms", "{:.1f}", False, (TERMINAL, REPORT))
+    latency_p95_ms: Optional[float] = figure("p95 ms", "{:.1f}", False)
+    latency_p99_ms: Optional[float] = figure("p99 ms", "{:.1f}", False)
+    ttft_p50_ms: Optional[float] = figure("TTFT p50 ms", "{:.1f}", False)
+    queries_per_s: Optional[float] = figure("queries/s", "{:.2f}", True)
+    latency_samples: Optional[int] = figure()
+    eval_batch_size: Optional[int] = figure()
+    accuracy_pass_queries_per_s: Optional[float] = figure()
+    mean_prompt_tokens: Optional[float] = figure()
+    mean_generated_tokens: Optional[float] = figure()
+    # hosted: requests in flight at once
+    concurrency: Optional[int] = figure()
+
+
+@dataclass
+class Speed:
+    prefill_tokens_per_s: Optional[float] = figure("prefill tok/s", "{:.0f}", True, (TERMINAL, REPORT))
+    prefill_tokens_per_s_std: Optional[float] = figure()
+    decode_tokens_per_s: Optional[float] = figure("decode tok/s", "{:.1f}", True, (TERMINAL, REPORT))
+    decode_tokens_per_s_std: Optional[float] = figure()
+    decode_tokens_per_s_by_batch: dict = detail()
+    speed_reps: dict = detail()
+    speed_shape: dict = detail()
+
+
+@dataclass
+class Memory:
+    peak_rss_mib: Optional[float] = figure("peak RSS MiB", "{:.0f}", False)
+    accuracy_pass_peak_rss_mib: Optional[float] = figure()
+    model_mib: Optional[float] = figure()
+    load_s: Optional[float] = figure()
+    peak_vram_mib: Optional[float] = figure("peak VRAM MiB", "{:.0f}", False)
+    peak_device_vram_mib: Optional[float] = figure()
+    torch_peak_allocated_mib: Optional[float] = figure()
+    torch_peak_reserved_mib: Optional[float] = figure()
+
+
+@dataclass
+class Energy:
+    energy_j: Optional[float] = figure()
+    energy_j_per_query: Optional[float] = figure("J/query", "{:.3f}", False, (TERMINAL, REPORT))
+    energy_j_per_token: Optional[float] = figure()
+    energy_method: Optional[str] = None
+    energy_unmeasured_reason: Optional[str] = None
+    eval_cpu_s: Optional[float] = figure()
+    # An estimate, never a measurement: in its own fields, named for its method.
+    energy_estimate_j_per_query: Optional[float] = figure("est. J/query", "{:.3f}", False)
+    energy_estimate_method: Optional[str] = None
+
+
+@dataclass
+class Cost:
+    tokens_in: Optional[int] = figure()
+    tokens_out: Optional[int] = figure()
+    cost_usd: Optional[float] = figure()
+    cost_usd_per_query: Optional[float] = figure("USD/query", "{:.5f}", False)
+
+
+SECTIONS = (Accuracy, Latency, Speed, Memory, Energy, Cost)
+
+
+@dataclass
+class Metrics:
+    accuracy: Accuracy = field(default_factory=Accuracy)
+    latency: Latency = field(default_factory=Latency)
+    speed: Speed = field(default_factory=Speed)
+    memory: Memory = field(default_factory=Memory)
+    energy: Energy = field(default_factory=Energy)
+    cost: Cost = field(default_factory=Cost)
+
+    def flat(self) -> dict[str, Any]:
+        """As `record.json` holds them: every section's fields in one mapping."""
+        return {k: v for s in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, s.name)).items()}
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "Metrics":
+        """Read `metrics` of any record, today's or older: fields it lacks stay unmeasured."""
+        parts = {}
+        for s in dataclasses.fields(cls):
+            section = s.default_factory  # type: ignore[misc]
+            names = {f.name for f in dataclasses.fields(section)}
+            parts[s.name] = section(**{k: v for k, v in flat.items() if k in names})
+        return cls(**parts)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str | tuple[str, ...]
+    header: str
+    fmt: str
+    maximize: Optional[bool] = None
+    shown: tuple[str, ...] = ()
+    # where a record holds it: (section of record.json, field)
+    source: Optional[tuple[str, str]] = None
+
+
+def _metric_columns() -> list[Column]:
+    return [
+        Column(f.name, f.metadata["header"] or f.name, f.metadata["fmt"], f.metadata["maximize"], f.metadata["shown"],
+               ("metrics", f.name))
+        for section in SECTIONS for f in dataclasses.fields(section) if "header" in f.metadata
+    ]
+
+
+# Every scalar figure of a record, in table order. Derived ones (no source) are computed by
+# `report.records.point`: the accuracy interval, and peak memory on the device the model runs
+# on (VRAM on a GPU, RSS on a CPU).
+COLUMNS: tuple[Column, ...] = (
+    Column("size_mib", "size MiB", "{:.0f}", False, (TERMINAL, REPORT), ("artifact", "size_mib")),
+    Column("bits_per_weight", "bits/weight", "{:.2f}", None, (REPORT,), ("artifact", "bits_per_weight")),
+    Column("quantize_wall_s", "quantize s", "{:.0f}", None, (), ("artifact", "quantize_wall_s")),
+    Column("train_wall_s", "train s", "{:.0f}", None, (), ("train", "train_wall_s")),
+    *_metric_columns(),
+    Column(("accuracy_ci95_low", "accuracy_ci95_high"), "95% CI", "{:.2f}-{:.2f}", None, (TERMINAL,)),
+    Column("peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT)),
+)
+_ORDER = ("size_mib", "bits_per_weight", "accuracy", "accuracy_ci95_low", "macro_f1", "invalid_rate",
+          "decode_tokens_per_s", "prefill_tokens_per_s", "latency_p50_ms", "peak_memory_mib", "energy_j_per_query")
+
+
+def _rank(c: Column) -> int:
+    key = c.key[0] if isinstance(c.key, tuple) else c.key
+    return _ORDER.index(key) if key in _ORDER else len(_ORDER)
+
+
+def shown_in(view: str) -> list[Column]:
+    """The columns a table shows, in the order readers expect (size, accuracy, speed,
+    latency, memory, energy)."""
+    return sorted((c for c in COLUMNS if view in c.shown), key=_rank)
+
+
+# Figures a sweeper may optimise -> True to maximise, False to minimise.
+OBJECTIVES: dict[str, bool] = {c.key: c.maximize for c in COLUMNS if isinstance(c.key, str) and c.maximize is not None}
+
+
+def scalar_figures(record: dict) -> dict[str, float]:
+    """Every scalar figure a record holds, by column key (for W&B's summary)."""
+    out = {}
+    for c in COLUMNS:
+        if c.source is None:
+            continue
+        section, name = c.source
+        value = (record.get(section) or {}).get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[c.key] = value
+    return out
+
+
+@dataclass
+class JobInfo:
+    """What a job ran, as every view names it: the same block in ok, failed and skipped records."""
+
+    model: Optional[str]
+    quant: Optional[str]
+    format: Optional[str]
+    bits: Optional[int]
+    gguf_type: Optional[str]
+    hardware: Optional[str]
+    train: Optional[str]
+    languages: list[str]
+
+    @classmethod
+    def from_config(cls, resolved: dict[str, Any]) -> "JobInfo":
+        """From a resolved job config (plain dicts), valid or not: a field it lacks is None."""
+        quant = resolved.get("quant") or {}
+        return cls(
+            model=(resolved.get("model") or {}).get("name"),
+            quant=quant.get("name"),
+            format=quant.get("format"),
+            bits=quant.get("bits"),
+            gguf_type=quant.get("gguf_type"),
+            hardware=(resolved.get("hardware") or {}).get("name"),
+            train=(resolved.get("train") or {}).get("name"),
+            languages=sorted((resolved.get("language") or {}).get("codes") or {}),
+        )
+
+
+# A job that produced a record, a job that failed, and a sweep cell that does not exist
+# (a format at a width it lacks), skipped at composition with the reason.
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+def unfinished_record(status: str, resolved: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    return {
+        "status": status,
+        "error_type": type(exc).__name__,
+        "error": str(exc),
+        "job": dataclasses.asdict(JobInfo.from_config(resolved)),
+        "config": resolved,
+        "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,187 @@
+"""What a job measures: a local artifact (built here through cached stages) or a hosted
+endpoint (measured as served). Both answer the same two calls, chosen once per job:
+
+    target.preflight()                       seconds-long checks before any heavy work
+    target.prepare(data_dir, system, labels) build what is needed; how to measure it
+
+Local stages, each cached under a key of exactly its inputs and each run in a spawned
+process with a time limit (`build_timeout_s`), so a native crash or a hang in one becomes a
+failed record and no library patch leaks into the next job:
+
+    base model -> (Q)LoRA adapter -> merged -> artifact [-> artifact built from it]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from harness.config import JobConfig
+from harness.formats import BuildInputs, QuantConfig, parameter_count
+from harness.isolated import isolated_build, run_isolated
+from harness.store import cache_key, cached_dir, dir_size_mib, read_json
+
+ARTIFACT_INFO = "artifact.json"
+
+
+@dataclass
+class Prepared:
+    """What the stages before the measurement produced, and the measurement itself."""
+
+    measure: Callable[[Path], dict]
+    artifact_info: dict
+    train_facts: Optional[dict]
+    keys: dict[str, str]
+
+
+class Target(Protocol):
+    def preflight(self) -> None: ...
+
+    def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared: ...
+
+
+def target_for(job: JobConfig) -> Target:
+    return HostedTarget(job) if job.quant.HOSTED else LocalTarget(job)
+
+
+@dataclass
+class Artifact:
+    path: Path  # a checkpoint directory, or a single file
+    key: str
+    info: dict
+
+
+def build_artifact(quant: QuantConfig, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path,
+                   timeout_s: float) -> Artifact:
+    """The artifact of `quant` built from the checkpoint `model_dir` (or from the artifact the
+    format builds it from), cached under (its source's key, the format's key parts, the
+    tool's version)."""
+    source = quant.source()
+    if source is not None:
+        parent = build_artifact(source, model_dir, model_key, inputs, cache_root, timeout_s)
+        source_dir, source_key = parent.path if parent.path.is_dir() else parent.path.parent, parent.key
+    else:
+        source_dir, source_key = model_dir, model_key
+    tool, version = quant.tool()
+    key = cache_key("artifact", source_key, quant.key_parts(inputs), version)
+    directory = cached_dir(
+        cache_root, "artifact", key,
+        isolated_build(f"quantize-{quant.name}", quant.build, {"source": source_dir, "inputs": inputs}, timeout_s),
+    )
+    path = quant.artifact_path(directory)
+    size_mib = dir_size_mib(path) if path.is_file() else sum(dir_size_mib(p) for p in path.glob("*.safetensors"))
+    n_params = parameter_count(model_dir)
+    info = {
+        "format": quant.format,
+        "bits": quant.bits,
+        **quant.describe(),
+        "size_mib": size_mib,
+        "bits_per_weight": size_mib * 2**20 * 8 / n_params,
+        "n_params": n_params,
+        "tool": tool,
+        "tool_version": version,
+        "quantize_wall_s": read_json(directory / "build" / "wall.json")["wall_s"],
+    }
+    return Artifact(path, key, info)
+
+
+def _numerics_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "peft")}
+
+
+class LocalTarget:
+    def __init__(self, job: JobConfig):
+        self.job = job
+        self.cache = Path(job.paths.cache_dir).resolve()
+
+    def preflight(self) -> None:
+        from harness.hardware import check_device
+        from harness.models import check_available
+
+        check_available(self.job.model)
+        self.job.quant.check(self.job.paths.llama_cpp_dir)
+        check_device(self.job.hardware.device)
+
+    def _trained(self, base_dir: Path, base_key: str, data_dir: Path, system: str) -> tuple[Path, str, Optional[dict]]:
+        """(checkpoint dir, its key, training facts or None) for the configured train method."""
+        job = self.job
+        if job.train.method == "none":
+            return base_dir, base_key, None
+        from harness.train.lora import merge_adapter, train_adapter
+
+        train_inputs = {k: v for k, v in dataclasses.asdict(job.train).items() if k not in ("name", "force")}
+        adapter_key = cache_key(
+            "adapter", base_key, data_dir.name, train_inputs, system, job.hardware.device, _numerics_versions()
+        )
+        adapter_dir = cached_dir(
+            self.cache, "adapter", adapter_key,
+            isolated_build("train", train_adapter, {"base_dir": base_dir, "data_dir": data_dir, "cfg": job.train,
+                                                    "system": system, "device": job.hardware.device}, job.build_timeout_s),
+            force=job.train.force,
+        )
+        merged_key = cache_key("merged", adapter_key)
+        merged_dir = cached_dir(
+            self.cache, "merged", merged_key,
+            isolated_build("merge", merge_adapter, {"base_dir": base_dir, "adapter_dir": adapter_dir}, job.build_timeout_s),
+            force=job.train.force,
+        )
+        return merged_dir, merged_key, {"adapter_key": adapter_key, **read_json(adapter_dir / "train_log.json")}
+
+    def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
+        from harness.measure.run import MeasureSpec, measure
+        from harness.models import base_model_dir
+
+        job = self.job
+        threads = job.hardware.threads_used
+        base_dir, base_key = base_model_dir(job.model, self.cache, job.build_timeout_s)
+        model_dir, model_key, train_facts = self._trained(base_dir, base_key, data_dir, system)
+        inputs = BuildInputs(str(data_dir), system, threads, job.hardware.device, job.paths.llama_cpp_dir)
+        artifact = build_artifact(job.quant, model_dir, model_key, inputs, self.cache, job.build_timeout_s)
+        spec = MeasureSpec(
+            artifact=str(artifact.path), tokenizer_dir=str(model_dir), data_dir=str(data_dir), quant=job.quant,
+            hardware=job.hardware, measure=job.measure, threads=threads, system=system, labels=labels, out_dir="",
+        )
+        record_key = cache_key("record", artifact.key, data_dir.name, job.hardware, job.measure, threads, system)
+
+        def run(out: Path) -> dict:
+            return run_isolated("measure", measure, {"spec": dataclasses.replace(spec, out_dir=str(out))}, out,
+                                job.measure.timeout_s, "measure.timeout_s")
+
+        return Prepared(
+            measure=run, artifact_info=artifact.info, train_facts=train_facts,
+            keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
+                  "record": record_key},
+        )
+
+
+class HostedTarget:
+    """A hosted model has no stages of its own: it is measured as served. Nothing native runs
+    here, so the measurement needs no separate process; every request has its own timeout."""
+
+    def __init__(self, job: JobConfig):
+        assert job.model.api is not None
+        self.job = job
+        self.api = job.model.api
+
+    def preflight(self) -> None:
+        from harness.runtimes.openai_compatible import OpenAICompatibleRuntime
+
+        self.job.quant.check(None)
+        OpenAICompatibleRuntime(self.api, self.job.measure.max_new_tokens).check_reachable()
+
+    def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
+        from harness.measure.hosted import measure_hosted
+
+        api, job = self.api, self.job
+        record_key = cache_key("record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system)
+        return Prepared(
+            measure=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
+            artifact_info={"format": job.quant.format, "size_mib": None, "bits_per_weight": None,
+                           "tool": job.quant.RUNTIME, "base_url": api.base_url, "model_name": api.model_name},
+            train_facts=None,
+            keys={"dataset": data_dir.name, "record": record_key},
+        )
