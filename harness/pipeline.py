@@ -20,7 +20,7 @@ from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
 from harness.prompt import system_prompt
-from harness.record import OK, JobInfo
+from harness.record import MEASURE_VERSION, OK, JobInfo
 from harness.report.records import RECORD
 from harness.store import cached_dir, read_json, write_json_atomic
 from harness.targets import target_for
@@ -51,6 +51,8 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
             "train": prepared.train_facts,
             "keys": prepared.keys,
             "config": resolved_config,
+            "machine": prepared.machine,
+            "measure_version": MEASURE_VERSION,
             "environment": environment(REPO_ROOT, job.quant.PACKAGES),
             "started_at": started.isoformat(timespec="seconds"),
             "measure_wall_s": time.perf_counter() - t0,

@@ -19,6 +19,10 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 TERMINAL, REPORT = "terminal", "report"
+# What a record means: bumped whenever the measurement changes what a figure measures, so
+# records of older measurement code are measured again rather than reused. 2: the measuring
+# process holds only its runtime (no torch beside llama.cpp); RSS before load and over it.
+MEASURE_VERSION = 2
 
 
 def figure(header: str = "", fmt: str = "{:.3f}", maximize: Optional[bool] = None, shown: tuple[str, ...] = (),
@@ -65,8 +69,11 @@ class Latency:
 class Speed:
     prefill_tokens_per_s: Optional[float] = figure("prefill tok/s", "{:.0f}", True, (TERMINAL, REPORT))
     prefill_tokens_per_s_std: Optional[float] = figure()
+    # 95% interval of the median over the repetitions
+    prefill_tokens_per_s_ci95: Optional[list] = detail(list)
     decode_tokens_per_s: Optional[float] = figure("decode tok/s", "{:.1f}", True, (TERMINAL, REPORT))
     decode_tokens_per_s_std: Optional[float] = figure()
+    decode_tokens_per_s_ci95: Optional[list] = detail(list)
     decode_tokens_per_s_by_batch: dict = detail()
     speed_reps: dict = detail()
     speed_shape: dict = detail()
@@ -74,7 +81,12 @@ class Speed:
 
 @dataclass
 class Memory:
+    # The serving footprint: the measuring process's peak RSS, which holds the runtime and
+    # its libraries (named in the record's runtime.process_held), as a server of it would.
     peak_rss_mib: Optional[float] = figure("peak RSS MiB", "{:.0f}", False)
+    # RSS just before the model loads (interpreter and measurement code), and the peak above it.
+    rss_before_load_mib: Optional[float] = figure()
+    peak_rss_over_baseline_mib: Optional[float] = figure("RSS over baseline MiB", "{:.0f}", False, (REPORT,))
     accuracy_pass_peak_rss_mib: Optional[float] = figure()
     model_mib: Optional[float] = figure()
     load_s: Optional[float] = figure()
@@ -160,11 +172,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("quantize_wall_s", "quantize s", "{:.0f}", None, (), ("artifact", "quantize_wall_s")),
     Column("train_wall_s", "train s", "{:.0f}", None, (), ("train", "train_wall_s")),
     *_metric_columns(),
-    Column(("accuracy_ci95_low", "accuracy_ci95_high"), "95% CI", "{:.2f}-{:.2f}", None, (TERMINAL,)),
+    Column(("accuracy_ci95_low", "accuracy_ci95_high"), "accuracy 95% CI", "{:.2f}-{:.2f}", None, (TERMINAL, REPORT)),
+    Column(("decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high"), "decode 95% CI", "{:.0f}-{:.0f}", None,
+           (TERMINAL, REPORT)),
     Column("peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT)),
 )
 _ORDER = ("size_mib", "bits_per_weight", "accuracy", "accuracy_ci95_low", "macro_f1", "invalid_rate",
-          "decode_tokens_per_s", "prefill_tokens_per_s", "latency_p50_ms", "peak_memory_mib", "energy_j_per_query")
+          "decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "prefill_tokens_per_s", "latency_p50_ms",
+          "peak_memory_mib", "peak_rss_over_baseline_mib", "energy_j_per_query")
 
 
 def _rank(c: Column) -> int:

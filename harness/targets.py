@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional, Protocol
 from harness.config import JobConfig
 from harness.formats import BuildInputs, QuantConfig, parameter_count
 from harness.isolated import isolated_build, run_isolated
+from harness.measure.machine import machine_identity
+from harness.record import MEASURE_VERSION
 from harness.store import cache_key, cached_dir, dir_size_mib, read_json
 
 ARTIFACT_INFO = "artifact.json"
@@ -34,6 +36,15 @@ class Prepared:
     artifact_info: dict
     train_facts: Optional[dict]
     keys: dict[str, str]
+    # the identity of the machine that measures (None: a remote endpoint's)
+    machine: Optional[dict]
+
+
+def record_key(artifact_key: str, data_key: str, job: JobConfig, threads: int, system: str, machine: dict,
+               version: int = MEASURE_VERSION) -> str:
+    """A record is reused only for the same artifact, data, hardware and measurement config,
+    measured on the same kind of machine by the same version of the measurement code."""
+    return cache_key("record", artifact_key, data_key, job.hardware, job.measure, threads, system, machine, version)
 
 
 class Target(Protocol):
@@ -111,29 +122,29 @@ class LocalTarget:
         job = self.job
         if job.train.method == "none":
             return base_dir, base_key, None
-        from harness.train.lora import merge_adapter, train_adapter
+        from harness.train.lora import fine_tune
 
         train_inputs = {k: v for k, v in dataclasses.asdict(job.train).items() if k not in ("name", "force")}
         adapter_key = cache_key(
             "adapter", base_key, data_dir.name, train_inputs, system, job.hardware.device, _numerics_versions()
         )
-        adapter_dir = cached_dir(
+        # one spawned process trains the adapter and merges it: the merge always follows, and a
+        # second process would pay torch's and peft's imports again
+        tuned = cached_dir(
             self.cache, "adapter", adapter_key,
-            isolated_build("train", train_adapter, {"base_dir": base_dir, "data_dir": data_dir, "cfg": job.train,
+            isolated_build("fine-tune", fine_tune, {"base_dir": base_dir, "data_dir": data_dir, "cfg": job.train,
                                                     "system": system, "device": job.hardware.device}, job.build_timeout_s),
             force=job.train.force,
         )
-        merged_key = cache_key("merged", adapter_key)
-        merged_dir = cached_dir(
-            self.cache, "merged", merged_key,
-            isolated_build("merge", merge_adapter, {"base_dir": base_dir, "adapter_dir": adapter_dir}, job.build_timeout_s),
-            force=job.train.force,
-        )
-        return merged_dir, merged_key, {"adapter_key": adapter_key, **read_json(adapter_dir / "train_log.json")}
+        facts = {"adapter_key": adapter_key, **read_json(tuned / "adapter" / "train_log.json")}
+        return tuned / "merged", cache_key("merged", adapter_key), facts
 
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
-        from harness.measure.run import MeasureSpec, measure
+        from transformers import AutoTokenizer
+
+        from harness.measure.run import MeasureSpec, measure, test_rows
         from harness.models import base_model_dir
+        from harness.prompt import render_prompt
 
         job = self.job
         threads = job.hardware.threads_used
@@ -141,11 +152,15 @@ class LocalTarget:
         model_dir, model_key, train_facts = self._trained(base_dir, base_key, data_dir, system)
         inputs = BuildInputs(str(data_dir), system, threads, job.hardware.device, job.paths.llama_cpp_dir)
         artifact = build_artifact(job.quant, model_dir, model_key, inputs, self.cache, job.build_timeout_s)
+        job.quant.verify(artifact.path)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
         spec = MeasureSpec(
-            artifact=str(artifact.path), tokenizer_dir=str(model_dir), data_dir=str(data_dir), quant=job.quant,
+            artifact=str(artifact.path), prompts=prompts, data_dir=str(data_dir), quant=job.quant,
             hardware=job.hardware, measure=job.measure, threads=threads, system=system, labels=labels, out_dir="",
         )
-        record_key = cache_key("record", artifact.key, data_dir.name, job.hardware, job.measure, threads, system)
+        machine = machine_identity(job.hardware.device)
+        key = record_key(artifact.key, data_dir.name, job, threads, system, machine)
 
         def run(out: Path) -> dict:
             return run_isolated("measure", measure, {"spec": dataclasses.replace(spec, out_dir=str(out))}, out,
@@ -154,7 +169,8 @@ class LocalTarget:
         return Prepared(
             measure=run, artifact_info=artifact.info, train_facts=train_facts,
             keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
-                  "record": record_key},
+                  "record": key},
+            machine=machine,
         )
 
 
@@ -177,11 +193,13 @@ class HostedTarget:
         from harness.measure.hosted import measure_hosted
 
         api, job = self.api, self.job
-        record_key = cache_key("record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system)
+        # what answers is the endpoint's machine, not this one: no machine in the key
+        key = cache_key("record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system, MEASURE_VERSION)
         return Prepared(
             measure=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
             artifact_info={"format": job.quant.format, "size_mib": None, "bits_per_weight": None,
                            "tool": job.quant.RUNTIME, "base_url": api.base_url, "model_name": api.model_name},
             train_facts=None,
-            keys={"dataset": data_dir.name, "record": record_key},
+            keys={"dataset": data_dir.name, "record": key},
+            machine=None,
         )

@@ -57,6 +57,26 @@ def save_tiny_llama(out: Path, tok, initializer_range: float = 0.02, hidden_size
     return out
 
 
+@pytest.fixture(scope="session")
+def tuned_cache(tiny_llama, tmp_path_factory) -> Path:
+    """The dataset and fine-tuned adapter of the tiny job, built once by a real job: tests
+    about what happens after fine-tuning start from a copy (`seeded`) instead of training again."""
+    out = tmp_path_factory.mktemp("tuned")
+    done = run_harness([*tiny_job_overrides(tiny_llama, out), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "cache"
+
+
+@pytest.fixture
+def seeded(tuned_cache, tmp_path) -> Path:
+    """tmp_path with its cache holding the tiny job's dataset and adapter (nothing built after)."""
+    import shutil
+
+    for stage in ("dataset", "adapter"):
+        shutil.copytree(tuned_cache / stage, tmp_path / "cache" / stage)
+    return tmp_path
+
+
 def tiny_job_overrides(tiny_llama: Path, outputs: Path, logger: str = "none") -> list[str]:
     """Overrides that make a whole job take seconds: tiny model and data, two train steps;
     no W&B unless asked for (offline, then)."""

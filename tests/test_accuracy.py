@@ -43,3 +43,11 @@ def test_energy_counters_and_estimate():
     assert (reading.joules is not None and reading.method == "rapl_powercap") or (
         reading.joules is None and reading.reason
     )
+
+
+def test_median_interval_covers_95_percent_without_assuming_a_shape():
+    from harness.measure.stats import median_interval
+
+    assert median_interval([3.0, 1.0, 2.0]) == [1.0, 3.0]  # too few values for 95%: the whole range
+    assert median_interval([float(v) for v in range(10)]) == [1.0, 8.0]  # P = 97.9% for ranks 2 and 9
+    assert median_interval([float(v) for v in range(30)]) == [9.0, 20.0]

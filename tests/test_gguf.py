@@ -8,7 +8,9 @@ import pytest
 from harness.formats.gguf import GGUFQuant
 from harness.hardware import HardwareConfig
 from harness.measure.run import greedy_answer
-from harness.runtimes.llama_cpp import LlamaCppRuntime, check_gguf_file
+from harness.prompt import render_prompt
+from harness.formats.gguf import check_gguf_file
+from harness.runtimes.llama_cpp import LlamaCppRuntime
 
 from .conftest import build
 
@@ -49,6 +51,17 @@ def test_llama_cpp_runtime_generates_greedily(q4_artifact):
     assert first.ttft_s <= first.latency_s
 
 
+def test_llama_cpp_reads_the_rendered_prompt_as_the_hf_tokenizer_does(q4_artifact, smollm2_tokenizer):
+    """The measuring process gets rendered prompt texts and tokenizes them with llama.cpp's own
+    tokenizer (as a llama.cpp server does); those ids are the ones the HF tokenizer gives."""
+    _, artifact = q4_artifact
+    rt = LlamaCppRuntime(artifact.path, HardwareConfig(), threads=2)
+    for query in ("where is my order #123456", "Gdje je moja narudžba?", "Wo ist meine Bestellung, bitte?",
+                  "¿Puedo pagar con PayPal?", "remboursement pas reçu :("):
+        text = render_prompt(smollm2_tokenizer, query, "Classify the e-commerce query. Answer with JSON.")
+        assert rt.tokenize(text) == smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def test_truncated_gguf_is_a_clear_error(q4_artifact, tmp_path):
     _, artifact = q4_artifact
     cut = tmp_path / "cut.gguf"
@@ -56,7 +69,7 @@ def test_truncated_gguf_is_a_clear_error(q4_artifact, tmp_path):
     with pytest.raises(ValueError, match="truncated|damaged"):
         check_gguf_file(cut)
     with pytest.raises(ValueError, match="truncated|damaged"):
-        LlamaCppRuntime(cut, HardwareConfig(), threads=2)
+        GGUFQuant(format="gguf", bits=4).verify(cut)  # what a job checks before measuring
 
 
 def test_foreign_file_is_not_gguf(tmp_path):

@@ -48,19 +48,19 @@ def _wait_for(predicate, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def test_timeout_becomes_a_failed_record(tiny_llama, tmp_path):
-    args = tiny_job_overrides(tiny_llama, tmp_path) + ["measure.timeout_s=0.5", f"hydra.run.dir={tmp_path / 'run'}"]
+def test_timeout_becomes_a_failed_record(tiny_llama, seeded):
+    args = tiny_job_overrides(tiny_llama, seeded) + ["measure.timeout_s=0.5", f"hydra.run.dir={seeded / 'run'}"]
     done = run_harness(args)
     assert done.returncode == 1
-    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    record = json.loads((seeded / "run" / "record.json").read_text())
     assert record["status"] == "failed" and record["error_type"] == "StageFailed"
     assert "timed out after 0.5 s (measure.timeout_s)" in record["error"]
-    cached = [p for p in (tmp_path / "cache" / "records").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    cached = [p for p in (seeded / "cache" / "records").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert not cached  # a failed measurement leaves no record in the cache
 
 
-def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, tmp_path):
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "measure.min_reps=50", "quant=gguf_q8_0,gguf_q4km"]
+def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, seeded):
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "measure.min_reps=50", "quant=gguf_q8_0,gguf_q4km"]
     sweep = _start(args)
     parent = psutil.Process(sweep.pid)
 
@@ -70,38 +70,38 @@ def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, tmp
     _wait_for(lambda: measuring_child() or sweep.poll() is not None)
     measuring_child()[0].send_signal(signal.SIGSEGV)
     assert sweep.wait(300) == 1
-    records = _records(tmp_path)
+    records = _records(seeded)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "killed by SIGSEGV" in records[0]["error"]
 
 
-def test_sweep_killed_midway_completes_when_run_again(tiny_llama, tmp_path):
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q8_0,gguf_q4km,gguf_q5km"]
+def test_sweep_killed_midway_completes_when_run_again(tiny_llama, seeded):
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0,gguf_q4km,gguf_q5km"]
     sweep = _start(args)
-    _wait_for(lambda: len(_records(tmp_path)) >= 1 or sweep.poll() is not None)
+    _wait_for(lambda: len(_records(seeded)) >= 1 or sweep.poll() is not None)
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait()
-    first = _records(tmp_path)
+    first = _records(seeded)
     assert 1 <= len(first) < 3
 
     done = run_harness(args)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = sorted((tmp_path / "multirun").glob("*/*"))
+    runs = sorted((seeded / "multirun").glob("*/*"))
     rerun = [json.loads(p.read_text()) for p in sorted(runs[-1].glob("*/record.json"))]
     assert [r["status"] for r in rerun] == ["ok", "ok", "ok"]
     # the job that had finished is reused, not re-measured
     assert rerun[0]["keys"]["record"] == first[0]["keys"]["record"]
     assert rerun[0]["metrics"] == first[0]["metrics"]
     # every cache entry is complete: no stage directory without its final file
-    for record_dir in (tmp_path / "cache" / "records").iterdir():
+    for record_dir in (seeded / "cache" / "records").iterdir():
         if record_dir.is_dir() and not record_dir.name.startswith("."):
             assert (record_dir / "record.json").is_file()
 
 
-def test_a_quantizer_that_crashes_natively_fails_its_job_and_the_sweep_goes_on(tiny_llama, tmp_path):
+def test_a_quantizer_that_crashes_natively_fails_its_job_and_the_sweep_goes_on(tiny_llama, seeded):
     """Build stages run in their own process, as measurement does: a segfault inside
     llama.cpp's quantizer becomes a failed record, not a dead sweep."""
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant=gguf_q8_0,gguf_q4km"]
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0,gguf_q4km"]
     sweep = _start(args)
     parent = psutil.Process(sweep.pid)
 
@@ -111,11 +111,11 @@ def test_a_quantizer_that_crashes_natively_fails_its_job_and_the_sweep_goes_on(t
     _wait_for(lambda: quantizer() or sweep.poll() is not None, timeout=600)
     quantizer()[0].send_signal(signal.SIGSEGV)
     assert sweep.wait(300) == 1
-    records = _records(tmp_path)
+    records = _records(seeded)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert records[0]["error_type"] == "StageFailed"
     assert "quantize-gguf_q8_0 process killed by SIGSEGV" in records[0]["error"]
     # nothing half-built is left to be mistaken for an artifact
-    for artifact_dir in (tmp_path / "cache" / "artifact").iterdir():
+    for artifact_dir in (seeded / "cache" / "artifact").iterdir():
         if artifact_dir.is_dir() and not artifact_dir.name.startswith("."):
             assert list(artifact_dir.glob("*.gguf"))

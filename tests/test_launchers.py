@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import run_harness, tiny_job_overrides
 
 
@@ -26,21 +28,23 @@ def test_joblib_runs_two_jobs_at_once_and_they_train_one_adapter(tiny_llama, tmp
     assert (done.stdout + done.stderr).count(f"cache hit: adapter/{adapter_key}") == 1
 
 
-def test_ray_local_launcher_runs_a_two_job_sweep(tiny_llama, tmp_path):
-    done = run_harness(["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "hydra/launcher=ray",
+@pytest.mark.slow  # a launcher's own start-up: make test-full
+def test_ray_local_launcher_runs_a_two_job_sweep(tiny_llama, seeded):
+    done = run_harness(["--multirun", *tiny_job_overrides(tiny_llama, seeded), "hydra/launcher=ray",
                         "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false",
                         "+hydra.launcher.ray.remote.num_cpus=1", "quant=gguf_q8_0,gguf_q4km"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Ray Launcher is launching 2 jobs" in done.stdout + done.stderr
-    assert [r["status"] for r in _records(tmp_path)] == ["ok", "ok"]
+    assert [r["status"] for r in _records(seeded)] == ["ok", "ok"]
 
 
-def test_submitit_local_runs_a_job(tiny_llama, tmp_path):
-    done = run_harness(["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "hydra/launcher=submitit_local",
+@pytest.mark.slow  # a launcher's own start-up: make test-full
+def test_submitit_local_runs_a_job(tiny_llama, seeded):
+    done = run_harness(["--multirun", *tiny_job_overrides(tiny_llama, seeded), "hydra/launcher=submitit_local",
                         "hydra.launcher.timeout_min=10", "quant=gguf_q8_0"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert [r["status"] for r in _records(tmp_path)] == ["ok"]
-    assert list(tmp_path.glob("multirun/*/*/.submitit/*/*_log.out"))  # submitit's own job logs
+    assert [r["status"] for r in _records(seeded)] == ["ok"]
+    assert list(seeded.glob("multirun/*/*/.submitit/*/*_log.out"))  # submitit's own job logs
 
 
 def test_slurm_preset_composes(tiny_llama, tmp_path):

@@ -36,6 +36,11 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
     assert record["artifact"]["gguf_type"] == "Q8_0"
     assert record["train"]["steps"] == 2 and len(record["train"]["loss"]) == 2
     assert record["environment"]["packages"]["llama_cpp_python"]
+    # the measuring process held llama.cpp and nothing heavier: its footprint is the runtime's
+    assert record["runtime"]["process_held"] == ["llama_cpp"]
+    assert 0 < m["rss_before_load_mib"] < m["peak_rss_mib"]
+    assert m["peak_rss_over_baseline_mib"] == m["peak_rss_mib"] - m["rss_before_load_mib"]
+    assert record["machine"]["cpu"]["model"] and record["measure_version"] >= 2
     assert record["config"]["quant"]["name"] == "gguf_q8_0"
     predictions = Path(record["record_dir"]) / "predictions.jsonl"
     assert len(predictions.read_text().splitlines()) == m["n_samples"]
@@ -47,12 +52,12 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
     assert "fine-tune" not in again.stderr  # no training the second time
 
 
-def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_llama, tmp_path):
+def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_llama, seeded):
     # a llama.cpp type that does not exist, between two that do
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant.gguf_type=Q4_K_M,Q9_X,Q4_0"]
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant.gguf_type=Q4_K_M,Q9_X,Q4_0"]
     done = run_harness(args)
     assert done.returncode == 1  # one job failed
-    records = _records(tmp_path)
+    records = _records(seeded)
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
     assert "quant.gguf_type='Q9_X' is not a llama.cpp file type" in records[1]["error"]
     assert "gguf4: ConfigError" in done.stdout  # the summary names the failure
@@ -60,16 +65,18 @@ def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_
     assert records[0]["train"]["adapter_key"] == records[2]["train"]["adapter_key"]
 
 
-def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, tmp_path, monkeypatch):
+def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, seeded, monkeypatch):
     secret = "hf_do_not_leak_4242"
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-" + secret)
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path, logger="wandb"), "measure.batch_sizes=[1,4]",
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded, logger="wandb"), "measure.batch_sizes=[1,4]",
             "measure.eval_batch_size=8", "measure.latency_samples=5", "quant=fp32,gguf_q8_0"]
     done = run_harness(args)
     assert done.returncode == 0, done.stderr[-3000:]
-    fp32, gguf = _records(tmp_path)
+    fp32, gguf = _records(seeded)
     assert fp32["runtime"]["name"] == "transformers" and gguf["runtime"]["name"] == "llama_cpp"
+    held = fp32["runtime"]["process_held"]
+    assert {"torch", "transformers"} <= set(held) and not {"llama_cpp", "gptqmodel"} & set(held)
     # transformers answers the test split in batches and times 5 queries alone; llama.cpp
     # answers (and times) every query alone
     n = fp32["metrics"]["n_samples"]
@@ -83,32 +90,32 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     assert fp32["metrics"]["model_mib"] > gguf["metrics"]["model_mib"] > 0
     assert fp32["artifact"]["bits_per_weight"] > 31
     # the sweep's report: the baseline and its ratios, files a browser opens offline
-    report = next(tmp_path.glob("multirun/*/*/report"))
+    report = next(seeded.glob("multirun/*/*/report"))
     md = (report / "report.md").read_text()
     assert "| fp32 |" in md and "baseline" in md and "x decode tok/s" in md
     assert (report / "report.html").is_file() and (report / "report.csv").is_file()
     # offline W&B: one run per job with its curve and metrics, one summary run, and W&B's own
     # sync tool accepts them
-    runs = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    runs = sorted(seeded.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 3
     data = [r.read_bytes() for r in runs]
     assert sum(b"sweep-summary" in d for d in data) == 1
     assert sum(b"train/loss" in d and b"decode_tokens_per_s" in d and b"confusion_matrix" in d for d in data) == 2
     wandb_cli = Path(sys.executable).parent / "wandb"
     dry = subprocess.run([str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                         capture_output=True, text=True, cwd=seeded, timeout=120)
     assert dry.returncode == 0 and "Would sync 3 run(s)" in dry.stdout + dry.stderr, dry.stderr
-    for path in tmp_path.rglob("*"):  # records, Hydra's config dumps, logs, W&B's files
+    for path in seeded.rglob("*"):  # records, Hydra's config dumps, logs, W&B's files
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, tmp_path):
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "quant.format=gguf,bnb", "quant.bits=3,8"]
+def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, seeded):
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant.format=gguf,bnb", "quant.bits=3,8"]
     done = run_harness(args)
     # a cell that does not exist is skipped, not failed: the sweep succeeds
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    paths = sorted(tmp_path.glob("multirun/*/*/*/record.json"))
+    paths = sorted(seeded.glob("multirun/*/*/*/record.json"))
     records = [json.loads(p.read_text()) for p in paths]
     assert [(r["status"], r["job"]["quant"]) for r in records] == [
         ("ok", "gguf_q3km"), ("ok", "gguf_q8_0"), ("skipped", "bnb3"), ("ok", "bnb_int8")]
@@ -122,5 +129,5 @@ def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, tmp_
             assert record["artifact"]["bits"] == record["job"]["bits"] == record["config"]["quant"]["bits"]
     assert [r["artifact"]["gguf_type"] for r in records[:2]] == ["Q3_K_M", "Q8_0"]
     assert records[3]["runtime"]["kernel"] == "Linear8bitLt"
-    report = (next(tmp_path.glob("multirun/*/*/report")) / "report.md").read_text()
+    report = (next(seeded.glob("multirun/*/*/report")) / "report.md").read_text()
     assert "## Skipped cells" in report and "bnb3" in report

@@ -156,3 +156,20 @@ def test_report_command_reads_a_directory_and_fails_clearly_without_records(repo
     assert "fp32" in done.stdout and (tmp_path / "out/report.html").is_file()
     empty = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path / "out")], capture_output=True, text=True)
     assert empty.returncode == 2 and "no record.json" in empty.stderr and "make run" in empty.stderr
+
+
+def test_differences_inside_the_noise_are_marked_and_never_dominate():
+    def p(acc, acc_ci, tg, tg_ci):
+        return {"accuracy": acc, "accuracy_ci95_low": acc_ci[0], "accuracy_ci95_high": acc_ci[1],
+                "decode_tokens_per_s": tg, "decode_tokens_per_s_ci95_low": tg_ci[0], "decode_tokens_per_s_ci95_high": tg_ci[1],
+                "peak_memory_mib": 100, "size_mib": 100}
+
+    base = p(0.63, (0.59, 0.67), 90.0, (85.0, 95.0))
+    close = p(0.62, (0.58, 0.66), 98.0, (93.0, 103.0))  # better speed, worse accuracy: all inside the noise
+    far = p(0.50, (0.46, 0.54), 60.0, (58.0, 62.0))
+    # without intervals `base` and `close` would trade off; with them neither beats the other
+    assert frontier([base, close], [ACCURACY, SPEED]) == [0, 1]
+    assert frontier([close, dict(close, accuracy=0.625)], [ACCURACY, SPEED]) == [0, 1]  # overlapping: both stay
+    assert frontier([base, far], [ACCURACY, SPEED]) == [0]  # beyond the noise: dominated
+    assert versus(close, base) == "~1.1x decode tok/s, +0% peak memory, +0% size, ~-1.0 pt accuracy"
+    assert versus(far, base) == "0.7x decode tok/s, +0% peak memory, +0% size, -13.0 pt accuracy"

@@ -78,23 +78,24 @@ def test_gpu_sweep_without_a_gpu_stops_before_any_job(tmp_path):
     assert not list(tmp_path.glob("multirun/*/*/*/record.json")) and time.monotonic() - t0 < 60
 
 
-def test_optuna_search_runs_trials_persists_its_study_and_writes_the_pareto_front(tiny_llama, tmp_path):
+@pytest.mark.slow  # six tiny jobs through Optuna: make test-full
+def test_optuna_search_runs_trials_persists_its_study_and_writes_the_pareto_front(tiny_llama, seeded):
     args = ["--config-dir", "sweeps", "--config-name", "search", "--multirun",
-            *tiny_job_overrides(tiny_llama, tmp_path), "hydra.sweeper.n_trials=3"]
+            *tiny_job_overrides(tiny_llama, seeded), "hydra.sweeper.n_trials=3"]
     done = run_harness(args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    sweep_dir = next(tmp_path.glob("multirun/*/*"))
+    sweep_dir = next(seeded.glob("multirun/*/*"))
     front = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert front["name"] == "optuna" and front["solutions"]
     for solution in front["solutions"]:
         assert len(solution["values"]) == 2 and set(solution["params"]) == {"quant", "hardware.threads"}
     records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/record.json")]
     assert len(records) == 3 and {r["status"] for r in records} == {"ok"}
-    assert (tmp_path / "optuna.db").is_file() and (sweep_dir / "report" / "report.html").is_file()
+    assert (seeded / "optuna.db").is_file() and (sweep_dir / "report" / "report.html").is_file()
     # the study persists: a second run resumes it, with three more trials
     again = run_harness(args)
     assert again.returncode == 0
     import optuna
 
-    study = optuna.load_study(study_name="slm-harness-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name="slm-harness-search", storage=f"sqlite:///{seeded / 'optuna.db'}")
     assert len(study.trials) == 6

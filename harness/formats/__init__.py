@@ -121,6 +121,11 @@ class QuantConfig:
         """The artifact inside its cache directory: a file, or the directory itself."""
         return directory
 
+    def verify(self, artifact: Path) -> None:
+        """Seconds-long, in the sweep's process: the artifact is whole, so a damaged file is a
+        clear error rather than a native crash (and the check weighs nothing on the measured
+        process's memory)."""
+
     def open(self, artifact: Path, hardware: "HardwareConfig", threads: int) -> "Runtime":
         """The runtime serving this artifact."""
         raise NotImplementedError

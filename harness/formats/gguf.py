@@ -94,10 +94,37 @@ class GGUFQuant(QuantConfig):
     def artifact_path(self, directory: Path) -> Path:
         return directory / f"model-{self.gguf_type}.gguf"
 
+    def verify(self, artifact: Path) -> None:
+        check_gguf_file(artifact)
+
     def open(self, artifact: Path, hardware, threads: int):
         from harness.runtimes.llama_cpp import LlamaCppRuntime
 
         return LlamaCppRuntime(artifact, hardware, threads)
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_file(path: Path) -> None:
+    """A clear error for a missing, truncated or foreign file, before llama.cpp reads it
+    (llama.cpp reports these as a bare load failure, or worse)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    from gguf import GGUFReader
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"{path} is not a GGUF file (magic {magic!r}); delete it so the harness rebuilds it")
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # gguf raises ValueError, IndexError, struct errors on damage
+        raise ValueError(f"{path} is a damaged GGUF file ({exc}); delete it so the harness rebuilds it") from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ValueError(f"{path} is truncated (tensor {tensor.name} runs past the end of the file)")
 
 
 def converter_dir(configured: Optional[str]) -> Path:

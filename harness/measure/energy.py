@@ -55,7 +55,9 @@ class EnergyMeter:
                 import pynvml
 
                 pynvml.nvmlInit()
-                handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+                from harness.measure.machine import nvml_handle
+
+                handle = nvml_handle(pynvml)
                 return ("nvml", handle, pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
             except Exception as exc:  # NVML raises its own error family; any means unreadable
                 return ("none", f"NVML energy counter unreadable: {exc}")

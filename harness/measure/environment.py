@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.measure.machine import cpu_facts, gpu_facts
+
 # What every job runs on (training, the tokenizer, the config); each format adds its own.
 PACKAGES = ("torch", "transformers", "peft", "hydra-core")
 
@@ -24,36 +26,12 @@ def _version(name: str):
 
 
 def _cpu() -> dict:
-    model, flags = platform.processor(), []
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            if key.strip() == "flags" and not flags:
-                flags = sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma", "f16c")))
     return {
-        "model": model,
-        "flags": flags,
+        **cpu_facts(cpuinfo.read_text() if cpuinfo.is_file() else ""),
         "logical_cores": psutil.cpu_count(logical=True),
         "physical_cores": psutil.cpu_count(logical=False),
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-    }
-
-
-def _gpu() -> dict | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no driver, no library: no GPU to describe
-        return None
-    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-    return {
-        "name": pynvml.nvmlDeviceGetName(handle),
-        "driver": pynvml.nvmlSystemGetDriverVersion(),
-        "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
     }
 
 
@@ -75,7 +53,7 @@ def environment(repo: Path, format_packages: tuple[str, ...] = ()) -> dict:
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in dict.fromkeys(PACKAGES + format_packages)},
         "cpu": _cpu(),
-        "gpu": _gpu(),
+        "gpu": gpu_facts(),
         "git_commit": git_commit(repo),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

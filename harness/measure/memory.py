@@ -6,9 +6,12 @@ outside Python."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import psutil
+
+from harness.measure.machine import nvml_handle
 
 
 class PeakRSSSampler:
@@ -42,7 +45,7 @@ class PeakRSSSampler:
 
 
 class GpuMemoryTracker:
-    """Peak VRAM on the first NVIDIA GPU: NVML's device-used and this process's figures
+    """Peak VRAM on the GPU this process uses (CUDA_VISIBLE_DEVICES honoured): NVML's device-used and this process's figures
     (sampled), plus torch's own peak allocated / reserved when torch drove the GPU. On a
     machine without NVML every figure is None."""
 
@@ -74,7 +77,7 @@ class GpuMemoryTracker:
             import pynvml
 
             pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._handle = nvml_handle(pynvml)
         except Exception:  # no driver or no GPU: nothing to track
             return self
         self._sample()
@@ -93,14 +96,11 @@ class GpuMemoryTracker:
             return None if value is None else value / 2**20
 
         torch_allocated = torch_reserved = None
-        try:
-            import torch
-
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                torch_allocated = torch.cuda.max_memory_allocated()
-                torch_reserved = torch.cuda.max_memory_reserved()
-        except ImportError:
-            pass
+        # only when the runtime brought torch: importing it here would weigh on the footprint
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch_allocated = torch.cuda.max_memory_allocated()
+            torch_reserved = torch.cuda.max_memory_reserved()
         return {
             "peak_vram_mib": mib(self.process_peak_bytes),
             "peak_device_vram_mib": mib(self.device_peak_bytes),

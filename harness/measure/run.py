@@ -11,6 +11,7 @@ accuracy pass).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +24,24 @@ from harness.measure.accuracy import classification_metrics
 from harness.measure.config import MeasureConfig
 from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
-from harness.measure.stats import median_std, percentile
-from harness.prompt import parse_answer, render_prompt
+from harness.measure.stats import median_interval, median_std, percentile
+from harness.prompt import parse_answer
 from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
 from harness.runtimes import BatchingRuntime, Runtime
 
 # A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
 _FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
 _MAX_REPS = 200
+# Libraries that weigh in a process's memory; a record names those its measurement held.
+HEAVY_LIBRARIES = ("torch", "transformers", "gptqmodel", "bitsandbytes", "torchao", "llama_cpp", "openai")
 
 
 @dataclass
 class MeasureSpec:
     artifact: str
-    tokenizer_dir: str
+    # The test split's prompts, rendered with the model's chat template before the
+    # measurement starts: the measuring process holds the runtime, not the tokenizer library.
+    prompts: list[str]
     data_dir: str
     quant: QuantConfig
     hardware: HardwareConfig
@@ -92,6 +97,23 @@ def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: i
     return texts
 
 
+def _interleaved(runs: list[Callable[[], float]], cfg: MeasureConfig) -> list[list[float]]:
+    """Seconds of each repetition of each run, the runs taking turns (so a machine whose speed
+    drifts slows them alike), after `cfg.warmup` discarded rounds; each run gets at least
+    `cfg.min_reps` and together they take at least `cfg.min_seconds` per run."""
+    for _ in range(cfg.warmup):
+        for run in runs:
+            run()
+    times: list[list[float]] = [[] for _ in runs]
+    started = time.perf_counter()
+    while len(times[0]) < _MAX_REPS and (
+        len(times[0]) < cfg.min_reps or time.perf_counter() - started < cfg.min_seconds * len(runs)
+    ):
+        for run, out in zip(runs, times):
+            out.append(run())
+    return times
+
+
 def _repeat(run_once: Callable[[], float], cfg: MeasureConfig) -> list[float]:
     """Seconds of each repetition, after `cfg.warmup` discarded ones."""
     for _ in range(cfg.warmup):
@@ -127,8 +149,9 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
             token = rt.step(token)
         return time.perf_counter() - t0
 
-    pp = [cfg.prompt_tokens / s for s in _repeat(prefill, cfg)]
-    tg = [cfg.gen_tokens / s for s in _repeat(decode, cfg)]
+    pp_s, tg_s = _interleaved([prefill, decode], cfg)
+    pp = [cfg.prompt_tokens / s for s in pp_s]
+    tg = [cfg.gen_tokens / s for s in tg_s]
     pp_median, pp_std = median_std(pp)
     tg_median, tg_std = median_std(tg)
     by_batch: dict[str, float | None] = {}
@@ -145,8 +168,10 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
         "decode_tokens_per_s_by_batch": by_batch,
         "prefill_tokens_per_s": pp_median,
         "prefill_tokens_per_s_std": pp_std,
+        "prefill_tokens_per_s_ci95": median_interval(pp),
         "decode_tokens_per_s": tg_median,
         "decode_tokens_per_s_std": tg_std,
+        "decode_tokens_per_s_ci95": median_interval(tg),
         "speed_reps": {"prefill": len(pp), "decode": len(tg)},
         "speed_shape": {"prompt_tokens": cfg.prompt_tokens, "gen_tokens": cfg.gen_tokens},
     }
@@ -168,21 +193,24 @@ def write_predictions(
                                 "latency_ms": ms}, ensure_ascii=False) + "\n")
 
 
+def held_libraries() -> list[str]:
+    """The heavy libraries this process has imported: what the measured footprint includes."""
+    return sorted(name for name in HEAVY_LIBRARIES if name in sys.modules)
+
+
 def measure(spec: MeasureSpec) -> dict:
+    import psutil
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
     rows = test_rows(Path(spec.data_dir), spec.measure)
-    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
-
-    import psutil
-
+    assert len(rows) == len(spec.prompts), "the prompts were rendered from another test split"
     process = psutil.Process()
+    rss_before_load = process.memory_info().rss / 2**20
     with PeakRSSSampler() as rss, GpuMemoryTracker() as vram:
         t0 = time.perf_counter()
         rt = spec.quant.open(Path(spec.artifact), spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
-        prompts = [rt.tokenize(render_prompt(tokenizer, r["text"], spec.system)) for r in rows]
+        prompts = [rt.tokenize(text) for text in spec.prompts]
         max_new = spec.measure.max_new_tokens
         greedy_answer(rt, prompts[0], max_new)  # warm-up
         batch = spec.measure.eval_batch_size if isinstance(rt, BatchingRuntime) else 1
@@ -238,8 +266,9 @@ def measure(spec: MeasureSpec) -> dict:
             mean_generated_tokens=generated / len(answers),
         ),
         speed=Speed(**speed),
-        memory=Memory(peak_rss_mib=rss.peak_mib, accuracy_pass_peak_rss_mib=batch_peak_rss, model_mib=rt.model_mib,
-                      load_s=load_s, **vram.report()),
+        memory=Memory(peak_rss_mib=rss.peak_mib, rss_before_load_mib=rss_before_load,
+                      peak_rss_over_baseline_mib=rss.peak_mib - rss_before_load, accuracy_pass_peak_rss_mib=batch_peak_rss,
+                      model_mib=rt.model_mib, load_s=load_s, **vram.report()),
         energy=Energy(
             energy_j=joules,
             energy_j_per_query=joules / len(answers) if joules is not None else None,
@@ -251,5 +280,6 @@ def measure(spec: MeasureSpec) -> dict:
             energy_estimate_method=f"cpu_time_x_{watts:g}W_per_core" if watts else None,
         ),
     )
-    runtime = {"name": rt.name, "version": rt.version, "threads": spec.threads, "kernel": rt.kernel}
+    runtime = {"name": rt.name, "version": rt.version, "threads": spec.threads, "kernel": rt.kernel,
+               "process_held": held_libraries()}
     return {"runtime": runtime, "metrics": metrics.flat()}

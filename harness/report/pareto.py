@@ -31,10 +31,23 @@ def _at_least_as_good(a: float, b: float, objective: Objective) -> bool:
     return a >= b if objective.maximize else a <= b
 
 
+def interval(p: Mapping, key: str) -> tuple[float, float]:
+    """A figure's 95% interval where the point has one (accuracy, speeds), else the figure."""
+    low, high = p.get(f"{key}_ci95_low"), p.get(f"{key}_ci95_high")
+    return (low, high) if low is not None and high is not None else (p[key], p[key])
+
+
+def clearly_better(a: Mapping, b: Mapping, o: Objective) -> bool:
+    """a beats b on o beyond the noise: their intervals do not overlap."""
+    (a_low, a_high), (b_low, b_high) = interval(a, o.key), interval(b, o.key)
+    return a_low > b_high if o.maximize else a_high < b_low
+
+
 def dominates(a: Mapping, b: Mapping, objectives: Sequence[Objective]) -> bool:
-    """a is at least as good as b on every objective and differs on one (so strictly better there)."""
+    """a is at least as good as b on every objective and better beyond the noise on one: two
+    points whose intervals overlap on every objective are indistinguishable, and both stay."""
     return all(_at_least_as_good(a[o.key], b[o.key], o) for o in objectives) and any(
-        a[o.key] != b[o.key] for o in objectives
+        clearly_better(a, b, o) for o in objectives
     )
 
 
@@ -52,11 +65,12 @@ def frontier(points: Sequence[Mapping], objectives: Sequence[Objective]) -> list
 def frontier_memberships(points: Sequence[Mapping]) -> list[list[str]]:
     """For each point, the frontiers it is on: 'all' (every objective measured by every point
     together) and the short name of each accuracy-vs-cost pair's cost. Points are compared
-    only with points of the same hardware: a GPU's speed says nothing about a CPU variant."""
+    only with points of the same hardware on the same machine: a GPU's speed says nothing
+    about a CPU variant, nor one machine's about another's."""
     out: list[list[str]] = [[] for _ in points]
     groups: dict[object, list[int]] = {}
     for i, p in enumerate(points):
-        groups.setdefault(p.get("hardware"), []).append(i)
+        groups.setdefault((p.get("hardware"), p.get("machine")), []).append(i)
     for members in groups.values():
         group = [points[i] for i in members]
         overall = [ACCURACY] + [c for c in COSTS if len(measured(group, [c])) == len(group)]
@@ -83,11 +97,15 @@ def versus(point: Mapping, base: Mapping) -> str:
             return None
         return f"{100 * (point[key] / base[key] - 1):+.0f}% {what}"
 
+    def noise(o: Objective) -> str:
+        """'~' where the two figures' intervals overlap: a difference inside the noise."""
+        return "" if clearly_better(point, base, o) or clearly_better(base, point, o) else "~"
+
     parts = []
     if point.get(SPEED.key) and base.get(SPEED.key):
-        parts.append(f"{point[SPEED.key] / base[SPEED.key]:.1f}x decode tok/s")
+        parts.append(f"{noise(SPEED)}{point[SPEED.key] / base[SPEED.key]:.1f}x decode tok/s")
     parts += [pct(LATENCY.key, "latency p50"), pct(MEMORY.key, "peak memory"), pct("size_mib", "size"),
               pct(ENERGY.key, "energy/query")]
     if point.get(ACCURACY.key) is not None and base.get(ACCURACY.key) is not None:
-        parts.append(f"{100 * (point[ACCURACY.key] - base[ACCURACY.key]):+.1f} pt accuracy")
+        parts.append(f"{noise(ACCURACY)}{100 * (point[ACCURACY.key] - base[ACCURACY.key]):+.1f} pt accuracy")
     return ", ".join(p for p in parts if p)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from harness.measure.machine import machine_label
 from harness.record import COLUMNS, FAILED, OK
 from harness.store import read_json
 
@@ -66,7 +68,10 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
     a GPU, RSS on the CPU (named in `memory_kind`)."""
     m = record["metrics"]
     on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda" and m.get("peak_vram_mib") is not None
-    low, high = m.get("accuracy_ci95") or (None, None)
+    intervals = {}
+    for key in ("accuracy", "decode_tokens_per_s", "prefill_tokens_per_s"):
+        low, high = m.get(f"{key}_ci95") or (None, None)
+        intervals.update({f"{key}_ci95_low": low, f"{key}_ci95_high": high})
     figures = {}
     for c in COLUMNS:
         if c.source is not None:
@@ -76,9 +81,9 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
         "variant": variant(record, keys),
         **{k: job_value(record, k) for k in JOB_KEYS},
         "format": record["job"].get("format"),
+        "machine": _machine(record),
         **figures,
-        "accuracy_ci95_low": low,
-        "accuracy_ci95_high": high,
+        **intervals,
         "peak_memory_mib": m.get("peak_vram_mib") if on_gpu else m.get("peak_rss_mib"),
         "memory_kind": "VRAM" if on_gpu else "RSS",
         "energy_method": m.get("energy_method"),
@@ -95,12 +100,24 @@ def cell(p: dict, key: str | tuple, fmt: str) -> str:
 
 
 def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
-    """Successful records grouped by hardware: a frontier only compares like with like."""
+    """Successful records grouped by hardware: a frontier only compares like with like. Records
+    of one hardware config measured on different machines are never mixed: each machine gets a
+    group of its own, named for it."""
     groups: dict[str, list[dict]] = {}
     for r in records:
         if r.get("status") == OK:
             groups.setdefault(str(r["job"].get("hardware")), []).append(r)
-    return groups
+    out: dict[str, list[dict]] = {}
+    for hardware, group in groups.items():
+        machines = {json.dumps(r.get("machine"), sort_keys=True) for r in group}
+        for r in group:
+            name = hardware if len(machines) == 1 else f"{hardware} on {_machine(r)}"
+            out.setdefault(name, []).append(r)
+    return out
+
+
+def _machine(record: dict) -> str:
+    return machine_label(record["machine"]) if record.get("machine") else "an unrecorded machine"
 
 
 def failures(records: list[dict], status: str = FAILED) -> list[str]:

@@ -10,9 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.record import REPORT, SKIPPED, Column, shown_in
-from harness.report.pareto import ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, versus
+from harness.report.pareto import (
+    ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, interval, versus,
+)
 from harness.report.records import by_hardware, cell, failures, point, shared_caption, varying_keys
 
+NOISE_NOTE = (
+    "Accuracy carries its 95% Wilson interval and decode/prefill tok/s the 95% interval of their median over "
+    "the repetitions; '~' marks a ratio or difference inside those intervals (indistinguishable here), and a "
+    "variant leaves a Pareto frontier only when another beats it beyond the noise on some axis."
+)
+MEMORY_NOTE = (
+    "Peak MiB is the serving footprint: the peak resident memory (VRAM on a GPU) of the process that "
+    "measured the variant, while it loaded the artifact, answered one query at a time and ran the speed "
+    "test. That process holds the runtime and its libraries (the record's runtime.process_held) and nothing "
+    "else of the harness, as a server of the artifact would; RSS over baseline is that peak less the "
+    "process's RSS just before the model loaded."
+)
 # The Markdown and HTML tables: the variant, then the columns the record spec shows in reports.
 TABLE = [Column("variant", "variant", "{}"), *shown_in(REPORT)]
 
@@ -58,6 +72,10 @@ def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -
     for i in shown:
         p = points[i]
         on = i in best
+        (x_low, x_high), (y_low, y_high) = interval(p, cost.key), interval(p, ACCURACY.key)
+        ax.errorbar(p[cost.key], p[ACCURACY.key], xerr=[[p[cost.key] - x_low], [x_high - p[cost.key]]],
+                    yerr=[[p[ACCURACY.key] - y_low], [y_high - p[ACCURACY.key]]], fmt="none", ecolor="0.6",
+                    elinewidth=0.8, capsize=2, zorder=2)
         ax.scatter(p[cost.key], p[ACCURACY.key], s=70 if on else 40, color="tab:red" if on else "tab:blue",
                    zorder=3, edgecolor="black", linewidth=0.5)
         ax.annotate(p["variant"], (p[cost.key], p[ACCURACY.key]), textcoords="offset points", xytext=(6, 5), fontsize=8)
@@ -111,6 +129,7 @@ def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[s
         lines.append("| " + " | ".join(_headers()) + " |")
         lines.append("|" + "---|" * len(_headers()))
         lines += ["| " + " | ".join(r) + " |" for r in _table_rows(s)]
+        lines += ["", MEMORY_NOTE, "", NOISE_NOTE]
         note = _energy_note(s.points)
         lines += ["", note] if note else []
         lines += [""] + [f"![{p.stem}]({p.name})" for p in s.plots] + [""]
@@ -146,6 +165,7 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
         for row, on in zip(_table_rows(s), s.on_frontier):
             body.append(f"<tr class={'frontier' if on else 'dominated'}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         body.append("</table>")
+        body.append(f"<p class=note>{e(MEMORY_NOTE)}</p><p class=note>{e(NOISE_NOTE)}</p>")
         note = _energy_note(s.points)
         if note:
             body.append(f"<p class=note>{e(note)}</p>")

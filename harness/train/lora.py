@@ -139,6 +139,14 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
     (out / "train_log.json").write_text(json.dumps(log_data, indent=2))
 
 
+def fine_tune(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
+    """The fine-tuning stage: the adapter in `out/adapter`, merged into the base in `out/merged`."""
+    (out / "adapter").mkdir()
+    (out / "merged").mkdir()
+    train_adapter(base_dir, data_dir, cfg, system, device, out / "adapter")
+    merge_adapter(base_dir, out / "adapter", out / "merged")
+
+
 def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path) -> None:
     """Fold the adapter into the base weights: a plain safetensors checkpoint."""
     import torch

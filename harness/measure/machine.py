@@ -1,0 +1,88 @@
+"""Which machine measured a record, and which GPU a job uses.
+
+A record's figures belong to the machine that measured them: its identity (CPU model and
+the instruction sets that decide kernels, total RAM; the GPU's name, memory, driver and CUDA
+versions) goes into the record's cache key, so a shared cache never hands one machine's
+timings to another. The hostname is left out: identical nodes of a cluster share records.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+# Flags that decide which kernels llama.cpp, torch and bitsandbytes run.
+KERNEL_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve")
+
+
+def cpu_facts(cpuinfo: str) -> dict[str, Any]:
+    """CPU model and kernel-relevant flags from the text of /proc/cpuinfo."""
+    model, flags = "", []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and not model:
+            model = value.strip()
+        if key in ("flags", "Features") and not flags:
+            flags = sorted(f for f in value.split() if f.startswith(KERNEL_FLAG_PREFIXES))
+    return {"model": model, "flags": flags}
+
+
+def visible_device(cuda_visible_devices: Optional[str]) -> tuple[str, Any]:
+    """The GPU a CUDA process's device 0 is, as NVML can find it: ("uuid", "GPU-...") or
+    ("index", n). CUDA numbers only the devices CUDA_VISIBLE_DEVICES lists, NVML numbers all."""
+    first = (cuda_visible_devices or "").split(",")[0].strip()
+    if not first:
+        return ("index", 0)
+    if first.startswith(("GPU-", "MIG-")):
+        return ("uuid", first)
+    return ("index", int(first))
+
+
+def nvml_handle(pynvml):
+    """NVML's handle for the GPU this process's CUDA device 0 is (after nvmlInit)."""
+    how, which = visible_device(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if how == "uuid":
+        return pynvml.nvmlDeviceGetHandleByUUID(which)
+    return pynvml.nvmlDeviceGetHandleByIndex(which)
+
+
+def gpu_facts() -> Optional[dict[str, Any]]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = nvml_handle(pynvml)
+    except Exception:  # no driver, no library, no such device: no GPU to describe
+        return None
+    cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+    return {
+        "name": pynvml.nvmlDeviceGetName(handle),
+        "uuid": pynvml.nvmlDeviceGetUUID(handle),
+        "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
+        "driver": pynvml.nvmlSystemGetDriverVersion(),
+        "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}",
+    }
+
+
+def machine_identity(device: str) -> dict[str, Any]:
+    """What decides a measurement's figures on this machine, for the record and its key."""
+    import psutil
+
+    cpuinfo = Path("/proc/cpuinfo")
+    gpu = gpu_facts() if device == "cuda" else None
+    return {
+        "cpu": cpu_facts(cpuinfo.read_text() if cpuinfo.is_file() else ""),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30),
+        # the UUID names one card: two cards of a model share figures
+        "gpu": {k: v for k, v in gpu.items() if k != "uuid"} if gpu else None,
+    }
+
+
+def machine_label(identity: dict[str, Any]) -> str:
+    """A short name for a machine, for report headings."""
+    gpu = identity.get("gpu")
+    cpu = (identity.get("cpu") or {}).get("model") or "unknown CPU"
+    return f"{gpu['name']} ({cpu})" if gpu else f"{cpu}, {identity.get('logical_cores')} cores"
