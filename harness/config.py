@@ -69,7 +69,7 @@ class JobConfig:
             raise ConfigError(f"objectives={self.objectives}: choose from {choices(OBJECTIVES)}")
         if self.build_timeout_s <= 0:
             raise ConfigError("build_timeout_s must be > 0 (seconds each build stage may take)")
-        hosted = self.model.api is not None
+        hosted = self.model.source == "api"
         if hosted != self.quant.HOSTED:
             raise ConfigError(
                 f"model={self.model.name} is a hosted model, measured as served: quant={self.quant.name} does not apply "

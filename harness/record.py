@@ -133,16 +133,6 @@ class Metrics:
         """As `record.json` holds them: every section's fields in one mapping."""
         return {k: v for s in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, s.name)).items()}
 
-    @classmethod
-    def from_flat(cls, flat: dict[str, Any]) -> "Metrics":
-        """Read `metrics` of any record, today's or older: fields it lacks stay unmeasured."""
-        parts = {}
-        for s in dataclasses.fields(cls):
-            section = s.default_factory  # type: ignore[misc]
-            names = {f.name for f in dataclasses.fields(section)}
-            parts[s.name] = section(**{k: v for k, v in flat.items() if k in names})
-        return cls(**parts)
-
 
 @dataclass(frozen=True)
 class Column:
