@@ -153,18 +153,19 @@ class LocalTarget:
         inputs = BuildInputs(str(data_dir), system, threads, job.hardware.device, job.paths.llama_cpp_dir)
         artifact = build_artifact(job.quant, model_dir, model_key, inputs, self.cache, job.build_timeout_s)
         job.quant.verify(artifact.path)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
-        spec = MeasureSpec(
-            artifact=str(artifact.path), prompts=prompts, data_dir=str(data_dir), quant=job.quant,
-            hardware=job.hardware, measure=job.measure, threads=threads, system=system, labels=labels, out_dir="",
-        )
         machine = machine_identity(job.hardware.device)
         key = record_key(artifact.key, data_dir.name, job, threads, system, machine)
 
         def run(out: Path) -> dict:
-            return run_isolated("measure", measure, {"spec": dataclasses.replace(spec, out_dir=str(out))}, out,
-                                job.measure.timeout_s, "measure.timeout_s")
+            # rendered only when a measurement runs: a reused record needs no tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
+            spec = MeasureSpec(
+                artifact=str(artifact.path), prompts=prompts, data_dir=str(data_dir), quant=job.quant,
+                hardware=job.hardware, measure=job.measure, threads=threads, system=system, labels=labels,
+                out_dir=str(out),
+            )
+            return run_isolated("measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s")
 
         return Prepared(
             measure=run, artifact_info=artifact.info, train_facts=train_facts,

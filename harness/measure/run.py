@@ -115,14 +115,8 @@ def _interleaved(runs: list[Callable[[], float]], cfg: MeasureConfig) -> list[li
 
 
 def _repeat(run_once: Callable[[], float], cfg: MeasureConfig) -> list[float]:
-    """Seconds of each repetition, after `cfg.warmup` discarded ones."""
-    for _ in range(cfg.warmup):
-        run_once()
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < _MAX_REPS and (len(times) < cfg.min_reps or time.perf_counter() - started < cfg.min_seconds):
-        times.append(run_once())
-    return times
+    """Seconds of each repetition of one run, after `cfg.warmup` discarded ones."""
+    return _interleaved([run_once], cfg)[0]
 
 
 def _batched_decode(rt, first: list[int], size: int, gen_tokens: int) -> float:
