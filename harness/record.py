@@ -44,6 +44,9 @@ class Accuracy:
     accuracy_ci95: Optional[list] = detail(list)
     macro_f1: Optional[float] = figure("macro-F1", "{:.3f}", True, (REPORT,))
     invalid_rate: Optional[float] = figure("invalid", "{:.3f}", False, (TERMINAL,))
+    # Where the accuracy pass is batched: the share of the batch-1 pass's queries whose
+    # batched answer is the same text (kernels summing in another order can flip a near tie).
+    batch_agreement: Optional[float] = figure()
     accuracy_by_language: dict = detail()
     f1_by_intent: dict = detail()
     confusion: dict = detail()

@@ -24,13 +24,42 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert (other / "train.jsonl").read_bytes() != (a / "train.jsonl").read_bytes()
 
 
-def test_test_split_uses_held_out_phrasings_and_no_shared_text():
+def test_validation_and_test_use_held_out_phrasings_and_no_shared_text():
     rows = synthetic.generate(LANGS, SIZES, seed=0)
-    train_templates = {r["template_id"] for r in rows["train"] + rows["validation"]}
-    test_templates = {r["template_id"] for r in rows["test"]}
-    assert not train_templates & test_templates
+    templates = {split: {r["template_id"] for r in split_rows} for split, split_rows in rows.items()}
+    assert not templates["train"] & templates["test"]
+    assert not templates["train"] & templates["validation"]
+    assert not templates["validation"] & templates["test"]
     texts = [r["text"].casefold() for split in rows.values() for r in split]
     assert len(texts) == len(set(texts))
+
+
+def test_each_split_uses_every_phrasing_it_has_room_for():
+    bank = synthetic.load_bank("de")
+    n = len(bank.intents["order_status"])
+    rows = synthetic.generate(["de"], {"train": n, "validation": n, "test": n}, seed=0)
+    used = {split: {r["template_id"] for r in split_rows if r["intent"] == "order_status"} for split, split_rows in rows.items()}
+    assert sum(len(u) for u in used.values()) == n  # every phrasing, each in one split
+    assert len(used["test"]) == n // 3 and len(used["validation"]) == n // 10
+
+
+def test_every_language_has_forty_distinct_phrasings_per_intent():
+    for lang in synthetic.KNOWN_LANGUAGES:
+        bank = synthetic.load_bank(lang)
+        for intent in synthetic.INTENTS:
+            phrasings = {p.casefold() for p in bank.intents[intent]}
+            assert len(phrasings) >= 40, (lang, intent, len(phrasings))
+
+
+def test_overlap_check_finds_a_planted_leak():
+    from harness.data.overlap import nearest_train, summarise
+
+    train = {"en": {"where is my order {order_id}": "order_status", "do you ship to {city}": "shipping_info"}}
+    test = {"en": {"Where is my order {order_id}": "order_status", "cancel it please": "cancel_order"}}
+    pairs = {p.test: p for p in nearest_train(train, test)}
+    assert pairs["Where is my order {order_id}"].similarity == 1.0  # case does not hide it
+    assert pairs["cancel it please"].similarity < 0.3
+    assert summarise(list(pairs.values()), 0.8)["en"]["near"] == 1
 
 
 def test_every_intent_and_language_in_every_split():

@@ -79,3 +79,54 @@ def test_foreign_file_is_not_gguf(tmp_path):
         check_gguf_file(bogus)
     with pytest.raises(FileNotFoundError):
         check_gguf_file(tmp_path / "missing.gguf")
+
+
+def test_parallel_sequences_compute_what_one_sequence_alone_computes(smollm2_tokenizer, tmp_path):
+    """The accuracy pass on llama.cpp: prompts of different lengths, their shared prefix
+    evaluated once and copied, decoded together as parallel sequences. Every sequence's
+    logits are those it gets alone, up to summation order (ggml is not batch-invariant,
+    llama.cpp #6950: a few percent here, amplified by this random model); a slip in
+    positions, sequence ids or the copied prefix gives unrelated logits. A lone sequence on
+    that path answers exactly as the batch-1 pass does."""
+    import numpy as np
+
+    from harness.measure.run import batched_answers
+    from harness.runtimes.llama_cpp import common_prefix, logits_row
+
+    from .conftest import save_tiny_llama
+
+    model = save_tiny_llama(tmp_path / "model", smollm2_tokenizer, initializer_range=0.2)
+    artifact = build(GGUFQuant(format="gguf", bits=8), model, tmp_path / "cache")
+    rt = LlamaCppRuntime(artifact.path, HardwareConfig(), threads=2)
+    queries = ["where is my order #123456", "hi", "do you sell nike running shoes in size 42 or 43, and in red?",
+               "refund pls", "cancel order AB-1234 i changed my mind", "kann ich mit paypal zahlen?", "ok"]
+    prompts = [rt.tokenize(render_prompt(smollm2_tokenizer, q, "Classify the query.")) for q in queries]
+    shared = common_prefix(prompts)
+    assert len({len(p) for p in prompts}) > 3 and shared > 5
+
+    def alone(ids: list[int]):
+        rt.start(ids)
+        return logits_row(rt.llm.ctx, -1, rt.n_vocab)
+
+    def distance(a, b) -> float:
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+    p = rt._sequences(len(prompts), 4096)
+    p.reset(len(prompts))
+    p.feed([(0, prompts[0][:shared])], logits=False)
+    p.share(0, list(range(1, len(prompts))))
+    together = p.feed_logits([(s, ids[shared:]) for s, ids in enumerate(prompts)])
+    nexts = {s: int(row.argmax()) for s, row in together.items()}
+    stepped = p.feed_logits([(s, [t]) for s, t in nexts.items()])
+    for s, ids in enumerate(prompts):
+        assert distance(together[s], alone(ids)) < 0.1, s
+        assert distance(stepped[s], alone(ids + [nexts[s]])) < 0.1, s
+        # and against another prompt's logits, the distance a mix-up would show
+        assert distance(together[s], alone(prompts[s - 1])) > 0.3
+
+    one_by_one = [greedy_answer(rt, ids, max_new_tokens=6).text for ids in prompts]
+    assert batched_answers(rt, prompts, batch_size=1, max_new_tokens=6) == one_by_one
+    assert len(batched_answers(rt, prompts, batch_size=3, max_new_tokens=6)) == len(prompts)
+    # batched decoding of equal prompts (the speed test's batches): one next token per sequence
+    first = rt.start_batch([prompts[0]] * 4)
+    assert first == [rt.start(prompts[0])] * 4 and len(rt.step_batch(first)) == 4

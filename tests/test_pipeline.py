@@ -77,16 +77,17 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     assert fp32["runtime"]["name"] == "transformers" and gguf["runtime"]["name"] == "llama_cpp"
     held = fp32["runtime"]["process_held"]
     assert {"torch", "transformers"} <= set(held) and not {"llama_cpp", "gptqmodel"} & set(held)
-    # transformers answers the test split in batches and times 5 queries alone; llama.cpp
-    # answers (and times) every query alone
+    # both runtimes answer the test split in batches (transformers: padded; llama.cpp:
+    # parallel sequences) and time 5 queries alone, whose answers the batched ones are
+    # compared with
     n = fp32["metrics"]["n_samples"]
-    assert (fp32["metrics"]["eval_batch_size"], fp32["metrics"]["latency_samples"]) == (8, 5)
-    assert (gguf["metrics"]["eval_batch_size"], gguf["metrics"]["latency_samples"]) == (1, n)
-    assert fp32["metrics"]["accuracy_pass_peak_rss_mib"] > 0 and gguf["metrics"]["accuracy_pass_peak_rss_mib"] is None
-    timed = [json.loads(line)["latency_ms"] for line in open(Path(fp32["record_dir"]) / "predictions.jsonl")]
-    assert len(timed) == n and sum(ms is not None for ms in timed) == 5
-    assert fp32["metrics"]["decode_tokens_per_s_by_batch"]["4"] > 0
-    assert gguf["metrics"]["decode_tokens_per_s_by_batch"] == {"1": gguf["metrics"]["decode_tokens_per_s"], "4": None}
+    for record in (fp32, gguf):
+        m = record["metrics"]
+        assert (m["eval_batch_size"], m["latency_samples"]) == (8, 5)
+        assert m["accuracy_pass_peak_rss_mib"] > 0 and 0 <= m["batch_agreement"] <= 1
+        assert m["decode_tokens_per_s_by_batch"]["4"] > 0
+        timed = [json.loads(line)["latency_ms"] for line in open(Path(record["record_dir"]) / "predictions.jsonl")]
+        assert len(timed) == n and sum(ms is not None for ms in timed) == 5
     assert fp32["metrics"]["model_mib"] > gguf["metrics"]["model_mib"] > 0
     assert fp32["artifact"]["bits_per_weight"] > 31
     # the sweep's report: the baseline and its ratios, files a browser opens offline

@@ -53,3 +53,74 @@ def test_adapter_trains_saves_and_merges(method, tiny_llama, tmp_path):
         name for name, p in plain.named_parameters() if not torch.equal(p, dict(before.named_parameters())[name])
     ]
     assert changed and all("proj" in name for name in changed)
+
+
+def test_batches_group_similar_lengths_and_cover_every_example_once():
+    import random
+
+    from harness.train.lora import bucketed_batches
+
+    lengths = [random.Random(i).randrange(10, 90) for i in range(200)]
+    batches = bucketed_batches(lengths, batch_size=8, rng=random.Random(0), window=5)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    unsorted = [list(range(s, min(s + 8, 200))) for s in range(0, 200, 8)]
+    random_padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in unsorted)
+    assert padding < random_padding / 3
+
+
+def test_answer_match_is_greedy_exact_match():
+    import torch
+
+    from harness.train.lora import answer_match
+
+    # vocabulary of 5; example 0 predicts its answer tokens (3, 4) right, example 1 the first only
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 0], [IGNORE_INDEX, IGNORE_INDEX, 3, 4, 0]])
+    logits = torch.zeros(2, 5, 5)
+    for row, predicted in enumerate(([3, 4], [3, 2])):
+        logits[row, 1, predicted[0]] = logits[row, 2, predicted[1]] = 1.0
+    # the end-of-turn token (0) is not scored: decoding stops before it
+    assert answer_match(logits, labels, eos_id=0) == [True, False]
+
+
+def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it():
+    from harness.train.lora import resolve_precision
+
+    assert resolve_precision("auto", "cpu", ["avx2", "fma"]) == "fp32"
+    assert resolve_precision("auto", "cpu", ["avx512f", "avx512_bf16"]) == "bf16"
+    assert resolve_precision("auto", "cpu", ["amx_bf16", "amx_tile"]) == "bf16"
+    assert resolve_precision("bf16", "cpu", ["avx2"]) == "bf16"
+
+
+def test_the_best_evaluation_is_kept_and_a_tie_goes_to_the_later_one():
+    from harness.train.lora import best_index
+
+    assert best_index([0.5, 0.7, 0.6]) == 1
+    assert best_index([0.5, 0.7, 0.7]) == 2
+    assert best_index([0.0]) == 0
+
+
+def test_validation_scores_along_the_way_and_stops_when_it_falls(tiny_llama, tmp_path, monkeypatch):
+    import harness.train.lora as lora
+
+    data = build_dataset(DatasetConfig(train_per_cell=2, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    cfg = TrainConfig(max_steps=8, batch_size=4, r=4, alpha=8, evaluations=4, patience=1)
+    train_adapter(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
+    log = json.loads((adapter / "train_log.json").read_text())
+    assert [c["step"] for c in log["validation"]] == [2, 4, 6, 8] and log["steps"] == 8
+    assert log["kept_step"] == 2 + 2 * best_index_of(log) and log["precision"] == "fp32"
+    # when the first evaluation stays the best, patience 1 stops training at the second
+    monkeypatch.setattr(lora, "best_index", lambda accuracies: 0)
+    adapter2 = tmp_path / "adapter2"
+    adapter2.mkdir()
+    train_adapter(tiny_llama, data, cfg, "Classify.", "cpu", adapter2)
+    log2 = json.loads((adapter2 / "train_log.json").read_text())
+    assert log2["steps"] == 4 and log2["planned_steps"] == 8 and log2["kept_step"] == 2
+
+
+def best_index_of(log: dict) -> int:
+    from harness.train.lora import best_index
+
+    return best_index([c["accuracy"] for c in log["validation"]])

@@ -33,9 +33,9 @@ class DatasetConfig:
     kind: str = "synthetic"
     seed: int = 0
     # synthetic: examples per intent per language in each split.
-    train_per_cell: int = 20
-    validation_per_cell: int = 2
-    test_per_cell: int = 6
+    train_per_cell: int = 28
+    validation_per_cell: int = 4
+    test_per_cell: int = 20
     # jsonl / csv: split name -> file path; at least `train`.
     files: dict[str, str] = field(default_factory=dict)
     # hf: dataset id (and config name); split names are the dataset's own.

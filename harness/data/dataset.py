@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
     if spec.kind == "synthetic":
-        content = {code: synthetic.template_text(code) for code in sorted(languages)}
+        content = {"generator": synthetic.GENERATOR_VERSION,
+                   **{code: synthetic.template_text(code) for code in sorted(languages)}}
     elif spec.kind == "hf":
         content = {}
     else:

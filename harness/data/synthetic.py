@@ -2,8 +2,10 @@
 
 Phrasings and slot catalogues are written by hand per language in `templates/<code>.yaml`.
 Splits do not leak: per intent and language, a seeded third of the phrasings is held out
-for the test split, and per slot a seeded quarter of the values is held out for the
-validation and test splits; a text never appears twice across all splits. The same config
+for the test split and a tenth for the validation split (which picks the adapter, so it
+must meet unseen phrasings as the test does), and per slot a seeded quarter of the values
+is held out for both; each split draws its phrasings in turn, so every one is used; a text
+never appears twice across all splits. The same config
 and seed give byte-identical files on any machine (string seeds hash with SHA-512, not with
 Python's randomised `hash`).
 """
@@ -45,6 +47,8 @@ INTENTS = (
     "other",
 )
 SPLITS = ("train", "validation", "test")
+# Part of the dataset's cache key: a change to how rows are drawn is a new dataset.
+GENERATOR_VERSION = 2
 _SLOT = re.compile(r"\{(\w+)\}")
 # How many fresh draws a cell may spend looking for texts not produced before.
 _MAX_TRIES_PER_ROW = 50
@@ -86,6 +90,12 @@ def load_bank(language: str) -> Bank:
                 if slot not in bank.slots and slot not in _GENERATED_SLOTS:
                     raise ValueError(f"templates/{language}.yaml: {intent}: unknown slot {{{slot}}} in {p!r}")
     return bank
+
+
+def phrasing_of(template_id: str) -> str:
+    """The hand-written phrasing a generated row was drawn from (`<lang>.<intent>.<index>`)."""
+    language, intent, index = template_id.split(".")
+    return load_bank(language).intents[intent][int(index)]
 
 
 def _order_id(rng: random.Random) -> str:
@@ -180,7 +190,8 @@ def _cell_rows(
     ids = list(range(len(phrasings)))
     rng.shuffle(ids)
     n_test = max(1, len(ids) // 3)
-    split_templates = {"train": ids[n_test:], "validation": ids[n_test:], "test": ids[:n_test]}
+    n_val = max(1, len(ids) // 10)
+    split_templates = {"test": ids[:n_test], "validation": ids[n_test : n_test + n_val], "train": ids[n_test + n_val :]}
 
     slot_rng = random.Random(f"{seed}/{bank.language}/slots")
     seen_slots, held_slots = {}, {}
@@ -190,10 +201,16 @@ def _cell_rows(
 
     for split in SPLITS:
         made = 0
+        # Phrasings taken in turn (a fresh shuffle each round), so a split of n rows uses
+        # min(n, phrasings) distinct ones: the model meets every training phrasing.
+        turn: list[int] = []
         for _ in range(sizes[split] * _MAX_TRIES_PER_ROW):
             if made == sizes[split]:
                 break
-            t = rng.choice(split_templates[split])
+            if not turn:
+                turn = list(split_templates[split])
+                rng.shuffle(turn)
+            t = turn.pop()
             text = _noisy(_fill(phrasings[t], split_slots[split], rng), bank, rng)
             key = text.casefold()
             if key in seen_texts:

@@ -20,8 +20,8 @@ class MeasureConfig:
     # 0 = the whole test split.
     max_eval_samples: int = 0
     # The accuracy pass decodes this many queries at once on runtimes that batch
-    # (transformers); llama.cpp answers one at a time.
-    eval_batch_size: int = 16
+    # (transformers: padded batches; llama.cpp: parallel sequences, as its server's slots).
+    eval_batch_size: int = 32
     # Per-query latency, time to first token and energy come from a batch-1 pass: over the
     # whole test split where the accuracy pass is itself batch 1, else over this many queries.
     latency_samples: int = 100

@@ -233,6 +233,7 @@ def measure(spec: MeasureSpec) -> dict:
             accuracy_pass_s = time.perf_counter() - t0
         batch_peak_rss = batch_rss.peak_mib
 
+    agreement = None if batch == 1 else sum(texts[i] == a.text for i, a in zip(timed, answers)) / len(answers)
     predictions = [parse_answer(text, spec.labels) for text in texts]
     latencies_ms = [a.latency_s * 1000 for a in answers]
     latency_of = dict(zip(timed, latencies_ms))
@@ -246,7 +247,7 @@ def measure(spec: MeasureSpec) -> dict:
     metrics = Metrics(
         accuracy=Accuracy(**classification_metrics(
             [r["intent"] for r in rows], predictions, [r["language"] for r in rows], spec.labels
-        )),
+        ), batch_agreement=agreement),
         latency=Latency(
             latency_p50_ms=percentile(latencies_ms, 50),
             latency_p95_ms=percentile(latencies_ms, 95),

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from harness.errors import ConfigError
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     name: str = "lora"
@@ -24,6 +27,16 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_seq_len: int = 96
+    # Clip the gradients' global norm (0: no clipping).
+    max_grad_norm: float = 1.0
+    # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, a CPU
+    # with AMX or AVX512-BF16), else fp32; fp32 / bf16 force one.
+    precision: str = "auto"
+    # Score the validation split this many times over training (and at the end); the
+    # adapter that scored best is the one kept. 0: no evaluation, the last adapter is kept.
+    evaluations: int = 4
+    # Stop once this many evaluations in a row did not improve on the best (0: never).
+    patience: int = 2
     seed: int = 0
     force: bool = False
 
@@ -33,6 +46,10 @@ class TrainConfig:
         for name in ("r", "alpha", "batch_size", "grad_accum", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision={self.precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
+        if self.max_grad_norm < 0 or self.evaluations < 0 or self.patience < 0:
+            raise ConfigError("train.max_grad_norm, train.evaluations and train.patience must be >= 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("train: set train.epochs > 0 or train.max_steps > 0")
 

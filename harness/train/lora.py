@@ -16,7 +16,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from harness.data.dataset import read_split
 from harness.prompt import answer, render_prompt
@@ -36,22 +36,63 @@ def encode_example(tokenizer, query: str, label: str, system: str, max_len: int)
     return ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
 
-def _batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int, pad_id: int, rng: random.Random):
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, window: int = 32) -> list[list[int]]:
+    """Example indices in batches of similar length, in random order: shuffled, sorted by
+    length within windows of `window` batches, cut, and the batches shuffled. Padding is
+    compute thrown away; this wastes little of it and still mixes the data."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        part = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int):
+    """(ids, labels, attention mask) tensors, right-padded to the longest example."""
     import torch
 
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[i] for i in order[start : start + batch_size]]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (x, y) in enumerate(chunk):
-            ids[row, : len(x)] = torch.tensor(x)
-            labels[row, : len(y)] = torch.tensor(y)
-            mask[row, : len(x)] = 1
-        yield ids, labels, mask
+    width = max(len(ids) for ids, _ in chunk)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for row, (x, y) in enumerate(chunk):
+        ids[row, : len(x)] = torch.tensor(x)
+        labels[row, : len(y)] = torch.tensor(y)
+        mask[row, : len(x)] = 1
+    return ids, labels, mask
+
+
+def answer_match(logits, labels, eos_id: int) -> list[bool]:
+    """Per example: is every answer token the argmax given the gold tokens before it? This is
+    exactly "greedy decoding writes the gold answer", at the cost of one forward pass. The
+    end-of-turn token is left out: decoding stops at the closing brace before it."""
+    predicted = logits[:, :-1].argmax(-1)
+    gold = labels[:, 1:]
+    scored = (gold != IGNORE_INDEX) & (gold != eos_id)
+    return (((predicted == gold) | ~scored).all(dim=1)).tolist()
+
+
+def best_index(accuracies: Sequence[float]) -> int:
+    """The evaluation whose adapter to keep: the best score, the later one on a tie (it has
+    seen more data for the same validation score)."""
+    top = max(accuracies)
+    return max(i for i, a in enumerate(accuracies) if a == top)
+
+
+def resolve_precision(precision: str, device: str, cpu_flags: Sequence[str]) -> str:
+    """fp32 or bf16: `auto` takes bf16 only where the hardware computes it natively (on a CPU
+    without AMX or AVX512-BF16, bf16 is emulated and slower than fp32)."""
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if {"amx_bf16", "avx512_bf16"} & set(cpu_flags) else "fp32"
 
 
 def _trainable_base(base_dir: Path, method: str, device: str):
@@ -72,8 +113,19 @@ def _trainable_base(base_dir: Path, method: str, device: str):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
+def _local_cpu_flags() -> list[str]:
+    from harness.measure.machine import cpu_facts
+
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpu_facts(cpuinfo.read_text())["flags"] if cpuinfo.exists() else []
+
+
 def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
-    """Train a (Q)LoRA adapter and save it (a standard peft directory) with train_log.json."""
+    """Train a (Q)LoRA adapter and save it (a standard peft directory) with train_log.json.
+    With `cfg.evaluations`, the validation split is scored along the way (greedy exact match
+    of the answer, by teacher forcing) and the best-scoring adapter is the one saved."""
+    import contextlib
+
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
@@ -92,48 +144,91 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
             task_type="CAUSAL_LM",
         ),
     )
-    rows = read_split(data_dir, "train")
-    examples = [encode_example(tokenizer, r["text"], r["intent"], system, cfg.max_seq_len) for r in rows]
+    precision = resolve_precision(cfg.precision, device, _local_cpu_flags())
+    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+
+    def encode(split: str) -> list[tuple[list[int], list[int]]]:
+        return [encode_example(tokenizer, r["text"], r["intent"], system, cfg.max_seq_len) for r in read_split(data_dir, split)]
+
+    examples = encode("train")
+    validation = encode("validation") if cfg.evaluations else []
     steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))
+    eval_steps = sorted({max(1, round(total_steps * k / cfg.evaluations)) for k in range(1, cfg.evaluations + 1)}) if validation else []
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = random.Random(cfg.seed)
+    lengths = [len(ids) for ids, _ in examples]
+
+    def score_validation() -> float:
+        model.eval()
+        hits: list[bool] = []
+        with torch.inference_mode(), autocast:
+            for chunk in bucketed_batches([len(x) for x, _ in validation], cfg.batch_size * 2, random.Random(0)):
+                ids, labels, mask = (t.to(device) for t in collate([validation[i] for i in chunk], pad_id))
+                hits += answer_match(model(input_ids=ids, attention_mask=mask).logits, labels, tokenizer.eos_token_id)
+        model.train()
+        return sum(hits) / len(hits)
+
     model.train()
     losses: list[float] = []
+    curve: list[dict] = []
+    best: Optional[dict] = None
     started = time.perf_counter()
     step = 0
-    batches = iter(())
-    with tqdm(total=total_steps, desc=f"fine-tune ({cfg.method})", unit="step") as bar:
+    batches: list[list[int]] = []
+    with tqdm(total=total_steps, desc=f"fine-tune ({cfg.method}, {precision})", unit="step") as bar:
         while step < total_steps:
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for _ in range(cfg.grad_accum):
-                batch = next(batches, None)
-                if batch is None:
-                    batches = _batches(examples, cfg.batch_size, pad_id, rng)
-                    batch = next(batches)
-                ids, labels, mask = (t.to(device) for t in batch)
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
+                if not batches:
+                    batches = bucketed_batches(lengths, cfg.batch_size, rng)
+                ids, labels, mask = (t.to(device) for t in collate([examples[i] for i in batches.pop()], pad_id))
+                with autocast:
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
                 loss.backward()
                 step_loss += loss.item()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1
             losses.append(step_loss)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+            bar.set_postfix(loss=f"{step_loss:.4f}", **({"val": f"{curve[-1]['accuracy']:.3f}"} if curve else {}))
             bar.update()
+            if step in eval_steps:
+                curve.append({"step": step, "accuracy": score_validation()})
+                accuracies = [c["accuracy"] for c in curve]
+                if best_index(accuracies) == len(curve) - 1:
+                    best = {**curve[-1], "weights": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}}
+                elif cfg.patience and len(curve) - 1 - best_index(accuracies) >= cfg.patience:
+                    log.info("validation accuracy below its best for %d evaluations: stopping at step %d", cfg.patience, step)
+                    break
+    train_wall_s = time.perf_counter() - started
+    if best is not None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in best["weights"]:
+                    p.copy_(best["weights"][n])
 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     log_data = {
         "method": cfg.method,
         "device": device,
-        "steps": total_steps,
+        "precision": precision,
+        "steps": step,
+        "planned_steps": total_steps,
         "examples": len(examples),
-        "train_wall_s": time.perf_counter() - started,
+        "train_wall_s": train_wall_s,
+        "s_per_step": train_wall_s / step,
+        "validation": curve,
+        "kept_step": best["step"] if best else step,
+        "validation_accuracy": best["accuracy"] if best else None,
         "loss": losses,
     }
     (out / "train_log.json").write_text(json.dumps(log_data, indent=2))
