@@ -75,7 +75,7 @@ def test_gguf_bits_alone_pick_the_k_quant_mix():
 def test_unknown_language_is_rejected_for_the_synthetic_data_only():
     with pytest.raises(ConfigError, match="the synthetic dataset has no phrasings in xx"):
         compose_job(["+language.codes.xx=Klingon"])
-    own = compose_job(["+language.codes.pl=Polish", "dataset=jsonl", "+dataset.files.train=t.jsonl"])
+    own = compose_job(["+language.codes.pl=Polish", "dataset=jsonl", "dataset.files.train=t.jsonl"])
     assert "pl" in own.language.codes
 
 
@@ -130,3 +130,10 @@ def test_wandb_is_offline_by_default_and_follows_wandb_mode(monkeypatch):
 def test_unknown_wandb_mode_names_the_choices():
     with pytest.raises(ConfigError, match=r"logger.mode='cloud' is unknown; choose offline, online or disabled"):
         compose_job(["logger.mode=cloud"])
+
+
+def test_own_data_files_are_set_as_the_readme_writes_them():
+    job = compose_job(["dataset=csv", "dataset.files.train=data/train.csv", "dataset.files.test=data/test.csv"])
+    assert job.dataset.files == {"train": "data/train.csv", "test": "data/test.csv"}
+    with pytest.raises(ConfigError, match=r"needs dataset.files.train \(a path\); e.g. dataset.files.train=data/train.csv"):
+        compose_job(["dataset=csv"])

@@ -103,3 +103,21 @@ def test_stratified_cut_keeps_every_label_and_is_seeded():
     kept, cut = stratified_cut(rows, 0.2, seed=1, split="test")
     assert {r["intent"] for r in cut} == {"a", "b"} and len(cut) == 4 and len(kept) == 16
     assert stratified_cut(rows, 0.2, seed=1, split="test") == (kept, cut)
+
+
+def test_csv_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; it must not become part of the first header."""
+    path = tmp_path / "excel.csv"
+    path.write_text("text,intent\n" + "".join(f"q{i} {l},{l}\n" for l in ("a", "b") for i in range(6)), encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    spec = DatasetConfig(kind="csv", files={"train": str(path)}, language_column=None)
+    d = build_dataset(spec, ["en"], tmp_path / "cache")
+    assert {r["intent"] for r in read_split(d, "train")} == {"a", "b"}
+
+
+def test_a_column_name_with_an_invisible_character_is_shown_as_it_is(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("text\u00a0,intent\nhello,a\n", encoding="utf-8")
+    spec = DatasetConfig(kind="csv", files={"train": str(path)}, language_column=None)
+    with pytest.raises(DataError, match=r"no column 'text' \(it has: 'text\\xa0', 'intent'\)"):
+        load_external(spec, ["en"])

@@ -37,7 +37,7 @@ class DatasetConfig:
     validation_per_cell: int = 4
     test_per_cell: int = 20
     # jsonl / csv: split name -> file path; at least `train`.
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Optional[str]] = field(default_factory=dict)
     # hf: dataset id (and config name); split names are the dataset's own.
     hf_name: Optional[str] = None
     hf_config: Optional[str] = None
@@ -59,11 +59,13 @@ class DatasetConfig:
             for split in SPLIT_NAMES:
                 if getattr(self, f"{split}_per_cell") < 1:
                     raise ConfigError(f"dataset.{split}_per_cell must be >= 1")
+        # The csv / jsonl presets list every split as null, so `dataset.files.test=...` needs no `+`.
+        self.files = {split: path for split, path in self.files.items() if path}
         if self.kind in ("jsonl", "csv"):
             if "train" not in self.files:
                 raise ConfigError(
                     f"dataset.kind={self.kind} needs dataset.files.train (a path); "
-                    f"e.g. +dataset.files.train=data/train.{self.kind}"
+                    f"e.g. dataset.files.train=data/train.{self.kind}"
                 )
             unknown = sorted(set(self.files) - set(SPLIT_NAMES))
             if unknown:

@@ -24,8 +24,10 @@ class DataError(ValueError):
     """A dataset problem; the message names the file, the row and the fix."""
 
 
+# utf-8-sig: files saved by Excel and Notepad start with a byte-order mark, which plain utf-8
+# would glue to the first column's name.
 def _jsonl_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -39,7 +41,7 @@ def _jsonl_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 
 
 def _csv_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         # Row 1 is the header, so data rows are numbered as a spreadsheet shows them.
         for number, obj in enumerate(csv.DictReader(f), start=2):
             yield number, obj
@@ -52,7 +54,8 @@ def _normalise(
     for column, option in ((spec.text_column, "text_column"), (spec.label_column, "label_column")):
         if column not in obj:
             raise DataError(
-                f"{where}: no column {column!r} (it has: {', '.join(map(str, obj))}); "
+                # repr: an invisible character in a header (a BOM, a space) shows
+                f"{where}: no column {column!r} (it has: {', '.join(repr(str(c)) for c in obj)}); "
                 f"set dataset.{option} to the right column name"
             )
     text = str(obj[spec.text_column] or "").strip()
