@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from harness.measure.machine import cpu_facts, gpu_facts
+from harness.measure.machine import gpu_facts, local_cpu_facts
 
 # What every job runs on (training, the tokenizer, the config); each format adds its own.
 PACKAGES = ("torch", "transformers", "peft", "hydra-core")
@@ -26,9 +26,8 @@ def _version(name: str):
 
 
 def _cpu() -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
     return {
-        **cpu_facts(cpuinfo.read_text() if cpuinfo.is_file() else ""),
+        **local_cpu_facts(),
         "logical_cores": psutil.cpu_count(logical=True),
         "physical_cores": psutil.cpu_count(logical=False),
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),

@@ -29,6 +29,12 @@ def cpu_facts(cpuinfo: str) -> dict[str, Any]:
     return {"model": model, "flags": flags}
 
 
+def local_cpu_facts() -> dict[str, Any]:
+    """`cpu_facts` of the machine this process runs on (empty where there is no /proc/cpuinfo)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpu_facts(cpuinfo.read_text() if cpuinfo.is_file() else "")
+
+
 def visible_device(cuda_visible_devices: Optional[str]) -> tuple[str, Any]:
     """The GPU a CUDA process's device 0 is, as NVML can find it: ("uuid", "GPU-...") or
     ("index", n). CUDA numbers only the devices CUDA_VISIBLE_DEVICES lists, NVML numbers all."""
@@ -70,10 +76,9 @@ def machine_identity(device: str) -> dict[str, Any]:
     """What decides a measurement's figures on this machine, for the record and its key."""
     import psutil
 
-    cpuinfo = Path("/proc/cpuinfo")
     gpu = gpu_facts() if device == "cuda" else None
     return {
-        "cpu": cpu_facts(cpuinfo.read_text() if cpuinfo.is_file() else ""),
+        "cpu": local_cpu_facts(),
         "logical_cores": psutil.cpu_count(logical=True),
         "ram_gib": round(psutil.virtual_memory().total / 2**30),
         # the UUID names one card: two cards of a model share figures

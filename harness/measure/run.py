@@ -27,7 +27,7 @@ from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_interval, median_std, percentile
 from harness.prompt import parse_answer
 from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
-from harness.runtimes import BatchingRuntime, Runtime
+from harness.runtimes import BatchingRuntime, Runtime, answer_ends
 
 # A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
 _FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
@@ -73,7 +73,7 @@ def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int) -> An
     produced: list[int] = []
     while True:
         produced.append(token)
-        if token in rt.eos_ids or len(produced) >= max_new_tokens or STOP in rt.detokenize([token]):
+        if answer_ends(rt, token, len(produced), max_new_tokens, STOP):
             break
         token = rt.step(token)
     latency = time.perf_counter() - t0

@@ -8,6 +8,12 @@ from __future__ import annotations
 from typing import Optional, Protocol, runtime_checkable
 
 
+def answer_ends(rt: "Runtime", token: int, produced: int, max_new_tokens: int, stop: str) -> bool:
+    """Where greedy decoding of an answer stops, one rule for every pass and runtime: end of
+    turn, `max_new_tokens` tokens produced, or a token whose text holds `stop`."""
+    return token in rt.eos_ids or produced >= max_new_tokens or stop in rt.detokenize([token])
+
+
 class Runtime(Protocol):
     name: str
     version: str

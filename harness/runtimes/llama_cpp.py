@@ -8,6 +8,7 @@ from typing import Optional
 
 from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
+from harness.runtimes import answer_ends
 
 N_CTX = 512
 
@@ -146,16 +147,19 @@ class LlamaCppRuntime:
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(ids).decode(errors="replace")
 
-    def start(self, prompt_ids: list[int]) -> int:
-        self.llm.reset()
-        self.llm.eval(prompt_ids)
+    def _greedy(self) -> int:
         # Llama.eval no longer copies logits into `scores` unless logits_all=True (which
         # would compute them for every prompt token); read the last row from the context.
         return int(logits_row(self.llm.ctx, -1, self.n_vocab).argmax())
 
+    def start(self, prompt_ids: list[int]) -> int:
+        self.llm.reset()
+        self.llm.eval(prompt_ids)
+        return self._greedy()
+
     def step(self, token: int) -> int:
         self.llm.eval([token])
-        return int(logits_row(self.llm.ctx, -1, self.n_vocab).argmax())
+        return self._greedy()
 
     def _sequences(self, n_seq: int, n_ctx: int) -> ParallelSequences:
         """The parallel context, (re)made when a call needs more sequences or room."""
@@ -195,7 +199,7 @@ class LlamaCppRuntime:
             going = {}
             for s, token in nxt.items():
                 produced[s].append(token)
-                if not (token in self.eos_ids or len(produced[s]) >= max_new_tokens or stop in self.detokenize([token])):
+                if not answer_ends(self, token, len(produced[s]), max_new_tokens, stop):
                     going[s] = token
             nxt = p.feed([(s, [t]) for s, t in going.items()]) if going else {}
         return [[t for t in row if t not in self.eos_ids] for row in produced]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from harness.data.dataset import read_split
+from harness.measure.machine import local_cpu_facts
 from harness.prompt import answer, render_prompt
 from harness.train.config import TrainConfig
 
@@ -113,13 +114,6 @@ def _trainable_base(base_dir: Path, method: str, device: str):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def _local_cpu_flags() -> list[str]:
-    from harness.measure.machine import cpu_facts
-
-    cpuinfo = Path("/proc/cpuinfo")
-    return cpu_facts(cpuinfo.read_text())["flags"] if cpuinfo.exists() else []
-
-
 def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
     """Train a (Q)LoRA adapter and save it (a standard peft directory) with train_log.json.
     With `cfg.evaluations`, the validation split is scored along the way (greedy exact match
@@ -144,7 +138,7 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
             task_type="CAUSAL_LM",
         ),
     )
-    precision = resolve_precision(cfg.precision, device, _local_cpu_flags())
+    precision = resolve_precision(cfg.precision, device, local_cpu_facts()["flags"])
     autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
 
@@ -176,7 +170,7 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
     model.train()
     losses: list[float] = []
     curve: list[dict] = []
-    best: Optional[dict] = None
+    best_weights: Optional[dict] = None
     started = time.perf_counter()
     step = 0
     batches: list[list[int]] = []
@@ -202,18 +196,19 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
             bar.update()
             if step in eval_steps:
                 curve.append({"step": step, "accuracy": score_validation()})
-                accuracies = [c["accuracy"] for c in curve]
-                if best_index(accuracies) == len(curve) - 1:
-                    best = {**curve[-1], "weights": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}}
-                elif cfg.patience and len(curve) - 1 - best_index(accuracies) >= cfg.patience:
+                since_best = len(curve) - 1 - best_index([c["accuracy"] for c in curve])
+                if since_best == 0:
+                    best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                elif cfg.patience and since_best >= cfg.patience:
                     log.info("validation accuracy below its best for %d evaluations: stopping at step %d", cfg.patience, step)
                     break
     train_wall_s = time.perf_counter() - started
-    if best is not None:
+    kept = curve[best_index([c["accuracy"] for c in curve])] if curve else None
+    if best_weights is not None:
         with torch.no_grad():
             for n, p in model.named_parameters():
-                if n in best["weights"]:
-                    p.copy_(best["weights"][n])
+                if n in best_weights:
+                    p.copy_(best_weights[n])
 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -227,8 +222,8 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
         "train_wall_s": train_wall_s,
         "s_per_step": train_wall_s / step,
         "validation": curve,
-        "kept_step": best["step"] if best else step,
-        "validation_accuracy": best["accuracy"] if best else None,
+        "kept_step": kept["step"] if kept else step,
+        "validation_accuracy": kept["accuracy"] if kept else None,
         "loss": losses,
     }
     (out / "train_log.json").write_text(json.dumps(log_data, indent=2))
