@@ -81,6 +81,12 @@ class JobConfig:
                 f"model={self.model.name} is a hosted model, measured as served: train={self.train.name} does not apply "
                 "to it; drop the train override for this model (sweep hosted and local models separately)"
             )
+        if hosted and self.measure.decoding != "free":
+            raise ConfigError(
+                f"measure.decoding={self.measure.decoding} restricts the tokens a local runtime picks; a hosted model "
+                "writes its answer itself: use measure.decoding=free, with the label list in its prompt and "
+                "model.api.few_shot=k worked examples"
+            )
         if self.dataset.kind == "synthetic":
             from harness.data.synthetic import KNOWN_LANGUAGES
 

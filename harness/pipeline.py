@@ -34,6 +34,9 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     started = datetime.now(timezone.utc)
     target = target_for(job)
     target.preflight()
+    if job.train.method == "none" and job.measure.decoding == "free" and job.model.source != "api":
+        log.warning("train=none: the base model was never taught the answer format, so free answers are mostly "
+                    "invalid; measure.decoding=labels gives the zero-shot baseline (greedy within the label set)")
     cache = Path(job.paths.cache_dir).resolve()
     data_dir = build_dataset(job.dataset, sorted(job.language.codes), cache)
     labels = read_labels(data_dir)

@@ -214,6 +214,8 @@ class JobInfo:
     gguf_type: Optional[str]
     hardware: Optional[str]
     train: Optional[str]
+    # How answers were decoded: free, or within the label set (measure.decoding).
+    decoding: Optional[str]
     languages: list[str]
 
     @classmethod
@@ -228,6 +230,7 @@ class JobInfo:
             gguf_type=quant.get("gguf_type"),
             hardware=(resolved.get("hardware") or {}).get("name"),
             train=(resolved.get("train") or {}).get("name"),
+            decoding=(resolved.get("measure") or {}).get("decoding"),
             languages=sorted((resolved.get("language") or {}).get("codes") or {}),
         )
 

@@ -137,3 +137,10 @@ def test_own_data_files_are_set_as_the_readme_writes_them():
     assert job.dataset.files == {"train": "data/train.csv", "test": "data/test.csv"}
     with pytest.raises(ConfigError, match=r"needs dataset.files.train \(a path\); e.g. dataset.files.train=data/train.csv"):
         compose_job(["dataset=csv"])
+
+
+def test_a_hosted_model_cannot_be_constrained_to_the_labels():
+    with pytest.raises(ConfigError, match="measure.decoding=free"):
+        compose_job(["model=local_server", "quant=hosted", "train=none", "measure.decoding=labels"])
+    with pytest.raises(ConfigError, match="measure.decoding='grammar' is unknown"):
+        compose_job(["measure.decoding=grammar"])

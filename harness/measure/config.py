@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
 
+DECODINGS = ("free", "labels")
+
 
 @dataclass
 class MeasureConfig:
@@ -15,6 +17,10 @@ class MeasureConfig:
     warmup: int = 1
     min_reps: int = 3
     min_seconds: float = 2.0
+    # free: greedy decoding, the model writes what it likes (and may write no valid answer);
+    # labels: greedy within the label set's answers (a token trie, as a grammar would), the
+    # fair way to ask a zero-shot model that was never taught the answer format.
+    decoding: str = "free"
     # Longest answer the evaluator lets the model write; {"intent": "..."} fits well within.
     max_new_tokens: int = 16
     # 0 = the whole test split.
@@ -32,6 +38,8 @@ class MeasureConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
 
     def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"measure.decoding={self.decoding!r} is unknown; choose one of: {', '.join(DECODINGS)}")
         for name in ("prompt_tokens", "gen_tokens", "min_reps", "max_new_tokens", "eval_batch_size", "latency_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"measure.{name} must be >= 1")

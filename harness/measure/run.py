@@ -25,9 +25,10 @@ from harness.measure.config import MeasureConfig
 from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_interval, median_std, percentile
-from harness.prompt import parse_answer
+from harness.prompt import answer, parse_answer
 from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
 from harness.runtimes import BatchingRuntime, Runtime, answer_ends
+from harness.runtimes.constrain import AnswerTrie
 
 # A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
 _FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
@@ -65,23 +66,30 @@ class Answer:
 STOP = "}"
 
 
-def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int) -> Answer:
-    """Greedy decoding until end of turn, a closed JSON object, or max_new_tokens."""
+def label_trie(rt: Runtime, labels: list[str]) -> AnswerTrie:
+    """The answers `measure.decoding=labels` allows, in the runtime's own tokens."""
+    return AnswerTrie([rt.tokenize(answer(label)) for label in labels], rt.eos_ids)
+
+
+def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int, trie: Optional[AnswerTrie] = None) -> Answer:
+    """Greedy decoding until end of turn, a closed JSON object, or max_new_tokens; within
+    the trie's answers when one is given."""
     t0 = time.perf_counter()
-    token = rt.start(prompt_ids)
+    token = rt.start(prompt_ids, trie.allowed([]) if trie else None)
     ttft = time.perf_counter() - t0
     produced: list[int] = []
     while True:
         produced.append(token)
         if answer_ends(rt, token, len(produced), max_new_tokens, STOP):
             break
-        token = rt.step(token)
+        token = rt.step(token, trie.allowed(produced) if trie else None)
     latency = time.perf_counter() - t0
     text_ids = [t for t in produced if t not in rt.eos_ids]
     return Answer(rt.detokenize(text_ids), len(prompt_ids), len(produced), ttft, latency)
 
 
-def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: int, max_new_tokens: int) -> list[str]:
+def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: int, max_new_tokens: int,
+                    trie: Optional[AnswerTrie] = None) -> list[str]:
     """Answers to every prompt, `batch_size` at a time; prompts of similar length share a
     batch (less padding), answers come back in the prompts' order."""
     from tqdm.auto import tqdm
@@ -91,7 +99,7 @@ def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: i
     with tqdm(total=len(prompts), desc=f"evaluate ({rt.name}, batch {batch_size})", unit="query") as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i, ids in zip(chunk, rt.generate_batch([prompts[i] for i in chunk], max_new_tokens, STOP)):
+            for i, ids in zip(chunk, rt.generate_batch([prompts[i] for i in chunk], max_new_tokens, STOP, trie)):
                 texts[i] = rt.detokenize(ids)
             bar.update(len(chunk))
     return texts
@@ -206,7 +214,8 @@ def measure(spec: MeasureSpec) -> dict:
         load_s = time.perf_counter() - t0
         prompts = [rt.tokenize(text) for text in spec.prompts]
         max_new = spec.measure.max_new_tokens
-        greedy_answer(rt, prompts[0], max_new)  # warm-up
+        trie = label_trie(rt, spec.labels) if spec.measure.decoding == "labels" else None
+        greedy_answer(rt, prompts[0], max_new, trie)  # warm-up
         batch = spec.measure.eval_batch_size if isinstance(rt, BatchingRuntime) else 1
         everyone = list(range(len(prompts)))
         timed = everyone if batch == 1 else spread(everyone, spec.measure.latency_samples)
@@ -215,7 +224,7 @@ def measure(spec: MeasureSpec) -> dict:
         cpu_before = process.cpu_times()
         with EnergyMeter(spec.hardware.device) as energy:
             for i in tqdm(timed, desc=f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)", unit="query"):
-                answers.append(greedy_answer(rt, prompts[i], max_new))
+                answers.append(greedy_answer(rt, prompts[i], max_new, trie))
         cpu_after = process.cpu_times()
         batch1_s = sum(a.latency_s for a in answers)
         eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
@@ -229,7 +238,7 @@ def measure(spec: MeasureSpec) -> dict:
     else:
         with PeakRSSSampler() as batch_rss:
             t0 = time.perf_counter()
-            texts = batched_answers(rt, prompts, batch, max_new)
+            texts = batched_answers(rt, prompts, batch, max_new, trie)
             accuracy_pass_s = time.perf_counter() - t0
         batch_peak_rss = batch_rss.peak_mib
 

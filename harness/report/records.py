@@ -11,7 +11,7 @@ from harness.record import COLUMNS, FAILED, OK
 from harness.store import read_json
 
 RECORD = "record.json"
-JOB_KEYS = ("model", "quant", "train", "hardware", "languages")
+JOB_KEYS = ("model", "quant", "train", "decoding", "hardware", "languages")
 
 
 def read_sweep_records(sweep_dir: Path) -> list[dict]:

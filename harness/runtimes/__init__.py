@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Optional, Protocol, runtime_checkable
 
+from harness.runtimes.constrain import AnswerTrie
+
 
 def answer_ends(rt: "Runtime", token: int, produced: int, max_new_tokens: int, stop: str) -> bool:
     """Where greedy decoding of an answer stops, one rule for every pass and runtime: end of
@@ -27,11 +29,12 @@ class Runtime(Protocol):
 
     def detokenize(self, ids: list[int]) -> str: ...
 
-    def start(self, prompt_ids: list[int]) -> int:
-        """Forget any previous sequence, prefill `prompt_ids`, return the greedy next token."""
+    def start(self, prompt_ids: list[int], allowed: Optional[frozenset[int]] = None) -> int:
+        """Forget any previous sequence, prefill `prompt_ids`, return the greedy next token
+        (among `allowed`, when given)."""
 
-    def step(self, token: int) -> int:
-        """Append one token, return the greedy next token."""
+    def step(self, token: int, allowed: Optional[frozenset[int]] = None) -> int:
+        """Append one token, return the greedy next token (among `allowed`, when given)."""
 
 
 @runtime_checkable
@@ -45,6 +48,8 @@ class BatchingRuntime(Runtime, Protocol):
     def step_batch(self, tokens: list[int]) -> list[int]:
         """Append one token to each sequence; the greedy next token of each."""
 
-    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str) -> list[list[int]]:
+    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
+                       trie: Optional[AnswerTrie] = None) -> list[list[int]]:
         """Greedy answers (token ids, end of turn left out) to prompts of any lengths, decoded
-        together; a row stops at end of turn, at `max_new_tokens`, or once its text holds `stop`."""
+        together; a row stops at end of turn, at `max_new_tokens`, or once its text holds `stop`.
+        With `trie`, each row's answer is restricted to the trie's answers."""

@@ -9,6 +9,7 @@ from typing import Optional
 from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
 from harness.runtimes import answer_ends
+from harness.runtimes.constrain import AnswerTrie, pick
 
 N_CTX = 512
 
@@ -147,19 +148,19 @@ class LlamaCppRuntime:
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(ids).decode(errors="replace")
 
-    def _greedy(self) -> int:
+    def _greedy(self, allowed: Optional[frozenset[int]]) -> int:
         # Llama.eval no longer copies logits into `scores` unless logits_all=True (which
         # would compute them for every prompt token); read the last row from the context.
-        return int(logits_row(self.llm.ctx, -1, self.n_vocab).argmax())
+        return pick(logits_row(self.llm.ctx, -1, self.n_vocab), allowed)
 
-    def start(self, prompt_ids: list[int]) -> int:
+    def start(self, prompt_ids: list[int], allowed: Optional[frozenset[int]] = None) -> int:
         self.llm.reset()
         self.llm.eval(prompt_ids)
-        return self._greedy()
+        return self._greedy(allowed)
 
-    def step(self, token: int) -> int:
+    def step(self, token: int, allowed: Optional[frozenset[int]] = None) -> int:
         self.llm.eval([token])
-        return self._greedy()
+        return self._greedy(allowed)
 
     def _sequences(self, n_seq: int, n_ctx: int) -> ParallelSequences:
         """The parallel context, (re)made when a call needs more sequences or room."""
@@ -181,11 +182,13 @@ class LlamaCppRuntime:
         nxt = self.parallel.feed([(s, [t]) for s, t in enumerate(tokens)])
         return [nxt[s] for s in range(len(tokens))]
 
-    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str) -> list[list[int]]:
+    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
+                       trie: Optional[AnswerTrie] = None) -> list[list[int]]:
         """Greedy answers, decoded together; a sequence leaves the batch when it ends (end of
-        turn, `max_new_tokens`, or a token holding `stop`, as the batch-1 pass decides). The
-        prompts' shared prefix (system prompt, chat markup) is evaluated once and copied to
-        every sequence: right for an accuracy pass, never used for latency or speed."""
+        turn, `max_new_tokens`, or a token holding `stop`, as the batch-1 pass decides), and
+        keeps to the trie's answers when one is given. The prompts' shared prefix (system
+        prompt, chat markup) is evaluated once and copied to every sequence: right for an
+        accuracy pass, never used for latency or speed."""
         n = len(prompt_ids)
         shared = min(common_prefix(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
         p = self._sequences(n, sum(len(ids) for ids in prompt_ids) + n * max_new_tokens)
@@ -193,13 +196,18 @@ class LlamaCppRuntime:
         if shared:
             p.feed([(0, prompt_ids[0][:shared])], logits=False)
             p.share(0, list(range(1, n)))
-        nxt = p.feed([(s, ids[shared:]) for s, ids in enumerate(prompt_ids)])
         produced: list[list[int]] = [[] for _ in prompt_ids]
+
+        def advance(items: list[tuple[int, list[int]]]) -> dict[int, int]:
+            rows = p.feed_logits(items)
+            return {s: pick(row, trie.allowed(produced[s]) if trie else None) for s, row in rows.items()}
+
+        nxt = advance([(s, ids[shared:]) for s, ids in enumerate(prompt_ids)])
         while nxt:
             going = {}
             for s, token in nxt.items():
                 produced[s].append(token)
                 if not answer_ends(self, token, len(produced[s]), max_new_tokens, stop):
                     going[s] = token
-            nxt = p.feed([(s, [t]) for s, t in going.items()]) if going else {}
+            nxt = advance([(s, [t]) for s, t in going.items()]) if going else {}
         return [[t for t in row if t not in self.eos_ids] for row in produced]

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
+from harness.runtimes.constrain import AnswerTrie, pick
 
 
 class TransformersRuntime:
@@ -44,7 +45,7 @@ class TransformersRuntime:
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _forward(self, rows: list[list[int]]) -> list[int]:
+    def _forward(self, rows: list[list[int]], allowed: Optional[frozenset[int]] = None) -> list[int]:
         with self.torch.inference_mode():
             out = self.model(
                 input_ids=self.torch.tensor(rows, device=self.device),
@@ -52,13 +53,14 @@ class TransformersRuntime:
                 use_cache=True,
             )
         self.past = out.past_key_values
-        return out.logits[:, -1].argmax(dim=-1).tolist()
+        return [pick(row, allowed) for row in out.logits[:, -1]]
 
-    def start(self, prompt_ids: list[int]) -> int:
-        return self.start_batch([prompt_ids])[0]
+    def start(self, prompt_ids: list[int], allowed: Optional[frozenset[int]] = None) -> int:
+        self.past = None
+        return self._forward([prompt_ids], allowed)[0]
 
-    def step(self, token: int) -> int:
-        return self.step_batch([token])[0]
+    def step(self, token: int, allowed: Optional[frozenset[int]] = None) -> int:
+        return self._forward([[token]], allowed)[0]
 
     def start_batch(self, prompt_ids: list[list[int]]) -> list[int]:
         self.past = None
@@ -67,10 +69,12 @@ class TransformersRuntime:
     def step_batch(self, tokens: list[int]) -> list[int]:
         return self._forward([[t] for t in tokens])
 
-    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str) -> list[list[int]]:
+    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
+                       trie: Optional[AnswerTrie] = None) -> list[list[int]]:
         """Greedy answers to prompts of any lengths at once, through `generate` (left padding,
         so every row's answer starts at the same step); each row stops at end of turn or once
-        its text holds `stop`."""
+        its text holds `stop`. A trie restricts answers through `prefix_allowed_tokens_fn`,
+        transformers' own hook for constrained decoding."""
         torch = self.torch
         width = max(len(ids) for ids in prompt_ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
@@ -79,12 +83,19 @@ class TransformersRuntime:
         for row, prompt in enumerate(prompt_ids):
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
+        constrain = {}
+        if trie is not None:
+            def allowed_tokens(_, row):
+                # A finished row is padded whatever is allowed; any answer token will do.
+                return sorted(trie.allowed(row[width:].tolist()) or trie.end_ids)
+
+            constrain = {"prefix_allowed_tokens_fn": allowed_tokens}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
                 max_new_tokens=max_new_tokens, eos_token_id=sorted(self.eos_ids), pad_token_id=pad,
                 stop_strings=[stop], tokenizer=self.tokenizer,
                 # greedy: the checkpoint's sampling defaults (temperature, top_p) do not apply
-                temperature=None, top_p=None, top_k=None,
+                temperature=None, top_p=None, top_k=None, **constrain,
             )
         return [[t for t in row if t != pad and t not in self.eos_ids] for row in out[:, width:].tolist()]
