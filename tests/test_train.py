@@ -124,3 +124,33 @@ def best_index_of(log: dict) -> int:
     from harness.train.lora import best_index
 
     return best_index([c["accuracy"] for c in log["validation"]])
+
+
+def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smollm2_tokenizer, tmp_path):
+    """The training batch: left-padded, position ids from each example's first token, logits
+    only for the answer window. Its loss is the token-weighted mean of each example's loss
+    computed alone by transformers (no padding, full logits); its exact-match verdicts are
+    those of each example alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.train.lora import answer_logits, answer_loss, answer_match, answer_window, collate
+
+    from .conftest import save_tiny_llama
+
+    model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2))
+    examples = [encode_example(smollm2_tokenizer, q, label, "Classify.", max_len=96) for q, label in
+                [("hi", "other"), ("where is my order #123456 it is late", "order_status"), ("refund?", "refund_status")]]
+    assert len({len(ids) for ids, _ in examples}) == 3
+    eos = smollm2_tokenizer.eos_token_id
+    with torch.no_grad():
+        ids, labels, mask, positions = collate(examples, smollm2_tokenizer.pad_token_id)
+        window = answer_window(labels)
+        assert window < ids.shape[1] / 2  # the point: most positions need no logits
+        logits = answer_logits(model, ids, mask, positions, window)
+        alone = [model(input_ids=torch.tensor([x]), labels=torch.tensor([y])) for x, y in examples]
+    counts = [sum(t != IGNORE_INDEX for t in y) for _, y in examples]
+    expected = sum(out.loss * n for out, n in zip(alone, counts)) / sum(counts)
+    assert torch.allclose(answer_loss(logits, labels), expected, rtol=1e-4)
+    verdicts = [answer_match(out.logits, torch.tensor([y]), eos)[0] for out, (_, y) in zip(alone, examples)]
+    assert answer_match(logits, labels, eos) == verdicts

@@ -53,7 +53,9 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random
 
 
 def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int):
-    """(ids, labels, attention mask) tensors, right-padded to the longest example."""
+    """(ids, labels, attention mask, position ids) tensors, left-padded to the longest example,
+    so that every answer ends at the last position and the logits worth computing are a
+    window at the end (see `answer_window`)."""
     import torch
 
     width = max(len(ids) for ids, _ in chunk)
@@ -61,18 +63,43 @@ def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int):
     labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(chunk), width), dtype=torch.long)
     for row, (x, y) in enumerate(chunk):
-        ids[row, : len(x)] = torch.tensor(x)
-        labels[row, : len(y)] = torch.tensor(y)
-        mask[row, : len(x)] = 1
-    return ids, labels, mask
+        ids[row, width - len(x) :] = torch.tensor(x)
+        labels[row, width - len(y) :] = torch.tensor(y)
+        mask[row, width - len(x) :] = 1
+    # Positions count from each example's first real token, as if it were alone.
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return ids, labels, mask, positions
+
+
+def answer_window(labels) -> int:
+    """How many positions at the end of a left-padded batch hold every logit the loss needs:
+    the longest answer, plus the prompt's last token (which predicts the answer's first)."""
+    return int((labels != IGNORE_INDEX).sum(dim=1).max()) + 1
+
+
+def answer_logits(model, ids, mask, positions, window: int):
+    """The logits of the last `window` positions only. The output layer (vocabulary x
+    hidden, a fifth of a small model's weights) then runs on the answer, not on every
+    prompt token, in the forward and the backward pass."""
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=window).logits
+
+
+def answer_loss(logits, labels):
+    """Mean cross-entropy over the answer tokens of a window of logits (`answer_logits`) and
+    the batch's labels: each position predicts the next token."""
+    import torch.nn.functional as F
+
+    gold = labels[:, -logits.shape[1] :][:, 1:]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), gold.flatten(), ignore_index=IGNORE_INDEX)
 
 
 def answer_match(logits, labels, eos_id: int) -> list[bool]:
     """Per example: is every answer token the argmax given the gold tokens before it? This is
     exactly "greedy decoding writes the gold answer", at the cost of one forward pass. The
-    end-of-turn token is left out: decoding stops at the closing brace before it."""
+    end-of-turn token is left out: decoding stops at the closing brace before it. `logits`
+    may be a window at the end (`answer_logits`)."""
     predicted = logits[:, :-1].argmax(-1)
-    gold = labels[:, 1:]
+    gold = labels[:, -logits.shape[1] :][:, 1:]
     scored = (gold != IGNORE_INDEX) & (gold != eos_id)
     return (((predicted == gold) | ~scored).all(dim=1)).tolist()
 
@@ -162,8 +189,9 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
         hits: list[bool] = []
         with torch.inference_mode(), autocast:
             for chunk in bucketed_batches([len(x) for x, _ in validation], cfg.batch_size * 2, random.Random(0)):
-                ids, labels, mask = (t.to(device) for t in collate([validation[i] for i in chunk], pad_id))
-                hits += answer_match(model(input_ids=ids, attention_mask=mask).logits, labels, tokenizer.eos_token_id)
+                ids, labels, mask, positions = (t.to(device) for t in collate([validation[i] for i in chunk], pad_id))
+                logits = answer_logits(model, ids, mask, positions, answer_window(labels))
+                hits += answer_match(logits, labels, tokenizer.eos_token_id)
         model.train()
         return sum(hits) / len(hits)
 
@@ -181,9 +209,10 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
             for _ in range(cfg.grad_accum):
                 if not batches:
                     batches = bucketed_batches(lengths, cfg.batch_size, rng)
-                ids, labels, mask = (t.to(device) for t in collate([examples[i] for i in batches.pop()], pad_id))
+                ids, labels, mask, positions = (t.to(device) for t in collate([examples[i] for i in batches.pop()], pad_id))
                 with autocast:
-                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
+                    logits = answer_logits(model, ids, mask, positions, answer_window(labels))
+                    loss = answer_loss(logits, labels) / cfg.grad_accum
                 loss.backward()
                 step_loss += loss.item()
             if cfg.max_grad_norm:
