@@ -81,6 +81,22 @@ class JobConfig:
                 f"model={self.model.name} is a hosted model, measured as served: train={self.train.name} does not apply "
                 "to it; drop the train override for this model (sweep hosted and local models separately)"
             )
+        as_given = self.quant.AS_GIVEN
+        if as_given and self.model.source not in ("gguf", "local"):
+            raise ConfigError(
+                f"quant=as_is measures a model file as it is: it needs model.source=gguf (model.path=FILE.gguf) or "
+                f"model.source=local (model.path=DIR), not model.source={self.model.source}"
+            )
+        if self.model.source == "gguf" and not as_given:
+            raise ConfigError(
+                f"model.source=gguf is measured as it is: use quant=as_is (not quant={self.quant.name}); a GGUF is "
+                "not fine-tuned or requantized here"
+            )
+        if as_given and self.train.method != "none":
+            raise ConfigError(
+                f"quant=as_is measures the file as given, so train={self.train.name} does not apply: add train=none "
+                "(to fine-tune, start from a full-precision checkpoint with model.source=local and another quant)"
+            )
         if hosted and self.measure.decoding != "free":
             raise ConfigError(
                 f"measure.decoding={self.measure.decoding} restricts the tokens a local runtime picks; a hosted model "

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 class ModelConfig:
     """The base model. `source=embedded` loads a GGUF shipped inside a Python package;
     `source=hf` loads a Hugging Face id (needs network or a warm HF cache); `source=local`
-    a Hugging Face checkpoint directory on disk."""
+    a Hugging Face checkpoint directory on disk; `source=gguf` a GGUF file on disk, measured
+    as it is (`quant=as_is`)."""
 
     name: str = MISSING
     source: str = "embedded"
@@ -37,6 +38,12 @@ class ModelConfig:
     package: Optional[str] = None
     gguf_file: Optional[str] = None
     path: Optional[str] = None
+    # source=gguf: a tokenizer (directory or hub id) whose chat template renders the prompts;
+    # None: the template in the GGUF's own metadata.
+    tokenizer: Optional[str] = None
+    # Name the labels in the system prompt. None: only for a model not fine-tuned here
+    # (train=none); set false for a file fine-tuned on this task (e.g. one this harness built).
+    list_labels: Optional[bool] = None
     # A short system prompt; the chat template's own default can be longer than the query.
     system_prompt: str = "Classify the e-commerce query. Answer with JSON."
     # source=api: the endpoint that serves the model.
@@ -58,12 +65,15 @@ class ModelConfig:
         elif self.source == "local":
             if not self.path:
                 raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
+        elif self.source == "gguf":
+            if not self.path:
+                raise ConfigError(f"model={self.name}: source=gguf needs model.path (a .gguf file)")
         elif self.source == "api":
             if self.api is None:
                 raise ConfigError(f"model={self.name}: source=api needs model.api (base_url, model_name, ...)")
         else:
             raise ConfigError(
-                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, api"
+                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, gguf, api"
             )
 
 

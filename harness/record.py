@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Optional
 
 TERMINAL, REPORT = "terminal", "report"
@@ -222,8 +223,10 @@ class JobInfo:
     def from_config(cls, resolved: dict[str, Any]) -> "JobInfo":
         """From a resolved job config (plain dicts), valid or not: a field it lacks is None."""
         quant = resolved.get("quant") or {}
+        model = resolved.get("model") or {}
         return cls(
-            model=(resolved.get("model") or {}).get("name"),
+            # a GGUF given as a file is named for the file, so a sweep over files tells them apart
+            model=Path(model["path"]).stem if model.get("source") == "gguf" and model.get("path") else model.get("name"),
             quant=quant.get("name"),
             format=quant.get("format"),
             bits=quant.get("bits"),

@@ -54,7 +54,29 @@ class Target(Protocol):
 
 
 def target_for(job: JobConfig) -> Target:
-    return HostedTarget(job) if job.quant.HOSTED else LocalTarget(job)
+    if job.quant.HOSTED:
+        return HostedTarget(job)
+    return AsGivenTarget(job) if job.quant.AS_GIVEN else LocalTarget(job)
+
+
+def local_measurement(job: JobConfig, artifact: Path, load_tokenizer: Callable[[], Any], data_dir: Path, system: str,
+                      labels: list[str]) -> Callable[[Path], dict]:
+    """The measurement of a local artifact, in a spawned process that holds only the runtime."""
+    from harness.measure.run import MeasureSpec, measure, test_rows
+    from harness.prompt import render_prompt
+
+    def run(out: Path) -> dict:
+        # rendered only when a measurement runs: a reused record needs no tokenizer
+        tokenizer = load_tokenizer()
+        prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
+        spec = MeasureSpec(
+            artifact=str(artifact), prompts=prompts, data_dir=str(data_dir), quant=job.quant,
+            hardware=job.hardware, measure=job.measure, threads=job.hardware.threads_used, system=system,
+            labels=labels, out_dir=str(out),
+        )
+        return run_isolated("measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s")
+
+    return run
 
 
 @dataclass
@@ -142,9 +164,7 @@ class LocalTarget:
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
         from transformers import AutoTokenizer
 
-        from harness.measure.run import MeasureSpec, measure, test_rows
         from harness.models import base_model_dir
-        from harness.prompt import render_prompt
 
         job = self.job
         threads = job.hardware.threads_used
@@ -156,21 +176,62 @@ class LocalTarget:
         machine = machine_identity(job.hardware.device)
         key = record_key(artifact.key, data_dir.name, job, threads, system, machine)
 
-        def run(out: Path) -> dict:
-            # rendered only when a measurement runs: a reused record needs no tokenizer
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
-            spec = MeasureSpec(
-                artifact=str(artifact.path), prompts=prompts, data_dir=str(data_dir), quant=job.quant,
-                hardware=job.hardware, measure=job.measure, threads=threads, system=system, labels=labels,
-                out_dir=str(out),
-            )
-            return run_isolated("measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s")
-
         return Prepared(
-            measure=run, artifact_info=artifact.info, train_facts=train_facts,
+            measure=local_measurement(job, artifact.path, lambda: AutoTokenizer.from_pretrained(model_dir), data_dir,
+                                      system, labels),
+            artifact_info=artifact.info, train_facts=train_facts,
             keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
                   "record": key},
+            machine=machine,
+        )
+
+
+class AsGivenTarget:
+    """A model file measured as it is (`quant=as_is`): a GGUF, or a checkpoint directory. Its
+    header is checked before any native code opens it; its digest keys the record."""
+
+    def __init__(self, job: JobConfig):
+        assert job.model.path is not None
+        self.job = job
+        self.path = Path(job.model.path).expanduser()
+
+    def preflight(self) -> None:
+        from harness.errors import ConfigError
+        from harness.hardware import check_device
+
+        self.job.quant.check(self.job.paths.llama_cpp_dir)
+        try:
+            self.job.quant.verify(self.path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model.path: {exc}") from None
+        check_device(self.job.hardware.device)
+
+    def _tokenizer(self) -> Any:
+        """The tokenizer whose chat template renders the prompts: model.tokenizer if given,
+        else the file's own (a GGUF's metadata, a checkpoint's tokenizer files)."""
+        from transformers import AutoTokenizer
+
+        if self.job.model.tokenizer:
+            return AutoTokenizer.from_pretrained(self.job.model.tokenizer)
+        if self.path.is_file():
+            return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
+        return AutoTokenizer.from_pretrained(self.path)
+
+    def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
+        from harness.formats.as_is import checkpoint_facts, gguf_facts
+
+        job = self.job
+        facts = gguf_facts(self.path) if self.path.is_file() else checkpoint_facts(self.path)
+        facts["chat_template_from"] = job.model.tokenizer or ("gguf metadata" if self.path.is_file() else "checkpoint")
+        key = cache_key("as_is", facts["sha256"], facts["chat_template_from"])
+        machine = machine_identity(job.hardware.device)
+        return Prepared(
+            measure=local_measurement(job, self.path, self._tokenizer, data_dir, system, labels),
+            artifact_info={"format": "gguf" if self.path.is_file() else "checkpoint", "bits": None, **facts,
+                           "tool": "as given", "quantize_wall_s": None},
+            train_facts=None,
+            keys={"dataset": data_dir.name, "artifact": key,
+                  "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine)},
             machine=machine,
         )
 

@@ -32,8 +32,9 @@ def test_default_composes_to_the_embedded_model_and_gguf_q4km():
 
 @pytest.mark.parametrize("preset", QUANT_PRESETS)
 def test_every_quant_preset_is_valid(preset):
-    # quant=hosted belongs with a hosted model, which is not fine-tuned
-    model = ["model=local_server", "train=none"] if preset == "hosted" else []
+    # quant=hosted belongs with a hosted model, quant=as_is with a model file; neither is fine-tuned
+    model = {"hosted": ["model=local_server", "train=none"],
+             "as_is": ["model.source=gguf", "model.path=model.gguf", "train=none"]}.get(preset, [])
     job = compose_job([f"quant={preset}", *model])
     assert job.quant.name == preset
 
@@ -56,7 +57,7 @@ def test_gguf_bits_contradicting_type_names_the_fix():
     "kwargs, message",
     [
         ({"format": "bnb", "bits": 3}, r"quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8"),
-        ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: bf16, bnb, fp16, fp32, gguf"),
+        ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: as_is, bf16, bnb, fp16, fp32, gguf"),
         ({"format": "gguf", "bits": 4, "gguf_type": "Q9_X"}, r"quant.gguf_type='Q9_X' is not a llama.cpp file type"),
         ({"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"}, r"quant.gguf_type is not an option of quant.format=gptq"),
         ({"format": "gptq", "bits": 4, "group_size": 100}, r"quant.group_size=100 is not a GPTQ group size; choose"),
@@ -105,7 +106,7 @@ def test_cli_impossible_bits_fails_before_any_work(tmp_path):
 def test_help_lists_groups_and_choices():
     done = run_harness(["--help"])
     assert done.returncode == 0
-    for line in ("quant: bf16", "gguf_q4km", "model: gpt41, llama32_1b, local_server, smollm2_135m",
+    for line in ("quant: as_is, bf16", "gguf_q4km", "model: gpt41, llama32_1b, local_server, smollm2_135m",
                  "train: lora, none, qlora", "logger: none, wandb"):
         assert line in done.stdout
 

@@ -106,9 +106,10 @@ class GGUFQuant(QuantConfig):
 GGUF_MAGIC = b"GGUF"
 
 
-def check_gguf_file(path: Path) -> None:
+def check_gguf_file(path: Path, fix: str = "delete it so the harness rebuilds it") -> None:
     """A clear error for a missing, truncated or foreign file, before llama.cpp reads it
-    (llama.cpp reports these as a bare load failure, or worse)."""
+    (llama.cpp reports these as a bare load failure, or worse): the magic, then the header
+    and tensor table as the gguf package parses them, then every tensor inside the file."""
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
     from gguf import GGUFReader
@@ -116,15 +117,17 @@ def check_gguf_file(path: Path) -> None:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
-        raise ValueError(f"{path} is not a GGUF file (magic {magic!r}); delete it so the harness rebuilds it")
+        raise ValueError(f"{path} is not a GGUF file (magic {magic!r}); {fix}")
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # gguf raises ValueError, IndexError, struct errors on damage
-        raise ValueError(f"{path} is a damaged GGUF file ({exc}); delete it so the harness rebuilds it") from None
+        raise ValueError(f"{path} is a damaged GGUF file ({type(exc).__name__}: {exc}); {fix}") from None
     size = path.stat().st_size
+    if not reader.tensors:
+        raise ValueError(f"{path} is a GGUF file without tensors (not a model); {fix}")
     for tensor in reader.tensors:
         if tensor.data_offset + tensor.n_bytes > size:
-            raise ValueError(f"{path} is truncated (tensor {tensor.name} runs past the end of the file)")
+            raise ValueError(f"{path} is truncated (tensor {tensor.name} runs past the end of the file); {fix}")
 
 
 def converter_dir(configured: Optional[str]) -> Path:
