@@ -136,7 +136,7 @@ class LocalTarget:
         from harness.models import check_available
 
         check_available(self.job.model)
-        self.job.quant.check(self.job.paths.llama_cpp_dir)
+        self.job.quant.check(self.job.paths)
         check_device(self.job.hardware.device)
 
     def _trained(self, base_dir: Path, base_key: str, data_dir: Path, system: str) -> tuple[Path, str, Optional[dict]]:
@@ -144,7 +144,7 @@ class LocalTarget:
         job = self.job
         if job.train.method == "none":
             return base_dir, base_key, None
-        from harness.train.lora import fine_tune
+        from harness.train.finetune import fine_tune
 
         train_inputs = {k: v for k, v in dataclasses.asdict(job.train).items() if k not in ("name", "force")}
         adapter_key = cache_key(
@@ -170,7 +170,8 @@ class LocalTarget:
         threads = job.hardware.threads_used
         base_dir, base_key = base_model_dir(job.model, self.cache, job.build_timeout_s)
         model_dir, model_key, train_facts = self._trained(base_dir, base_key, data_dir, system)
-        inputs = BuildInputs(str(data_dir), system, threads, job.hardware.device, job.paths.llama_cpp_dir)
+        inputs = BuildInputs(str(data_dir), system, threads, job.hardware.device, job.paths.llama_cpp_dir,
+                             job.paths.llama_cpp_bin, str(self.cache))
         artifact = build_artifact(job.quant, model_dir, model_key, inputs, self.cache, job.build_timeout_s)
         job.quant.verify(artifact.path)
         machine = machine_identity(job.hardware.device)
@@ -199,7 +200,7 @@ class AsGivenTarget:
         from harness.errors import ConfigError
         from harness.hardware import check_device
 
-        self.job.quant.check(self.job.paths.llama_cpp_dir)
+        self.job.quant.check(self.job.paths)
         try:
             self.job.quant.verify(self.path)
         except (OSError, ValueError) as exc:

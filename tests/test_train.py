@@ -11,7 +11,7 @@ from harness.data.config import DatasetConfig
 from harness.train.config import TrainConfig
 from harness.data.dataset import build_dataset
 from harness.prompt import answer
-from harness.train.lora import IGNORE_INDEX, encode_example, merge_adapter, train_adapter
+from harness.train.finetune import IGNORE_INDEX, encode_example, merge_adapter, train
 
 
 def test_only_answer_tokens_carry_loss(smollm2_tokenizer):
@@ -37,7 +37,7 @@ def test_adapter_trains_saves_and_merges(method, tiny_llama, tmp_path):
     cfg = TrainConfig(method=method, max_steps=3, batch_size=4, r=4, alpha=8)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    train_adapter(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
+    train(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
     log = json.loads((adapter / "train_log.json").read_text())
     assert log["method"] == method and log["steps"] == 3 and len(log["loss"]) == 3
     assert all(loss > 0 for loss in log["loss"])
@@ -55,10 +55,40 @@ def test_adapter_trains_saves_and_merges(method, tiny_llama, tmp_path):
     assert changed and all("proj" in name for name in changed)
 
 
+def test_full_fine_tuning_trains_every_weight_and_keeps_the_best(tiny_llama, tmp_path):
+    """The fine-tuning stage with train.method=full: a plain checkpoint whose every weight
+    moved, the training log beside it, and the weights of the best evaluation kept (the
+    saved model scores on validation what the log says it scored)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.data.dataset import read_split
+    from harness.train.finetune import answer_logits, answer_match, answer_window, collate, fine_tune
+
+    data = build_dataset(DatasetConfig(train_per_cell=2, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
+    cfg = TrainConfig(method="full", learning_rate=1e-3, max_steps=6, batch_size=4, evaluations=3, patience=0)
+    out = tmp_path / "tuned"
+    out.mkdir()
+    fine_tune(tiny_llama, data, cfg, "Classify.", "cpu", out)
+    log = json.loads((out / "adapter" / "train_log.json").read_text())
+    assert log["method"] == "full" and log["steps"] == 6 and len(log["validation"]) == 3
+    tuned = AutoModelForCausalLM.from_pretrained(out / "merged")
+    before = dict(AutoModelForCausalLM.from_pretrained(tiny_llama).named_parameters())
+    assert all(not torch.equal(p, before[name]) for name, p in tuned.named_parameters())
+
+    tok = AutoTokenizer.from_pretrained(out / "merged")
+    rows = read_split(data, "validation")
+    batch = collate([encode_example(tok, r["text"], r["intent"], "Classify.", 96) for r in rows], tok.pad_token_id)
+    ids, labels, mask, positions = batch
+    with torch.no_grad():
+        hits = answer_match(answer_logits(tuned, ids, mask, positions, answer_window(labels)), labels, tok.eos_token_id)
+    assert sum(hits) / len(hits) == log["validation_accuracy"]
+
+
 def test_batches_group_similar_lengths_and_cover_every_example_once():
     import random
 
-    from harness.train.lora import bucketed_batches
+    from harness.train.finetune import bucketed_batches
 
     lengths = [random.Random(i).randrange(10, 90) for i in range(200)]
     batches = bucketed_batches(lengths, batch_size=8, rng=random.Random(0), window=5)
@@ -72,7 +102,7 @@ def test_batches_group_similar_lengths_and_cover_every_example_once():
 def test_answer_match_is_greedy_exact_match():
     import torch
 
-    from harness.train.lora import answer_match
+    from harness.train.finetune import answer_match
 
     # vocabulary of 5; example 0 predicts its answer tokens (3, 4) right, example 1 the first only
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 0], [IGNORE_INDEX, IGNORE_INDEX, 3, 4, 0]])
@@ -84,7 +114,7 @@ def test_answer_match_is_greedy_exact_match():
 
 
 def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it():
-    from harness.train.lora import resolve_precision
+    from harness.train.finetune import resolve_precision
 
     assert resolve_precision("auto", "cpu", ["avx2", "fma"]) == "fp32"
     assert resolve_precision("auto", "cpu", ["avx512f", "avx512_bf16"]) == "bf16"
@@ -93,7 +123,7 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it():
 
 
 def test_the_best_evaluation_is_kept_and_a_tie_goes_to_the_later_one():
-    from harness.train.lora import best_index
+    from harness.train.finetune import best_index
 
     assert best_index([0.5, 0.7, 0.6]) == 1
     assert best_index([0.5, 0.7, 0.7]) == 2
@@ -101,27 +131,27 @@ def test_the_best_evaluation_is_kept_and_a_tie_goes_to_the_later_one():
 
 
 def test_validation_scores_along_the_way_and_stops_when_it_falls(tiny_llama, tmp_path, monkeypatch):
-    import harness.train.lora as lora
+    import harness.train.finetune as finetune
 
     data = build_dataset(DatasetConfig(train_per_cell=2, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     cfg = TrainConfig(max_steps=8, batch_size=4, r=4, alpha=8, evaluations=4, patience=1)
-    train_adapter(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
+    train(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
     log = json.loads((adapter / "train_log.json").read_text())
     assert [c["step"] for c in log["validation"]] == [2, 4, 6, 8] and log["steps"] == 8
     assert log["kept_step"] == 2 + 2 * best_index_of(log) and log["precision"] == "fp32"
     # when the first evaluation stays the best, patience 1 stops training at the second
-    monkeypatch.setattr(lora, "best_index", lambda accuracies: 0)
+    monkeypatch.setattr(finetune, "best_index", lambda accuracies: 0)
     adapter2 = tmp_path / "adapter2"
     adapter2.mkdir()
-    train_adapter(tiny_llama, data, cfg, "Classify.", "cpu", adapter2)
+    train(tiny_llama, data, cfg, "Classify.", "cpu", adapter2)
     log2 = json.loads((adapter2 / "train_log.json").read_text())
     assert log2["steps"] == 4 and log2["planned_steps"] == 8 and log2["kept_step"] == 2
 
 
 def best_index_of(log: dict) -> int:
-    from harness.train.lora import best_index
+    from harness.train.finetune import best_index
 
     return best_index([c["accuracy"] for c in log["validation"]])
 
@@ -134,7 +164,7 @@ def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smol
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.train.lora import answer_logits, answer_loss, answer_match, answer_window, collate
+    from harness.train.finetune import answer_logits, answer_loss, answer_match, answer_window, collate
 
     from .conftest import save_tiny_llama
 

@@ -8,6 +8,7 @@ from harness.errors import ConfigError
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+METHODS = ("full", "lora", "qlora", "none")
 
 
 @dataclass
@@ -41,8 +42,8 @@ class TrainConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in ("lora", "qlora", "none"):
-            raise ConfigError(f"train.method={self.method!r} is unknown; choose one of: lora, qlora, none")
+        if self.method not in METHODS:
+            raise ConfigError(f"train.method={self.method!r} is unknown; choose one of: {', '.join(METHODS)}")
         for name in ("r", "alpha", "batch_size", "grad_accum", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")

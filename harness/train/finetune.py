@@ -1,11 +1,13 @@
-"""LoRA and QLoRA fine-tuning on the training split, and merging the adapter into the base
-weights.
+"""Fine-tuning on the training split: full, LoRA or QLoRA, and merging an adapter into the
+base weights.
 
 QLoRA (the study's method) loads the frozen base in 4-bit NF4 with bitsandbytes (CPU or
-CUDA) and trains LoRA adapters on top; `lora` keeps the base in full precision. Either way
+CUDA) and trains LoRA adapters on top; `lora` keeps the base in full precision; either way
 the adapter is merged into the full-precision base, as QLoRA users do before quantizing
-for deployment. The loss covers only the answer tokens: the prompt (system message, chat
-markup, query) is masked, so the model learns to answer, not to reproduce queries.
+for deployment. `full` trains every weight, which a 135M model affords on a CPU (weights,
+gradients and AdamW's two moments: about 2 GiB in fp32). The loss covers only the answer
+tokens: the prompt (system message, chat markup, query) is masked, so the model learns to
+answer, not to reproduce queries.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _trainable_base(base_dir: Path, method: str, device: str):
 
     from harness.formats.bnb import bnb_config, compute_dtype
 
-    if method == "lora":
+    if method in ("lora", "full"):
         # bf16 halves memory and doubles speed on GPUs; CPUs train more reliably in fp32.
         return AutoModelForCausalLM.from_pretrained(base_dir, dtype=compute_dtype(device)).to(device)
     from peft import prepare_model_for_kbit_training
@@ -141,10 +143,11 @@ def _trainable_base(base_dir: Path, method: str, device: str):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
-    """Train a (Q)LoRA adapter and save it (a standard peft directory) with train_log.json.
-    With `cfg.evaluations`, the validation split is scored along the way (greedy exact match
-    of the answer, by teacher forcing) and the best-scoring adapter is the one saved."""
+def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
+    """Fine-tune and save what was trained into `out` with train_log.json: a (Q)LoRA adapter
+    (a standard peft directory), or for `full` the whole model (a standard checkpoint). With
+    `cfg.evaluations`, the validation split is scored along the way (greedy exact match of the
+    answer, by teacher forcing) and the best-scoring weights are the ones saved."""
     import contextlib
 
     import torch
@@ -155,16 +158,17 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = _trainable_base(base_dir, cfg.method, device)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=list(cfg.target_modules),
-            task_type="CAUSAL_LM",
-        ),
-    )
+    if cfg.method != "full":
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.r,
+                lora_alpha=cfg.alpha,
+                lora_dropout=cfg.dropout,
+                target_modules=list(cfg.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
     precision = resolve_precision(cfg.precision, device, local_cpu_facts()["flags"])
     autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
@@ -259,10 +263,16 @@ def train_adapter(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str,
 
 
 def fine_tune(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
-    """The fine-tuning stage: the adapter in `out/adapter`, merged into the base in `out/merged`."""
+    """The fine-tuning stage: the full-precision model in `out/merged` (the adapter merged into
+    the base, or the fully trained model itself) and the training log in `out/adapter`, beside
+    the adapter where there is one."""
     (out / "adapter").mkdir()
     (out / "merged").mkdir()
-    train_adapter(base_dir, data_dir, cfg, system, device, out / "adapter")
+    if cfg.method == "full":
+        train(base_dir, data_dir, cfg, system, device, out / "merged")
+        (out / "merged" / "train_log.json").rename(out / "adapter" / "train_log.json")
+        return
+    train(base_dir, data_dir, cfg, system, device, out / "adapter")
     merge_adapter(base_dir, out / "adapter", out / "merged")
 
 
