@@ -18,8 +18,9 @@ endif
 
 LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
+LLAMA_TOOLS_DONE := $(VENV)/.llama-tools-done
 
-.PHONY: setup run search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
+.PHONY: setup llama-tools run search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
 
 setup: $(SETUP_DONE)
 
@@ -42,7 +43,7 @@ run: sweep-default
 
 # Any named sweep in sweeps/: `make sweep-paper-cpu` runs sweeps/paper_cpu.yaml. Extra Hydra
 # overrides go in ARGS, e.g. ARGS='hydra/launcher=joblib hydra.launcher.n_jobs=2'.
-sweep-%: setup
+sweep-%: setup llama-tools
 	$(PY) -m harness --config-dir sweeps --config-name $(subst -,_,$*) --multirun $(ARGS)
 
 # A small Optuna (NSGA-II) search over quantizations: sweeps/search.yaml.
@@ -71,24 +72,28 @@ hosted-local: setup
 	$(LOCAL_SERVER) > outputs/local_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
 		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
-test: setup
+test: setup llama-tools
 	$(PY) -m pytest
 
 # Also the slow end-to-end tests on the real embedded model.
-test-full: setup
+test-full: setup llama-tools
 	$(PY) -m pytest -m ''
 
 # Harness vs llama.cpp's own llama-bench on the Q4_K_M that `make run` made (same file,
 # threads, shapes): decode tok/s must agree within 5%; and the measuring process's peak RSS
 # vs a bare llama-cpp-python process on the same file, context and threads: within 10%.
-bench-fidelity: $(LLAMA_BENCH)
+bench-fidelity: llama-tools
 	$(PY) -m harness.measure.fidelity --llama-bench $(LLAMA_BENCH)
 
-# llama-bench from the very llama.cpp source that llama-cpp-python vendors.
-$(LLAMA_BENCH): $(SETUP_DONE)
+# llama.cpp's command-line tools from the very source llama-cpp-python vendors: llama-bench
+# (the fidelity benchmark), llama-imatrix and llama-quantize (quant.imatrix=true).
+llama-tools: $(LLAMA_TOOLS_DONE)
+
+$(LLAMA_TOOLS_DONE): $(SETUP_DONE)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
 	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
-	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench -j
+	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench llama-imatrix llama-quantize -j
+	touch $@
 
 data-stats: setup
 	$(PY) -m harness.data

@@ -36,6 +36,9 @@ class PathsConfig:
     # llama.cpp's converter and gguf-py, unpacked by `make setup` from the llama-cpp-python
     # sdist into <venv>/share/llama.cpp, which is where None looks.
     llama_cpp_dir: Optional[str] = None
+    # llama.cpp's command-line tools (llama-imatrix, llama-quantize, llama-bench), built by
+    # `make llama-tools` from the same vendored source; None: that build, then the PATH.
+    llama_cpp_bin: Optional[str] = None
 
 
 @dataclass

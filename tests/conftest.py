@@ -108,7 +108,7 @@ def build(quant, model_dir: Path, cache: Path, data_dir: Path | None = None, sys
     from harness.formats import BuildInputs
     from harness.targets import build_artifact
 
-    inputs = BuildInputs(data_dir=str(data_dir or ""), system=system, threads=2, device="cpu")
+    inputs = BuildInputs(data_dir=str(data_dir or ""), system=system, threads=2, device="cpu", cache_root=str(cache))
     return build_artifact(quant, model_dir, "tiny", inputs, cache, timeout_s=600)
 
 

@@ -107,7 +107,7 @@ def test_help_lists_groups_and_choices():
     done = run_harness(["--help"])
     assert done.returncode == 0
     for line in ("quant: as_is, bf16", "gguf_q4km", "model: gpt41, llama32_1b, local_server, smollm2_135m",
-                 "train: lora, none, qlora", "logger: none, wandb"):
+                 "train: full, lora, none, qlora", "logger: none, wandb"):
         assert line in done.stdout
 
 

@@ -130,3 +130,39 @@ def test_parallel_sequences_compute_what_one_sequence_alone_computes(smollm2_tok
     # batched decoding of equal prompts (the speed test's batches): one next token per sequence
     first = rt.start_batch([prompts[0]] * 4)
     assert first == [rt.start(prompts[0])] * 4 and len(rt.step_batch(first)) == 4
+
+
+def test_importance_matrix_is_a_stage_of_its_own_and_weights_the_quantization(tiny_llama, tmp_path):
+    """quant.imatrix=true: llama.cpp's llama-imatrix over rendered training rows, cached once
+    and shared by every type quantized with it; the file differs from the plain one of the
+    same type, and llama.cpp runs it."""
+    from harness.data.config import DatasetConfig
+    from harness.data.dataset import build_dataset
+
+    cache = tmp_path / "cache"
+    data = build_dataset(DatasetConfig(train_per_cell=4, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
+    plain = build(GGUFQuant(format="gguf", bits=3), tiny_llama, cache, data, system="Classify.")
+    weighted = build(GGUFQuant(format="gguf", bits=3, imatrix=True), tiny_llama, cache, data, system="Classify.")
+    assert weighted.key != plain.key and weighted.info["imatrix"] and not plain.info["imatrix"]
+    assert weighted.path.read_bytes() != plain.path.read_bytes()
+    (matrix,) = (cache / "imatrix").glob("*/imatrix.gguf")
+    check_gguf_file(matrix)  # llama.cpp writes its matrices as GGUF too
+    calibration = (matrix.parent / "calibration.txt").read_text()
+    assert "<|im_start|>assistant" in calibration and '{"intent": ' in calibration  # rows as the model sees them
+    made = matrix.stat().st_mtime_ns
+
+    iq4 = build(GGUFQuant(format="gguf", bits=4, gguf_type="IQ4_XS", imatrix=True), tiny_llama, cache, data,
+                system="Classify.")
+    assert [p.stat().st_mtime_ns for p in (cache / "imatrix").glob("*/imatrix.gguf")] == [made]  # one matrix, reused
+    rt = LlamaCppRuntime(iq4.path, HardwareConfig(), threads=2)
+    assert greedy_answer(rt, rt.tokenize("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), 4).generated_tokens >= 1
+
+
+def test_imatrix_without_llama_cpp_tools_names_the_make_target(tmp_path):
+    from harness.config import PathsConfig
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="make llama-tools"):
+        GGUFQuant(format="gguf", bits=3, imatrix=True).check(PathsConfig(llama_cpp_bin=str(tmp_path)))
+    with pytest.raises(ConfigError, match="unquantized type has nothing to weight"):
+        GGUFQuant(format="gguf", bits=16, imatrix=True)

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from harness.errors import ConfigError, UnsupportedCell, choices
 
 if TYPE_CHECKING:
+    from harness.config import PathsConfig
     from harness.hardware import HardwareConfig
     from harness.runtimes import Runtime
 
@@ -41,6 +42,9 @@ class BuildInputs:
     threads: int
     device: str
     llama_cpp_dir: Optional[str] = None
+    llama_cpp_bin: Optional[str] = None
+    # The stage cache, for what a build caches as a stage of its own (an importance matrix).
+    cache_root: Optional[str] = None
 
 
 @dataclass
@@ -90,8 +94,8 @@ class QuantConfig:
         """The record's `artifact` fields that say what was built, beyond format and bits."""
         return {}
 
-    def check(self, llama_cpp_dir: Optional[str]) -> None:
-        """Seconds-long: the format's packages (and tools) are installed."""
+    def check(self, paths: Optional["PathsConfig"]) -> None:
+        """Seconds-long: the format's packages (and tools, found through `paths`) are installed."""
         missing = [p for p in self.PACKAGES if not _installed(p)]
         if missing:
             raise ConfigError(
@@ -200,6 +204,16 @@ def quant_name(node: Any) -> str:
         return quant_from_dict(plain).name
     except ConfigError:
         return f"{plain.get('format')}{plain.get('bits')}"
+
+
+def calibration_texts(tokenizer, data_dir: Path, system: str, n: int) -> list[str]:
+    """Calibration for formats that calibrate (GPTQ, GGUF importance matrices): `n` training rows from across the split, as the model sees them in use: prompt plus
+    answer."""
+    from harness.data.dataset import read_split, spread
+    from harness.prompt import answer, render_prompt
+
+    rows = spread(read_split(data_dir, "train"), n)
+    return [render_prompt(tokenizer, r["text"], system) + answer(r["intent"]) for r in rows]
 
 
 def parameter_count(model_dir: Path) -> int:

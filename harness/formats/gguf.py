@@ -2,6 +2,13 @@
 quantized from that F16 file with llama-cpp-python's `llama_model_quantize` (never from a
 file that is already quantized).
 
+With `quant.imatrix=true` the quantization is weighted by an importance matrix, as llama.cpp
+users make their best low-bit files: llama.cpp's `llama-imatrix` runs the F16 file over
+training rows rendered as the model sees them (cached as a stage of its own, so every type
+quantized with it shares one), and `llama-quantize --imatrix` writes the type. Both tools
+come from the llama.cpp source llama-cpp-python vendors (`make llama-tools`): its Python
+binding cannot pass a matrix to the quantizer.
+
 The converter is `convert_hf_to_gguf.py` from the llama.cpp source that the pinned
 llama-cpp-python sdist vendors; `make setup` unpacks it with its own gguf-py, which is
 newer than (and not compatible with) the PyPI `gguf` package transformers uses. It runs
@@ -10,15 +17,26 @@ in a subprocess so the two gguf packages never meet in one interpreter.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, register
+from harness.formats import BuildInputs, QuantConfig, calibration_texts, register
+
+if TYPE_CHECKING:
+    from harness.config import PathsConfig
+
+log = logging.getLogger(__name__)
+TOOLS = ("llama-imatrix", "llama-quantize")
+# llama-imatrix's context per chunk: longer than any rendered row, so rows are seldom cut.
+IMATRIX_CTX = 512
 
 # The type a bare `quant.format=gguf quant.bits=N` means: the K-quant mixes that llama.cpp
 # recommends at each width (the study used Q3_K_M, Q4_K_M and Q5_K_M).
@@ -38,6 +56,10 @@ TYPE_BITS: dict[str, int] = {
 class GGUFQuant(QuantConfig):
     # llama.cpp file type (Q4_K_M, Q8_0, ...); None: the default type at `bits`.
     gguf_type: Optional[str] = None
+    # Weight the quantization by an importance matrix computed on the training split.
+    imatrix: bool = False
+    # Training rows the importance matrix is computed on.
+    calibration_samples: int = 256
 
     FORMATS = ("gguf",)
     RUNTIME = "llama_cpp"
@@ -59,25 +81,36 @@ class GGUFQuant(QuantConfig):
                 f"drop quant.gguf_type for the default {self.bits}-bit type ({DEFAULT_TYPE[self.bits]}), "
                 f"or set quant.bits={TYPE_BITS[self.gguf_type]}"
             )
+        if self.imatrix and TYPE_BITS[self.gguf_type] >= 16:
+            raise ConfigError(f"quant.imatrix=true with quant.gguf_type={self.gguf_type}: an unquantized type has "
+                              "nothing to weight; drop quant.imatrix or choose a quantized type")
+        if self.calibration_samples < 1:
+            raise ConfigError("quant.calibration_samples must be >= 1 (the importance matrix is computed on that many rows)")
 
     @property
     def name(self) -> str:
-        # Q4_K_M -> q4km, Q8_0 -> q8_0, Q6_K -> q6k: the names llama.cpp users say aloud
-        return "gguf_" + self.gguf_type.lower().replace("_k", "k").replace("k_", "k")
+        # the names llama.cpp users say aloud: Q4_K_M -> q4km, IQ4_XS -> iq4xs, Q8_0 -> q8_0
+        return "gguf_" + re.sub(r"_(?=[a-z])", "", self.gguf_type.lower()) + ("_imat" if self.imatrix else "")
 
     def describe(self) -> dict:
-        return {"gguf_type": self.gguf_type}
+        return {"gguf_type": self.gguf_type, "imatrix": self.imatrix,
+                **({"calibration_samples": self.calibration_samples} if self.imatrix else {})}
 
-    def check(self, llama_cpp_dir: Optional[str]) -> None:
-        super().check(llama_cpp_dir)
-        check_converter(llama_cpp_dir)
+    def check(self, paths: Optional["PathsConfig"]) -> None:
+        super().check(paths)
+        check_converter(paths.llama_cpp_dir if paths else None)
         file_type_id(self.gguf_type)
+        if self.imatrix:
+            tool_path("llama-imatrix", paths.llama_cpp_bin if paths else None)
+            tool_path("llama-quantize", paths.llama_cpp_bin if paths else None)
 
     def source(self) -> Optional[QuantConfig]:
         return None if self.gguf_type == "F16" else GGUFQuant(format="gguf", bits=16)
 
     def key_parts(self, inputs: BuildInputs) -> list:
-        return [self.format, self.gguf_type]
+        # with a matrix, the file depends on the rows it was computed on, as they were rendered
+        matrix = [Path(inputs.data_dir).name, inputs.system, self.calibration_samples] if self.imatrix else []
+        return [self.format, self.gguf_type, *matrix]
 
     def tool(self) -> tuple[str, str]:
         import importlib.metadata
@@ -85,11 +118,15 @@ class GGUFQuant(QuantConfig):
         return "llama.cpp (llama-cpp-python)", importlib.metadata.version("llama_cpp_python")
 
     def build(self, source: Path, inputs: BuildInputs, out: Path) -> None:
+        f16 = GGUFQuant(format="gguf", bits=16).artifact_path(source)
         if self.gguf_type == "F16":
             convert_f16(source, self.artifact_path(out), inputs.llama_cpp_dir)
+        elif self.imatrix:
+            matrix = importance_matrix(f16, inputs, self.calibration_samples)
+            run_tool(tool_path("llama-quantize", inputs.llama_cpp_bin),
+                     ["--imatrix", str(matrix), str(f16), str(self.artifact_path(out)), self.gguf_type, str(inputs.threads)])
         else:
-            quantize(GGUFQuant(format="gguf", bits=16).artifact_path(source), self.artifact_path(out), self.gguf_type,
-                     inputs.threads)
+            quantize(f16, self.artifact_path(out), self.gguf_type, inputs.threads)
 
     def artifact_path(self, directory: Path) -> Path:
         return directory / f"model-{self.gguf_type}.gguf"
@@ -152,6 +189,58 @@ def convert_f16(model_dir: Path, out_file: Path, llama_cpp_dir: Optional[str]) -
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}):\n{tail}")
+
+
+def tool_path(name: str, configured: Optional[str]) -> Path:
+    """A llama.cpp tool: in `paths.llama_cpp_bin`, else where `make llama-tools` builds it,
+    else on the PATH."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("llama_cpp_python")
+    built = Path(sys.prefix) / "src" / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp" / "build" / "bin"
+    for directory in ([Path(configured)] if configured else [built]):
+        if (directory / name).is_file():
+            return directory / name
+    found = None if configured else shutil.which(name)
+    if found is None:
+        raise ConfigError(
+            f"quant.imatrix=true needs llama.cpp's {name}, not found in {configured or built} or on the PATH: run "
+            "`make llama-tools` (builds it from the llama.cpp source llama-cpp-python vendors) or set paths.llama_cpp_bin"
+        )
+    return Path(found)
+
+
+def run_tool(tool: Path, args: list[str]) -> None:
+    done = subprocess.run([str(tool), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise RuntimeError(f"{tool.name} failed (exit {done.returncode}):\n{tail}")
+
+
+def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
+    """llama.cpp's importance matrix of the F16 file over `samples` training rows, rendered
+    with the file's own chat template as the model sees them in use (prompt and answer);
+    cached as a stage of its own under the F16 file's key, the rows and the tool's version."""
+    import importlib.metadata
+
+    from transformers import AutoTokenizer
+
+    from harness.store import cache_key, cached_dir
+
+    assert inputs.cache_root, "an importance matrix is cached as a stage: BuildInputs.cache_root is needed"
+    tool = tool_path("llama-imatrix", inputs.llama_cpp_bin)
+    key = cache_key("imatrix", f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples,
+                    importlib.metadata.version("llama_cpp_python"))
+
+    def compute(out: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(f16.parent, gguf_file=f16.name)
+        texts = calibration_texts(tokenizer, Path(inputs.data_dir), inputs.system, samples)
+        (out / "calibration.txt").write_text("\n".join(texts), encoding="utf-8")
+        log.info("importance matrix: llama-imatrix over %d training rows", len(texts))
+        run_tool(tool, ["-m", str(f16), "-f", str(out / "calibration.txt"), "-o", str(out / "imatrix.gguf"),
+                        "-c", str(IMATRIX_CTX), "-t", str(inputs.threads), "-ngl", "0", "--parse-special", "--no-ppl"])
+
+    return cached_dir(Path(inputs.cache_root), "imatrix", key, compute) / "imatrix.gguf"
 
 
 def file_type_id(gguf_type: str) -> int:

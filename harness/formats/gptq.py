@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, register
+from harness.formats import BuildInputs, QuantConfig, calibration_texts, register
 
 log = logging.getLogger(__name__)
 # Group sizes gptqmodel's kernels take (-1: one group per weight row).
@@ -96,16 +96,6 @@ def _import_gptqmodel():
     import gptqmodel
 
     return gptqmodel
-
-
-def calibration_texts(tokenizer, data_dir: Path, system: str, n: int) -> list[str]:
-    """`n` training rows from across the split, as the model sees them in use: prompt plus
-    answer."""
-    from harness.data.dataset import read_split, spread
-    from harness.prompt import answer, render_prompt
-
-    rows = spread(read_split(data_dir, "train"), n)
-    return [render_prompt(tokenizer, r["text"], system) + answer(r["intent"]) for r in rows]
 
 
 def load(model_dir: Path, device: str):
