@@ -119,6 +119,9 @@ class Cost:
     tokens_out: Optional[int] = figure()
     cost_usd: Optional[float] = figure()
     cost_usd_per_query: Optional[float] = figure("USD/query", "{:.5f}", False)
+    # Requests that still failed after their retries: scored as invalid answers, their errors
+    # in predictions.jsonl.
+    failed_requests: Optional[int] = figure()
 
 
 SECTIONS = (Accuracy, Latency, Speed, Memory, Energy, Cost)

@@ -108,8 +108,13 @@ class _Faulty(BaseHTTPRequestHandler):
 
     def do_POST(self):
         type(self).calls += 1
-        if self.mode == "500":
+        if self.mode == "500" or (self.mode == "flaky" and self.calls % 3 == 0):
             self._send(500, {"error": {"message": "injected fault"}})
+        elif self.mode == "flaky":
+            answer = {"role": "assistant", "content": '{"intent": "other"}'}
+            self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "local",
+                             "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}})
         else:
             self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "local", "choices": []})
 
@@ -167,3 +172,28 @@ def test_a_server_that_never_answers_times_out_instead_of_hanging():
     with pytest.raises(ConfigError, match="cannot reach"):
         _runtime(url, max_retries=0, timeout_s=1).check_reachable()
     listener.close()
+
+
+def test_a_request_that_still_fails_costs_its_query_not_the_pass(faulty_server, tmp_path):
+    """Every third request fails (no retries): those queries are scored invalid with their
+    error kept, and the answers and tokens of the others are recorded."""
+    from harness.data.config import DatasetConfig
+    from harness.data.dataset import build_dataset, read_labels
+    from harness.measure.config import MeasureConfig
+    from harness.measure.hosted import measure_hosted
+
+    _, url = faulty_server
+    _Faulty.mode = "flaky"
+    data = build_dataset(DatasetConfig(train_per_cell=1, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
+    api = ApiConfig(base_url=url, model_name="local", max_retries=0, concurrency=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    m = measure_hosted(api, MeasureConfig(), data, "Classify.", read_labels(data), out)["metrics"]
+    n = m["n_samples"]
+    failed = n // 3
+    assert m["failed_requests"] == failed and m["invalid_rate"] == failed / n
+    assert m["tokens_in"] == 20 * (n - failed)
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
+    assert sum("injected fault" in r.get("error", "") for r in rows) == failed
+    # every answer says `other`: right exactly where that is the gold label and the request answered
+    assert m["accuracy"] == sum(r["intent"] == "other" and "error" not in r for r in rows) / n

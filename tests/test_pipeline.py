@@ -124,7 +124,7 @@ def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, seed
     assert "SKIPPED bnb3" in done.stdout and "cells do not exist" in done.stdout + done.stderr
     for path, record in zip(paths, records):
         name = record["job"]["quant"]
-        assert path.parent.name.endswith(f"_tiny_{name}_lora")  # the run directory says the same
+        assert path.parent.name.endswith(f"_tiny_{name}_full")  # the run directory says the same
         if record["status"] == "ok":
             assert record["config"]["quant"]["name"] == name
             assert record["artifact"]["bits"] == record["job"]["bits"] == record["config"]["quant"]["bits"]

@@ -18,7 +18,7 @@ from harness.measure.run import test_rows, write_predictions
 from harness.measure.stats import percentile
 from harness.prompt import messages, parse_answer
 from harness.record import Accuracy, Cost, Energy, Latency, Metrics
-from harness.runtimes.openai_compatible import ApiConfig, OpenAICompatibleRuntime
+from harness.runtimes.openai_compatible import ApiConfig, Completion, EndpointError, OpenAICompatibleRuntime
 
 REMOTE = "remote endpoint: not observable from this machine"
 
@@ -42,15 +42,29 @@ def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: s
     rows = test_rows(data_dir, cfg)
     examples = shots(data_dir, api.few_shot)
     rt = OpenAICompatibleRuntime(api, cfg.max_new_tokens)  # reachability: checked in the preflight
+
+    def ask(row: dict) -> Completion:
+        # One request that fails after its retries costs that query, not the answers (and
+        # tokens) already paid for.
+        t0 = time.perf_counter()
+        try:
+            return rt.complete(messages(row["text"], system, examples))
+        except EndpointError as exc:
+            return Completion(text="", latency_s=time.perf_counter() - t0, tokens_in=0, tokens_out=0, error=str(exc))
+
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=api.concurrency) as pool:
-        done = list(tqdm(pool.map(lambda r: rt.complete(messages(r["text"], system, examples)), rows),
-                         total=len(rows), desc=f"evaluate ({api.model_name})", unit="query"))
+        done = list(tqdm(pool.map(ask, rows), total=len(rows), desc=f"evaluate ({api.model_name})", unit="query"))
     wall = time.perf_counter() - t0
+    answered = [c for c in done if c.error is None]
+    if not answered:
+        raise EndpointError(f"all {len(done)} requests failed; the first: {done[0].error}")
 
-    predicted = [parse_answer(c.text, labels) for c in done]
-    latencies_ms = [c.latency_s * 1000 for c in done]
-    write_predictions(out_dir, rows, [c.text for c in done], predicted, latencies_ms)
+    predicted = [parse_answer(c.text, labels) if c.error is None else None for c in done]
+    write_predictions(out_dir, rows, [c.text for c in done], predicted,
+                      [c.latency_s * 1000 if c.error is None else None for c in done], [c.error for c in done])
+    # latency is the service's, over the requests it answered
+    latencies_ms = [c.latency_s * 1000 for c in answered]
     tokens_in, tokens_out = sum(c.tokens_in for c in done), sum(c.tokens_out for c in done)
     cost = (tokens_in * api.usd_per_mtok_in + tokens_out * api.usd_per_mtok_out) / 1e6
     metrics = Metrics(
@@ -63,12 +77,13 @@ def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: s
             latency_p99_ms=percentile(latencies_ms, 99),
             queries_per_s=len(done) / wall,
             concurrency=api.concurrency,
-            mean_prompt_tokens=tokens_in / len(done),
-            mean_generated_tokens=tokens_out / len(done),
+            mean_prompt_tokens=tokens_in / len(answered),
+            mean_generated_tokens=tokens_out / len(answered),
         ),
         # speed, memory: not observable behind an endpoint, so left unmeasured (None)
         energy=Energy(energy_unmeasured_reason=REMOTE),
-        cost=Cost(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, cost_usd_per_query=cost / len(done)),
+        cost=Cost(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, cost_usd_per_query=cost / len(done),
+                  failed_requests=len(done) - len(answered)),
     )
     return {"runtime": {"name": rt.name, "version": rt.version, "base_url": api.base_url,
                         "model_name": api.model_name}, "metrics": metrics.flat()}

@@ -185,14 +185,16 @@ def test_rows(data_dir: Path, cfg: MeasureConfig) -> list[dict]:
 
 
 def write_predictions(
-    out_dir: Path, rows: list[dict], raw: list[str], predicted: list, latencies_ms: list[Optional[float]]
+    out_dir: Path, rows: list[dict], raw: list[str], predicted: list, latencies_ms: list[Optional[float]],
+    errors: Optional[list[Optional[str]]] = None,
 ) -> None:
     """Every test query with the model's raw answer and its parse, for auditing (latency
-    where the query was in the batch-1 pass)."""
+    where the query was in the batch-1 pass; the error where a request failed)."""
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row, text, p, ms in zip(rows, raw, predicted, latencies_ms):
+        for i, (row, text, p, ms) in enumerate(zip(rows, raw, predicted, latencies_ms)):
+            error = {"error": errors[i]} if errors and errors[i] else {}
             f.write(json.dumps({**row, "raw_answer": text, "predicted": p, "correct": p == row["intent"],
-                                "latency_ms": ms}, ensure_ascii=False) + "\n")
+                                "latency_ms": ms, **error}, ensure_ascii=False) + "\n")
 
 
 def held_libraries() -> list[str]:

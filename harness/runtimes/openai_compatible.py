@@ -60,6 +60,8 @@ class Completion:
     latency_s: float
     tokens_in: int
     tokens_out: int
+    # Why the request failed after its retries (the text is then empty); None when it answered.
+    error: Optional[str] = None
 
 
 def api_key(api: ApiConfig) -> str:
