@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -121,3 +123,57 @@ def test_a_column_name_with_an_invisible_character_is_shown_as_it_is(tmp_path):
     spec = DatasetConfig(kind="csv", files={"train": str(path)}, language_column=None)
     with pytest.raises(DataError, match=r"no column 'text' \(it has: 'text\\xa0', 'intent'\)"):
         load_external(spec, ["en"])
+
+
+ROWS = [(f"query {i} about {label}", label) for label in ("order_status", "refund") for i in range(6)]
+
+
+def _write(path, fmt: str) -> None:
+    """The same rows as a spreadsheet or data tool would save them."""
+    if fmt == "csv_bom":
+        path.write_text("text,intent\n" + "".join(f"{t},{l}\n" for t, l in ROWS), encoding="utf-8-sig")
+    elif fmt == "tsv":
+        path.write_text("text\tintent\n" + "".join(f"{t}\t{l}\n" for t, l in ROWS), encoding="utf-8")
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": [t for t, _ in ROWS], "intent": [l for _, l in ROWS]}), path)
+    else:
+        from openpyxl import Workbook
+
+        book = Workbook()
+        book.active.append(["text", "intent"])
+        for row in ROWS:
+            book.active.append(list(row))
+        book.active.append([None, None])  # a blank row at the end, as sheets often have
+        book.save(path)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("csv_bom", ".csv"), ("tsv", ".tsv"), ("parquet", ".parquet"), ("xlsx", ".xlsx")])
+def test_each_file_format_loads_through_the_data_command(fmt, suffix, tmp_path):
+    from .conftest import REPO
+
+    path = tmp_path / f"queries{suffix}"
+    _write(path, fmt)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.data", "dataset=files", f"dataset.files.train={path}", "dataset.language_column=null",
+         "language=en", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "order_status" in done.stdout and "refund" in done.stdout
+    (data_dir,) = (tmp_path / "cache" / "dataset").glob("*/")
+    rows = [r for split in ("train", "validation", "test") for r in read_split(data_dir, split)]
+    assert sorted((r["text"], r["intent"]) for r in rows) == sorted(ROWS)
+
+
+def test_a_file_whose_format_cannot_be_told_is_refused(tmp_path):
+    path = tmp_path / "queries.txt"
+    path.write_text("text,intent\nhi,a\n")
+    with pytest.raises(DataError, match=r"cannot tell its format from the extension \.txt; name it \.csv"):
+        load_external(DatasetConfig(kind="files", files={"train": str(path)}), ["en"])
+    broken = tmp_path / "queries.xlsx"
+    broken.write_bytes(b"not a workbook")
+    with pytest.raises(DataError, match="not a readable xlsx workbook"):
+        load_external(DatasetConfig(kind="files", files={"train": str(broken)}), ["en"])

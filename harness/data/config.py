@@ -19,15 +19,19 @@ class LanguageConfig:
             raise ConfigError("language: no language selected; e.g. language=all or language=[en,hr]")
 
 
-DATASET_KINDS = ("synthetic", "jsonl", "csv", "hf")
+# files: the user's files, each read by its extension (csv and jsonl are the same kind, kept
+# as the names people look for).
+FILE_KINDS = ("files", "csv", "jsonl")
+DATASET_KINDS = ("synthetic", *FILE_KINDS, "hf")
 SPLIT_NAMES = ("train", "validation", "test")
 
 
 @dataclass
 class DatasetConfig:
-    """`kind=synthetic` generates; `jsonl` / `csv` read the user's files (`files`, split ->
-    path); `hf` loads `hf_name` with the `datasets` library. Splits that are missing are cut
-    from train, seeded and stratified by label."""
+    """`kind=synthetic` generates; `files` (or `csv`, `jsonl`) reads the user's files (`files`,
+    split -> path; CSV, TSV, JSONL, Parquet or xlsx by extension); `hf` loads `hf_name` with the
+    `datasets` library. Splits that are missing are cut from train, seeded and stratified by
+    label."""
 
     name: str = "synthetic"
     kind: str = "synthetic"
@@ -36,7 +40,7 @@ class DatasetConfig:
     train_per_cell: int = 28
     validation_per_cell: int = 4
     test_per_cell: int = 20
-    # jsonl / csv: split name -> file path; at least `train`.
+    # files / csv / jsonl: split name -> file path; at least `train`.
     files: dict[str, Optional[str]] = field(default_factory=dict)
     # hf: dataset id (and config name); split names are the dataset's own.
     hf_name: Optional[str] = None
@@ -61,11 +65,11 @@ class DatasetConfig:
                     raise ConfigError(f"dataset.{split}_per_cell must be >= 1")
         # The csv / jsonl presets list every split as null, so `dataset.files.test=...` needs no `+`.
         self.files = {split: path for split, path in self.files.items() if path}
-        if self.kind in ("jsonl", "csv"):
+        if self.kind in FILE_KINDS:
             if "train" not in self.files:
                 raise ConfigError(
                     f"dataset.kind={self.kind} needs dataset.files.train (a path); "
-                    f"e.g. dataset.files.train=data/train.{self.kind}"
+                    f"e.g. dataset.files.train=data/train.{'csv' if self.kind == 'files' else self.kind}"
                 )
             unknown = sorted(set(self.files) - set(SPLIT_NAMES))
             if unknown:

@@ -1,4 +1,5 @@
-"""The user's own labelled queries: JSONL or CSV files, or a Hugging Face dataset.
+"""The user's own labelled queries: files (CSV with or without a byte-order mark, TSV, JSONL,
+Parquet, Excel xlsx; the reader chosen by each file's extension), or a Hugging Face dataset.
 
 Rows are checked before anything is trained on them; each problem is reported with the
 file, the row number and the fix. Duplicates are reported, not dropped: whether a repeated
@@ -40,11 +41,47 @@ def _jsonl_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             yield number, obj
 
 
-def _csv_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+def _csv_records(path: Path, delimiter: str = ",") -> Iterable[tuple[int, dict[str, Any]]]:
     with open(path, encoding="utf-8-sig", newline="") as f:
         # Row 1 is the header, so data rows are numbered as a spreadsheet shows them.
-        for number, obj in enumerate(csv.DictReader(f), start=2):
+        for number, obj in enumerate(csv.DictReader(f, delimiter=delimiter), start=2):
             yield number, obj
+
+
+def _tsv_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    return _csv_records(path, delimiter="\t")
+
+
+def _parquet_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid and OSError types
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    return enumerate(table.to_pylist(), start=1)
+
+
+def _xlsx_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """The first sheet, its first row the header; rows numbered as Excel shows them."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        sheet = load_workbook(path, read_only=True, data_only=True).worksheets[0]
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable xlsx workbook ({exc})") from None
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(c) if c is not None else "" for c in next(rows, ())]
+    for number, values in enumerate(rows, start=2):
+        if any(v is not None for v in values):
+            yield number, dict(zip(header, values))
+
+
+# What each file extension is read as; a file's own extension decides, whatever the preset.
+READERS = {".csv": _csv_records, ".tsv": _tsv_records, ".tab": _tsv_records, ".jsonl": _jsonl_records,
+           ".ndjson": _jsonl_records, ".parquet": _parquet_records, ".xlsx": _xlsx_records}
 
 
 def _normalise(
@@ -80,12 +117,15 @@ def _normalise(
 
 
 def _read_files(spec: DatasetConfig) -> dict[str, list[dict[str, Any]]]:
-    reader = _jsonl_records if spec.kind == "jsonl" else _csv_records
     out: dict[str, list[dict[str, Any]]] = {}
     for split, name in spec.files.items():
         path = Path(name)
+        reader = READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DataError(f"dataset.files.{split}={name!r}: cannot tell its format from the extension "
+                            f"{path.suffix or '(none)'}; name it {', '.join(READERS)}")
         if not path.is_file():
-            raise DataError(f"dataset.files.{split}={name!r}: no such file; give an existing {spec.kind} path")
+            raise DataError(f"dataset.files.{split}={name!r}: no such file; give an existing path")
         out[split] = [_normalise(str(path), n, obj, spec, split) for n, obj in reader(path)]
     return out
 
