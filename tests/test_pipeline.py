@@ -34,6 +34,7 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
     assert m["energy_estimate_j_per_query"] > 0 and m["energy_estimate_method"] == "cpu_time_x_5W_per_core"
     assert m["peak_vram_mib"] is None  # no GPU here
     assert record["artifact"]["gguf_type"] == "Q8_0"
+    assert record["artifact"]["weights_origin"] == f"{tiny_llama} (local)"
     assert record["train"]["steps"] == 2 and len(record["train"]["loss"]) == 2
     assert record["environment"]["packages"]["llama_cpp_python"]
     # the measuring process held llama.cpp and nothing heavier: its footprint is the runtime's
