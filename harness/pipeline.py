@@ -55,6 +55,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
             "artifact": prepared.artifact_info,
             "train": prepared.train_facts,
             "keys": prepared.keys,
+            "lineage": prepared.lineage,
             "config": resolved_config,
             "machine": prepared.machine,
             "measure_version": MEASURE_VERSION,

@@ -38,6 +38,13 @@ class Prepared:
     keys: dict[str, str]
     # the identity of the machine that measures (None: a remote endpoint's)
     machine: Optional[dict]
+    # Where the measured thing came from, upstream first: each stage's output as
+    # {"stage", "key", "path"} (dataset -> model -> artifact), for W&B's lineage.
+    lineage: list[dict] = dataclasses.field(default_factory=list)
+
+
+def link(stage: str, key: str, path: Path) -> dict:
+    return {"stage": stage, "key": key, "path": str(path.resolve())}
 
 
 def record_key(artifact_key: str, data_key: str, job: JobConfig, threads: int, system: str, machine: dict,
@@ -184,6 +191,8 @@ class LocalTarget:
             keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
                   "record": key},
             machine=machine,
+            lineage=[link("dataset", data_dir.name, data_dir), link("model", model_key, model_dir),
+                     link("artifact", artifact.key, artifact.path)],
         )
 
 
@@ -234,6 +243,7 @@ class AsGivenTarget:
             keys={"dataset": data_dir.name, "artifact": key,
                   "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine)},
             machine=machine,
+            lineage=[link("dataset", data_dir.name, data_dir), link("artifact", key, self.path)],
         )
 
 
@@ -265,4 +275,5 @@ class HostedTarget:
             train_facts=None,
             keys={"dataset": data_dir.name, "record": key},
             machine=None,
+            lineage=[link("dataset", data_dir.name, data_dir)],
         )

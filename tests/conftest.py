@@ -117,3 +117,28 @@ def run_harness(args: list[str], cwd: Path = REPO, timeout: float = 600) -> subp
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def wandb_run_records(path: Path) -> list:
+    """The records of an offline W&B run file (`run-<id>.wandb`), as W&B's protobuf messages.
+    The file is a LevelDB-style log (a 7-byte header, then 32 KiB blocks of records, each
+    with a 7-byte header: checksum, length, type full/first/middle/last); W&B 0.31's Go core
+    writes it and its Python side no longer ships a reader."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, data, pos, pending, out = 32768, path.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (kind == 0 and length == 0):  # block trailer or padding
+            pos += left
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            out.append(record)
+    return out

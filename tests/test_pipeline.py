@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import run_harness, tiny_job_overrides
+from .conftest import run_harness, tiny_job_overrides, wandb_run_records
 
 
 def _records(root: Path) -> list[dict]:
@@ -103,6 +103,21 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     data = [r.read_bytes() for r in runs]
     assert sum(b"sweep-summary" in d for d in data) == 1
     assert sum(b"train/loss" in d and b"decode_tokens_per_s" in d and b"confusion_matrix" in d for d in data) == 2
+    # each job's run: job_type evaluate, its answers as a table, and its lineage as artifacts,
+    # upstream first, each naming the one it was made from
+    for run_file in runs:
+        records = wandb_run_records(run_file)
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        if run.job_type == "sweep-summary":
+            continue
+        assert run.job_type == "evaluate" and {"fp32", "gguf_q8_0"} & set(run.tags)
+        artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+        chain = [a for a in artifacts if a.type in ("dataset", "model", "artifact", "record")]
+        assert [a.type for a in chain] == ["dataset", "model", "artifact", "record"]
+        for upstream, artifact in zip(chain, chain[1:]):
+            assert json.loads(artifact.metadata)["derived_from"] == upstream.name
+        assert Path(json.loads(chain[2].metadata)["path"]).exists()  # the measured artifact, by reference
+        assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
     wandb_cli = Path(sys.executable).parent / "wandb"
     dry = subprocess.run([str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
                          capture_output=True, text=True, cwd=seeded, timeout=120)

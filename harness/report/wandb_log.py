@@ -1,12 +1,21 @@
-"""Weights & Biases: one run per job, one summary run per sweep.
+"""Weights & Biases: one run per job (job_type `evaluate`, the format and variant as tags),
+one summary run per sweep.
 
 Offline unless the user asks for online (WANDB_MODE or logger.mode): runs are files under
 <logger.dir>/wandb, uploaded later with `wandb sync`. W&B is a view of the records, never
 their keeper: any W&B failure is a warning, and the record on disk stands.
+
+Each job's run carries its lineage as artifacts, upstream first: the dataset, the (fine-tuned)
+model, the artifact measured and the record, each a reference to its cache directory (nothing
+is copied) naming the one it was made from (`derived_from`). Online, the run uses the
+upstream ones as its inputs, so W&B's lineage view draws the chain; offline W&B cannot record
+inputs (`use_artifact` needs its server), so there they are logged as the run's outputs with
+the chain in their metadata. The run also holds every test query's answer as a Table.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,11 +62,11 @@ def _run(logger: LoggerConfig, **init: Any) -> Iterator[Any]:
 
         Path(logger.dir).mkdir(parents=True, exist_ok=True)
         run = wandb.init(
-            project=logger.project, entity=logger.entity, mode=logger.mode, dir=logger.dir, tags=logger.tags,
+            project=logger.project, entity=logger.entity, mode=logger.mode, dir=logger.dir,
             # console capture would duplicate Hydra's job log; system stats would load the CPU
             # while a sweep measures on it.
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
-            reinit="finish_previous", **init,
+            reinit="finish_previous", **{"tags": logger.tags, **init},
         )
     except Exception as exc:  # no network, bad key, broken install: the record is what matters
         log.warning("W&B: could not start a run (%s: %s); the record on disk is unaffected", type(exc).__name__, exc)
@@ -94,9 +103,34 @@ def _confusion_plot(wandb: Any, confusion: dict[str, dict[str, int]]) -> Any:
     return wandb.plot.confusion_matrix(y_true=y_true, preds=preds, class_names=classes, title="confusion (test split)")
 
 
+PREDICTION_COLUMNS = ("language", "intent", "predicted", "correct", "text", "raw_answer", "latency_ms")
+
+
+def _lineage(wandb: Any, run: Any, record: dict) -> Optional[str]:
+    """The record's stages as artifacts, upstream first; the name of the last one."""
+    upstream = None
+    for link in record.get("lineage") or []:
+        name = f"{link['stage']}-{link['key'][:16]}"
+        artifact = wandb.Artifact(name, type=link["stage"], metadata={**link, "derived_from": upstream})
+        if Path(link["path"]).exists():
+            artifact.add_reference(Path(link["path"]).as_uri(), checksum=False)
+        if run.offline:
+            run.log_artifact(artifact)
+        else:
+            run.use_artifact(artifact)
+        upstream = name
+    return upstream
+
+
+def _predictions(wandb: Any, path: Path) -> Any:
+    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+    return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
+
+
 def log_job(record: dict, logger: LoggerConfig, group: str, name: str) -> None:
     job = record.get("job", {})
-    with _run(logger, group=logger.group or group, job_type=job.get("format") or "job", name=name,
+    tags = [*logger.tags, *(t for t in (job.get("format"), job.get("quant")) if t)]
+    with _run(logger, group=logger.group or group, job_type="evaluate", name=name, tags=tags,
               config=record.get("config")) as run:
         if run is None:
             return
@@ -111,7 +145,11 @@ def log_job(record: dict, logger: LoggerConfig, group: str, name: str) -> None:
         if record["metrics"].get("confusion"):
             run.log({"confusion_matrix": _confusion_plot(wandb, record["metrics"]["confusion"])})
         record_dir = Path(record["record_dir"])
-        artifact = wandb.Artifact(f"record-{record['keys']['record'][:16]}", type="record", metadata=job)
+        if (record_dir / "predictions.jsonl").is_file():
+            run.log({"predictions": _predictions(wandb, record_dir / "predictions.jsonl")})
+        upstream = _lineage(wandb, run, record)
+        artifact = wandb.Artifact(f"record-{record['keys']['record'][:16]}", type="record",
+                                  metadata={**job, "derived_from": upstream})
         for file in (RECORD, "predictions.jsonl"):
             if (record_dir / file).is_file():
                 artifact.add_file(str(record_dir / file))
