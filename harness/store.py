@@ -15,11 +15,12 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,21 @@ def cached_dir(
     """
     final = cache_root / stage / key
     final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):
+    lock = FileLock(str(final) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        # another job (a parallel launcher's, or another sweep's) is building this very stage
+        log.info("waiting for another job building %s/%s (it holds %s)", stage, key, lock.lock_file)
+        started = time.monotonic()
+        lock.acquire()
+        log.info("%s/%s: the other job finished after %.0f s", stage, key, time.monotonic() - started)
+    try:
         if final.exists() and not force:
             log.info("cache hit: %s/%s", stage, key)
             return final
+        log.info("building %s/%s", stage, key)
+        started = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
             build(tmp)
@@ -71,6 +83,9 @@ def cached_dir(
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        log.info("built %s/%s in %.0f s", stage, key, time.monotonic() - started)
+    finally:
+        lock.release()
     return final
 
 

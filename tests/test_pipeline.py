@@ -62,6 +62,7 @@ def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
     assert "quant.gguf_type='Q9_X' is not a llama.cpp file type" in records[1]["error"]
     assert "gguf4: ConfigError" in done.stdout  # the summary names the failure
+    assert "job 1 of 3" in done.stdout and "job 3 of 3" in done.stdout and "left" in done.stdout
     # both GGUF jobs share one fine-tuned adapter
     assert records[0]["train"]["adapter_key"] == records[2]["train"]["adapter_key"]
 

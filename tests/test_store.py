@@ -69,3 +69,28 @@ def test_write_json_atomic_replaces(tmp_path):
     write_json_atomic(path, {"a": 2})
     assert path.read_text().strip().endswith("}") and '"a": 2' in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_job_waiting_for_another_ones_build_says_so(tmp_path, caplog):
+    import logging
+    import threading
+
+    from filelock import FileLock
+
+    from harness.store import cached_dir
+
+    held = FileLock(str(tmp_path / "adapter" / "k1") + ".lock")
+    (tmp_path / "adapter").mkdir()
+    held.acquire()
+    built = []
+    with caplog.at_level(logging.INFO, logger="harness.store"):
+        waiter = threading.Thread(target=lambda: built.append(cached_dir(tmp_path, "adapter", "k1", lambda d: None)))
+        waiter.start()
+        for _ in range(100):  # until the waiter has said it waits
+            if "waiting for another job building adapter/k1" in caplog.text:
+                break
+            time.sleep(0.05)
+        held.release()
+        waiter.join(10)
+    assert "waiting for another job building adapter/k1" in caplog.text
+    assert "the other job finished after" in caplog.text and built == [tmp_path / "adapter" / "k1"]
