@@ -169,10 +169,10 @@ def test_each_file_format_loads_through_the_data_command(fmt, suffix, tmp_path):
 
 
 def test_a_file_whose_format_cannot_be_told_is_refused(tmp_path):
-    path = tmp_path / "queries.txt"
-    path.write_text("text,intent\nhi,a\n")
-    with pytest.raises(DataError, match=r"cannot tell its format from the extension \.txt; name it \.csv"):
-        load_external(DatasetConfig(kind="files", files={"train": str(path)}), ["en"])
+    with pytest.raises(ConfigError, match=r"cannot tell its format from the extension \.txt; name it \.csv"):
+        DatasetConfig(kind="files", files={"train": str(tmp_path / "queries.txt")})
+    with pytest.raises(ConfigError, match=r"extension \(none\)"):
+        DatasetConfig(kind="csv", files={"train": "data.d/queries"})
     broken = tmp_path / "queries.xlsx"
     broken.write_bytes(b"not a workbook")
     with pytest.raises(DataError, match="not a readable xlsx workbook"):

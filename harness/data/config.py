@@ -23,6 +23,8 @@ class LanguageConfig:
 # as the names people look for).
 FILE_KINDS = ("files", "csv", "jsonl")
 DATASET_KINDS = ("synthetic", *FILE_KINDS, "hf")
+# The file formats read, by extension (harness.data.loaders has a reader for each).
+FILE_EXTENSIONS = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".xlsx")
 SPLIT_NAMES = ("train", "validation", "test")
 
 
@@ -74,6 +76,11 @@ class DatasetConfig:
             unknown = sorted(set(self.files) - set(SPLIT_NAMES))
             if unknown:
                 raise ConfigError(f"dataset.files: unknown split(s) {choices(unknown)}; use {choices(SPLIT_NAMES)}")
+            for split, path in self.files.items():
+                suffix = "." + path.rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else "(none)"
+                if suffix not in FILE_EXTENSIONS:
+                    raise ConfigError(f"dataset.files.{split}={path!r}: cannot tell its format from the extension "
+                                      f"{suffix}; name it {', '.join(FILE_EXTENSIONS)}")
         if self.kind == "hf" and not self.hf_name:
             raise ConfigError("dataset.kind=hf needs dataset.hf_name (a Hugging Face dataset id)")
         for name in ("validation_fraction", "test_fraction"):

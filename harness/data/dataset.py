@@ -25,7 +25,7 @@ def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
     else:
         missing = [f"dataset.files.{s}={p!r}" for s, p in spec.files.items() if not Path(p).is_file()]
         if missing:
-            raise DataError(f"{', '.join(missing)}: no such file; give an existing {spec.kind} path")
+            raise DataError(f"{', '.join(missing)}: no such file; give an existing path")
         content = {split: file_digest(Path(p)) for split, p in sorted(spec.files.items())}
     return cache_key("dataset", spec, sorted(languages), content)
 

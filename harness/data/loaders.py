@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from harness.data.config import SPLIT_NAMES, DatasetConfig
+from harness.data.config import FILE_EXTENSIONS, SPLIT_NAMES, DatasetConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def _xlsx_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 # What each file extension is read as; a file's own extension decides, whatever the preset.
 READERS = {".csv": _csv_records, ".tsv": _tsv_records, ".tab": _tsv_records, ".jsonl": _jsonl_records,
            ".ndjson": _jsonl_records, ".parquet": _parquet_records, ".xlsx": _xlsx_records}
+assert set(READERS) == set(FILE_EXTENSIONS)
 
 
 def _normalise(
@@ -120,10 +121,7 @@ def _read_files(spec: DatasetConfig) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for split, name in spec.files.items():
         path = Path(name)
-        reader = READERS.get(path.suffix.lower())
-        if reader is None:
-            raise DataError(f"dataset.files.{split}={name!r}: cannot tell its format from the extension "
-                            f"{path.suffix or '(none)'}; name it {', '.join(READERS)}")
+        reader = READERS[path.suffix.lower()]  # DatasetConfig accepts only these extensions
         if not path.is_file():
             raise DataError(f"dataset.files.{split}={name!r}: no such file; give an existing path")
         out[split] = [_normalise(str(path), n, obj, spec, split) for n, obj in reader(path)]
