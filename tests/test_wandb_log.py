@@ -31,3 +31,40 @@ def test_wandb_that_cannot_log_in_is_a_warning_not_a_failure(tmp_path, monkeypat
 def test_logger_none_touches_nothing(tmp_path):
     log_job({"status": "ok", "job": {}, "metrics": {}}, LoggerConfig(name="none", dir=str(tmp_path / "out")), group="g", name="n")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
+    """The run's own files (read back as W&B's records): job_type evaluate, the chain of
+    artifacts upstream first, each naming the one it came from, and the predictions table."""
+    import json
+
+    from .conftest import wandb_run_records
+
+    stages = {}
+    for stage in ("dataset", "model", "artifact"):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "file.txt").write_text(stage)
+        stages[stage] = str(tmp_path / stage)
+    record_dir = tmp_path / "record"
+    record_dir.mkdir()
+    (record_dir / "record.json").write_text("{}")
+    (record_dir / "predictions.jsonl").write_text(json.dumps(
+        {"text": "where is my order", "language": "en", "intent": "order_status", "predicted": "order_status",
+         "correct": True, "raw_answer": '{"intent": "order_status"}', "latency_ms": 12.5}) + "\n")
+    record = {
+        "status": "ok", "job": {"format": "gguf", "quant": "gguf_q8_0"}, "config": {}, "metrics": {"accuracy": 1.0},
+        "keys": {"record": "r" * 20}, "record_dir": str(record_dir),
+        "lineage": [{"stage": s, "key": s[0] * 20, "path": p} for s, p in stages.items()],
+    }
+    log_job(record, LoggerConfig(mode="offline", dir=str(tmp_path / "out")), group="g", name="n")
+    (run_file,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_run_records(run_file)
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.job_type == "evaluate" and set(run.tags) == {"gguf", "gguf_q8_0"}
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    chain = [a for a in artifacts if a.type in ("dataset", "model", "artifact", "record")]
+    assert [(a.type, a.name) for a in chain] == [
+        ("dataset", "dataset-dddddddddddddddd"), ("model", "model-mmmmmmmmmmmmmmmm"),
+        ("artifact", "artifact-aaaaaaaaaaaaaaaa"), ("record", "record-rrrrrrrrrrrrrrrr")]
+    assert [json.loads(a.metadata)["derived_from"] for a in chain] == [None, *(a.name for a in chain[:-1])]
+    assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
