@@ -133,11 +133,11 @@ def weights_origin(model: ModelConfig) -> str:
     if model.source == "embedded":
         import importlib.metadata
 
-        from gguf import GGUFReader, LlamaFileType
+        from gguf import GGUFReader
 
-        path = embedded_gguf_path(model)
-        field = GGUFReader(path).fields.get("general.file_type")
-        kind = LlamaFileType(field.contents()).name.removeprefix("MOSTLY_") if field is not None else "unknown type"
+        from harness.formats.gguf import file_type_name
+
+        kind = file_type_name(GGUFReader(embedded_gguf_path(model))) or "unknown type"
         version = importlib.metadata.version(model.package.replace("_", "-"))
         return f"{model.gguf_file} ({kind}) from the {model.package} {version} wheel, dequantized to fp32"
     if model.source == "hf":

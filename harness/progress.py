@@ -41,7 +41,7 @@ def _minutes(seconds: float) -> str:
 
 class SweepProgress(Callback):
     """Counts jobs in the process that launches them (Hydra's basic launcher runs them there,
-    one after another); with launchers that run jobs elsewhere it says only the job's number."""
+    one after another); with launchers that run jobs in other processes it stays silent."""
 
     def __init__(self) -> None:
         self.total: Optional[int] = None

@@ -23,7 +23,8 @@ TERMINAL, REPORT = "terminal", "report"
 # What a record means: bumped whenever the measurement changes what a figure measures, so
 # records of older measurement code are measured again rather than reused. 2: the measuring
 # process holds only its runtime (no torch beside llama.cpp); RSS before load and over it.
-MEASURE_VERSION = 2
+# 3: measure.max_eval_samples spreads its queries over the split (it took the first ones).
+MEASURE_VERSION = 3
 
 
 def figure(header: str = "", fmt: str = "{:.3f}", maximize: Optional[bool] = None, shown: tuple[str, ...] = (),
@@ -227,9 +228,10 @@ class JobInfo:
         """From a resolved job config (plain dicts), valid or not: a field it lacks is None."""
         quant = resolved.get("quant") or {}
         model = resolved.get("model") or {}
+        # a model file measured as it is is named for the file, so a sweep over files tells them apart
+        as_given = quant.get("format") == "as_is" and model.get("path")
         return cls(
-            # a GGUF given as a file is named for the file, so a sweep over files tells them apart
-            model=Path(model["path"]).stem if model.get("source") == "gguf" and model.get("path") else model.get("name"),
+            model=Path(model["path"]).stem if as_given else model.get("name"),
             quant=quant.get("name"),
             format=quant.get("format"),
             bits=quant.get("bits"),

@@ -64,7 +64,7 @@ def cached_dir(
         lock.acquire(timeout=0)
     except Timeout:
         # another job (a parallel launcher's, or another sweep's) is building this very stage
-        log.info("waiting for another job building %s/%s (it holds %s)", stage, key, lock.lock_file)
+        log.info("waiting for another job building %s/%s (lock %s)", stage, key, lock.lock_file)
         started = time.monotonic()
         lock.acquire()
         log.info("%s/%s: the other job finished after %.0f s", stage, key, time.monotonic() - started)

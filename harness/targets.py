@@ -204,16 +204,30 @@ class AsGivenTarget:
         assert job.model.path is not None
         self.job = job
         self.path = Path(job.model.path).expanduser()
+        self.is_gguf = job.model.source == "gguf"
 
     def preflight(self) -> None:
         from harness.errors import ConfigError
         from harness.hardware import check_device
 
         self.job.quant.check(self.job.paths)
+        if self.path.exists() and self.path.is_dir() == self.is_gguf:
+            raise ConfigError(
+                f"model.path={self.path} is a {'directory' if self.path.is_dir() else 'file'}: model.source=gguf takes "
+                "a .gguf file, model.source=local a checkpoint directory"
+            )
         try:
             self.job.quant.verify(self.path)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.path: {exc}") from None
+        if self.is_gguf and not self.job.model.tokenizer:
+            from gguf import GGUFReader
+
+            if "tokenizer.chat_template" not in GGUFReader(self.path).fields:
+                raise ConfigError(
+                    f"model.path={self.path} has no chat template in its metadata, so its prompts cannot be rendered "
+                    "as it expects them: give one with model.tokenizer=<a tokenizer directory or hub id>"
+                )
         check_device(self.job.hardware.device)
 
     def _tokenizer(self) -> Any:
@@ -223,21 +237,27 @@ class AsGivenTarget:
 
         if self.job.model.tokenizer:
             return AutoTokenizer.from_pretrained(self.job.model.tokenizer)
-        if self.path.is_file():
+        if self.is_gguf:
             return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
         return AutoTokenizer.from_pretrained(self.path)
 
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
+        import importlib.metadata
+
         from harness.formats.as_is import checkpoint_facts, gguf_facts
 
         job = self.job
-        facts = gguf_facts(self.path) if self.path.is_file() else checkpoint_facts(self.path)
-        facts["chat_template_from"] = job.model.tokenizer or ("gguf metadata" if self.path.is_file() else "checkpoint")
-        key = cache_key("as_is", facts["sha256"], facts["chat_template_from"])
+        facts = gguf_facts(self.path) if self.is_gguf else checkpoint_facts(self.path)
+        facts["chat_template_from"] = job.model.tokenizer or ("gguf metadata" if self.is_gguf else "checkpoint")
+        # the rendered prompts are keyed by the record (its system prompt, the test split); the
+        # file and the runtime that runs it, here
+        runtime = "llama_cpp_python" if self.is_gguf else "transformers"
+        key = cache_key("as_is", facts["sha256"], facts["chat_template_from"], runtime,
+                        importlib.metadata.version(runtime))
         machine = machine_identity(job.hardware.device)
         return Prepared(
             measure=local_measurement(job, self.path, self._tokenizer, data_dir, system, labels),
-            artifact_info={"format": "gguf" if self.path.is_file() else "checkpoint", "bits": None, **facts,
+            artifact_info={"format": "gguf" if self.is_gguf else "checkpoint", "bits": None, **facts,
                            "tool": "as given", "quantize_wall_s": None},
             train_facts=None,
             keys={"dataset": data_dir.name, "artifact": key,

@@ -11,6 +11,7 @@ import pytest
 
 from harness.formats.floating import FloatQuant
 from harness.formats.gguf import GGUFQuant
+from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
 from harness.measure.run import batched_answers, greedy_answer, label_trie
 from harness.prompt import parse_answer, render_prompt
@@ -47,7 +48,7 @@ def random_model(smollm2_tokenizer, tmp_path_factory):
 
 def _check_constrained(rt, smollm2_tokenizer, batched: bool):
     prompts = [rt.tokenize(render_prompt(smollm2_tokenizer, q, "Classify the query.")) for q in QUERIES]
-    trie = label_trie(rt, LABELS)
+    trie = label_trie(rt, LABELS, 12)
     free = [greedy_answer(rt, ids, max_new_tokens=12).text for ids in prompts]
     assert all(parse_answer(text, LABELS) is None for text in free)  # noise, without the constraint
     constrained = [greedy_answer(rt, ids, max_new_tokens=12, trie=trie) for ids in prompts]
@@ -64,9 +65,11 @@ def _check_constrained(rt, smollm2_tokenizer, batched: bool):
 def test_constrained_answers_on_transformers(random_model, smollm2_tokenizer):
     rt = FloatQuant(format="fp32", bits=32).open(random_model, HardwareConfig(), threads=2)
     texts = _check_constrained(rt, smollm2_tokenizer, batched=True)
+    with pytest.raises(ConfigError, match=r"more than measure.max_new_tokens=3: set measure.max_new_tokens=\d+"):
+        label_trie(rt, LABELS, 3)
     prompts = [rt.tokenize(render_prompt(smollm2_tokenizer, q, "Classify the query.")) for q in QUERIES]
     # transformers' generate with prefix_allowed_tokens_fn writes what the batch-1 loop writes
-    assert batched_answers(rt, prompts, batch_size=2, max_new_tokens=12, trie=label_trie(rt, LABELS)) == texts
+    assert batched_answers(rt, prompts, batch_size=2, max_new_tokens=12, trie=label_trie(rt, LABELS, 12)) == texts
 
 
 def test_constrained_answers_on_llama_cpp(random_model, smollm2_tokenizer, tmp_path):
@@ -86,5 +89,6 @@ def test_zero_shot_job_with_and_without_the_constraint(tiny_llama, tmp_path):
     assert by_decoding["labels"]["metrics"]["invalid_rate"] == 0
     assert by_decoding["free"]["metrics"]["invalid_rate"] > 0.5  # an untrained tiny model writes no JSON
     assert by_decoding["free"]["keys"]["record"] != by_decoding["labels"]["keys"]["record"]
-    assert "decoding" in done.stdout  # the summary tells the two rows apart
+    # the summary tells the two rows apart by what differs between them
+    assert "gguf_q8_0 free" in done.stdout and "gguf_q8_0 labels" in done.stdout
 

@@ -110,6 +110,8 @@ class _Faulty(BaseHTTPRequestHandler):
         type(self).calls += 1
         if self.mode == "500" or (self.mode == "flaky" and self.calls % 3 == 0):
             self._send(500, {"error": {"message": "injected fault"}})
+        elif self.mode == "401":
+            self._send(401, {"error": {"message": "invalid key"}})
         elif self.mode == "flaky":
             answer = {"role": "assistant", "content": '{"intent": "other"}'}
             self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "local",
@@ -197,3 +199,19 @@ def test_a_request_that_still_fails_costs_its_query_not_the_pass(faulty_server, 
     assert sum("injected fault" in r.get("error", "") for r in rows) == failed
     # every answer says `other`: right exactly where that is the gold label and the request answered
     assert m["accuracy"] == sum(r["intent"] == "other" and "error" not in r for r in rows) / n
+
+
+def test_a_refused_key_stops_the_pass_at_once(faulty_server, tmp_path):
+    from harness.data.config import DatasetConfig
+    from harness.data.dataset import build_dataset, read_labels
+    from harness.measure.config import MeasureConfig
+    from harness.measure.hosted import measure_hosted
+
+    _, url = faulty_server
+    _Faulty.mode = "401"
+    data = build_dataset(DatasetConfig(train_per_cell=1, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
+    api = ApiConfig(base_url=url, model_name="local", max_retries=0, concurrency=1)
+    with pytest.raises(EndpointError, match="HTTP 401 .* the pass is stopped"):
+        measure_hosted(api, MeasureConfig(), data, "Classify.", read_labels(data), tmp_path)
+    # not once per query: the requests not yet started are cancelled (one may be under way)
+    assert _Faulty.calls <= api.concurrency + 1

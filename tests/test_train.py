@@ -55,11 +55,14 @@ def test_adapter_trains_saves_and_merges(method, tiny_llama, tmp_path):
     assert changed and all("proj" in name for name in changed)
 
 
-def test_full_fine_tuning_trains_every_weight_and_keeps_the_best(tiny_llama, tmp_path):
+def test_full_fine_tuning_trains_every_weight_and_keeps_the_best(tiny_llama, tmp_path, monkeypatch):
     """The fine-tuning stage with train.method=full: a plain checkpoint whose every weight
     moved, the training log beside it, and the weights of the best evaluation kept (the
-    saved model scores on validation what the log says it scored)."""
+    saved model scores on validation what the log says it scored; when the first evaluation
+    is the best, the saved weights are not the last ones)."""
     import torch
+
+    import harness.train.finetune as finetune
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.data.dataset import read_split
@@ -83,6 +86,14 @@ def test_full_fine_tuning_trains_every_weight_and_keeps_the_best(tiny_llama, tmp
     with torch.no_grad():
         hits = answer_match(answer_logits(tuned, ids, mask, positions, answer_window(labels)), labels, tok.eos_token_id)
     assert sum(hits) / len(hits) == log["validation_accuracy"]
+
+    monkeypatch.setattr(finetune, "best_index", lambda accuracies: 0)
+    early = tmp_path / "early"
+    early.mkdir()
+    fine_tune(tiny_llama, data, cfg, "Classify.", "cpu", early)
+    assert json.loads((early / "adapter" / "train_log.json").read_text())["kept_step"] == 2
+    kept = dict(AutoModelForCausalLM.from_pretrained(early / "merged").named_parameters())
+    assert all(not torch.equal(p, kept[name]) for name, p in tuned.named_parameters())
 
 
 def test_batches_group_similar_lengths_and_cover_every_example_once():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from harness.errors import ConfigError, choices
@@ -77,7 +78,7 @@ class DatasetConfig:
             if unknown:
                 raise ConfigError(f"dataset.files: unknown split(s) {choices(unknown)}; use {choices(SPLIT_NAMES)}")
             for split, path in self.files.items():
-                suffix = "." + path.rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else "(none)"
+                suffix = Path(path).suffix.lower() or "(none)"
                 if suffix not in FILE_EXTENSIONS:
                     raise ConfigError(f"dataset.files.{split}={path!r}: cannot tell its format from the extension "
                                       f"{suffix}; name it {', '.join(FILE_EXTENSIONS)}")

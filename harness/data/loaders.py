@@ -69,14 +69,17 @@ def _xlsx_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     from openpyxl import load_workbook
 
     try:
-        sheet = load_workbook(path, read_only=True, data_only=True).worksheets[0]
+        book = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise DataError(f"{path}: not a readable xlsx workbook ({exc})") from None
-    rows = sheet.iter_rows(values_only=True)
-    header = [str(c) if c is not None else "" for c in next(rows, ())]
-    for number, values in enumerate(rows, start=2):
-        if any(v is not None for v in values):
-            yield number, dict(zip(header, values))
+    try:
+        rows = book.worksheets[0].iter_rows(values_only=True)
+        header = [str(c) if c is not None else "" for c in next(rows, ())]
+        for number, values in enumerate(rows, start=2):
+            if any(v is not None for v in values):
+                yield number, dict(zip(header, values))
+    finally:
+        book.close()  # a read-only workbook keeps its file open until closed
 
 
 # What each file extension is read as; a file's own extension decides, whatever the preset.

@@ -36,16 +36,19 @@ class AsIsQuant(QuantConfig):
     def name(self) -> str:
         return "as_is"
 
+    # A GGUF is one file, a checkpoint a directory: `model.source` says which the user meant
+    # (gguf, local), and the target checks the path is that before anything below runs.
+
     def verify(self, artifact: Path) -> None:
-        if artifact.suffix == ".gguf" or artifact.is_file():
+        if artifact.is_dir():
+            check_checkpoint_dir(artifact)
+        else:
             from harness.formats.gguf import check_gguf_file
 
             check_gguf_file(artifact, fix=USER_FILE_FIX)
-        else:
-            check_checkpoint_dir(artifact)
 
     def open(self, artifact: Path, hardware, threads: int):
-        if artifact.is_file():
+        if not artifact.is_dir():
             from harness.runtimes.llama_cpp import LlamaCppRuntime
 
             return LlamaCppRuntime(artifact, hardware, threads)
@@ -55,8 +58,9 @@ class AsIsQuant(QuantConfig):
             from transformers import AutoModelForCausalLM
 
             # dtype "auto": the dtype the checkpoint was saved in; a quantization_config in
-            # config.json picks the quantized layers.
-            return AutoModelForCausalLM.from_pretrained(artifact, dtype="auto").to(device)
+            # config.json picks the quantized layers, which are placed on load (bitsandbytes
+            # and GPTQ models cannot be moved afterwards).
+            return AutoModelForCausalLM.from_pretrained(artifact, dtype="auto", device_map=device)
 
         return TransformersRuntime(artifact, hardware, threads, load)
 
@@ -79,7 +83,9 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
 def gguf_facts(path: Path) -> dict[str, Any]:
     """What a GGUF holds, from its header: architecture, llama.cpp file type, the share of
     parameters in each tensor type, parameter count, and whether it carries a chat template."""
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import GGUFReader
+
+    from harness.formats.gguf import file_type_name
 
     reader = GGUFReader(path)
 
@@ -91,14 +97,13 @@ def gguf_facts(path: Path) -> dict[str, Any]:
     for tensor in reader.tensors:
         by_type[tensor.tensor_type.name] += int(tensor.n_elements)
     n_params = sum(by_type.values())
-    file_type = field("general.file_type")
     size = path.stat().st_size
     return {
         "file": str(path.resolve()),
         "sha256": file_digest(path),
         "size_mib": size / 2**20,
         "architecture": field("general.architecture"),
-        "gguf_type": LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else None,
+        "gguf_type": file_type_name(reader),
         "tensor_types": {k: round(v / n_params, 4) for k, v in by_type.most_common()},
         "n_params": n_params,
         "bits_per_weight": size * 8 / n_params,
@@ -108,12 +113,14 @@ def gguf_facts(path: Path) -> dict[str, Any]:
 
 def checkpoint_facts(path: Path) -> dict[str, Any]:
     """What a checkpoint directory holds: its architecture, how its weights are quantized (if
-    they are), their size and one digest over them."""
+    they are), their size, and one digest over every file in it (weights, config, tokenizer
+    and its chat template: a change to any is another model to measure)."""
     import hashlib
 
     config = check_checkpoint_dir(path)
     weights = sorted(w for p in WEIGHT_PATTERNS for w in path.glob(p))
-    digest = hashlib.sha256("".join(file_digest(w) for w in weights).encode()).hexdigest()
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    digest = hashlib.sha256("".join(f"{p.name}:{file_digest(p)}" for p in files).encode()).hexdigest()
     quant = config.get("quantization_config") or {}
     size = sum(w.stat().st_size for w in weights)
     facts = {
@@ -122,8 +129,7 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
         "size_mib": size / 2**20,
         "architecture": (config.get("architectures") or [None])[0],
         "quant_method": quant.get("quant_method"),
-        "quant_bits": quant.get("bits") or ({"load_in_4bit": 4, "load_in_8bit": 8}.get(
-            next((k for k in ("load_in_4bit", "load_in_8bit") if quant.get(k)), ""))),
+        "quant_bits": quant.get("bits") or (4 if quant.get("load_in_4bit") else 8 if quant.get("load_in_8bit") else None),
         "dtype": config.get("torch_dtype") or config.get("dtype"),
     }
     if not quant:  # packed quantized tensors do not count parameters

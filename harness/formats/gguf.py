@@ -108,8 +108,10 @@ class GGUFQuant(QuantConfig):
         return None if self.gguf_type == "F16" else GGUFQuant(format="gguf", bits=16)
 
     def key_parts(self, inputs: BuildInputs) -> list:
-        # with a matrix, the file depends on the rows it was computed on, as they were rendered
-        matrix = [Path(inputs.data_dir).name, inputs.system, self.calibration_samples] if self.imatrix else []
+        # with a matrix, the file depends on the rows it was computed on, as they were rendered,
+        # and on the build of the command-line tools that made it
+        matrix = [Path(inputs.data_dir).name, inputs.system, self.calibration_samples,
+                  *(tool_build(tool_path(t, inputs.llama_cpp_bin)) for t in TOOLS)] if self.imatrix else []
         return [self.format, self.gguf_type, *matrix]
 
     def tool(self) -> tuple[str, str]:
@@ -167,6 +169,14 @@ def check_gguf_file(path: Path, fix: str = "delete it so the harness rebuilds it
             raise ValueError(f"{path} is truncated (tensor {tensor.name} runs past the end of the file); {fix}")
 
 
+def file_type_name(reader) -> Optional[str]:
+    """The llama.cpp file type a GGUF header declares (Q4_K_M, Q8_0, ...), from a GGUFReader."""
+    from gguf import LlamaFileType
+
+    field = reader.fields.get("general.file_type")
+    return LlamaFileType(field.contents()).name.removeprefix("MOSTLY_") if field is not None else None
+
+
 def converter_dir(configured: Optional[str]) -> Path:
     return Path(configured) if configured else Path(sys.prefix) / "share" / "llama.cpp"
 
@@ -198,16 +208,29 @@ def tool_path(name: str, configured: Optional[str]) -> Path:
 
     version = importlib.metadata.version("llama_cpp_python")
     built = Path(sys.prefix) / "src" / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp" / "build" / "bin"
-    for directory in ([Path(configured)] if configured else [built]):
-        if (directory / name).is_file():
-            return directory / name
-    found = None if configured else shutil.which(name)
+    directory = Path(configured) if configured else built
+    if (directory / name).is_file():
+        return directory / name
+    found = None if configured else shutil.which(name)  # a configured directory is meant
     if found is None:
+        where = f"paths.llama_cpp_bin={configured}" if configured else f"{built} or on the PATH"
         raise ConfigError(
-            f"quant.imatrix=true needs llama.cpp's {name}, not found in {configured or built} or on the PATH: run "
-            "`make llama-tools` (builds it from the llama.cpp source llama-cpp-python vendors) or set paths.llama_cpp_bin"
+            f"quant.imatrix=true needs llama.cpp's {name}, not found in {where}: run `make llama-tools` (builds it "
+            "from the llama.cpp source llama-cpp-python vendors) or set paths.llama_cpp_bin to where it is"
         )
     return Path(found)
+
+
+def tool_build(tool: Path) -> str:
+    """A digest of a llama.cpp tool and the libraries beside it (llama.cpp's build puts
+    libllama and ggml there): what keys the files it makes, since the tools report no
+    version of their own and a tool from another build may quantize differently."""
+    import hashlib
+
+    from harness.store import file_digest
+
+    parts = [tool, *sorted(p for p in tool.parent.glob("lib*.so*") if p.is_file() and not p.is_symlink())]
+    return hashlib.sha256("".join(file_digest(p) for p in parts).encode()).hexdigest()[:16]
 
 
 def run_tool(tool: Path, args: list[str]) -> None:
@@ -220,17 +243,14 @@ def run_tool(tool: Path, args: list[str]) -> None:
 def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
     """llama.cpp's importance matrix of the F16 file over `samples` training rows, rendered
     with the file's own chat template as the model sees them in use (prompt and answer);
-    cached as a stage of its own under the F16 file's key, the rows and the tool's version."""
-    import importlib.metadata
-
+    cached as a stage of its own under the F16 file's key, the rows and the tool's build."""
     from transformers import AutoTokenizer
 
     from harness.store import cache_key, cached_dir
 
     assert inputs.cache_root, "an importance matrix is cached as a stage: BuildInputs.cache_root is needed"
     tool = tool_path("llama-imatrix", inputs.llama_cpp_bin)
-    key = cache_key("imatrix", f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples,
-                    importlib.metadata.version("llama_cpp_python"))
+    key = cache_key("imatrix", f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples, tool_build(tool))
 
     def compute(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(f16.parent, gguf_file=f16.name)

@@ -23,7 +23,8 @@ class MeasureConfig:
     decoding: str = "free"
     # Longest answer the evaluator lets the model write; {"intent": "..."} fits well within.
     max_new_tokens: int = 16
-    # 0 = the whole test split; else this many queries spread evenly over it (every intent and language).
+    # 0 = the whole test split; else this many queries spread evenly over it (the split is
+    # ordered by intent and language, so every cell is sampled once there are as many queries).
     max_eval_samples: int = 0
     # The accuracy pass decodes this many queries at once on runtimes that batch
     # (transformers: padded batches; llama.cpp: parallel sequences, as its server's slots).

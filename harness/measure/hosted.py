@@ -21,6 +21,8 @@ from harness.record import Accuracy, Cost, Energy, Latency, Metrics
 from harness.runtimes.openai_compatible import ApiConfig, Completion, EndpointError, OpenAICompatibleRuntime
 
 REMOTE = "remote endpoint: not observable from this machine"
+# This many requests failing in a row means the endpoint is down, not that queries are unlucky.
+MAX_CONSECUTIVE_FAILURES = 10
 
 
 def shots(data_dir: Path, k: int) -> list[tuple[str, str]]:
@@ -43,14 +45,21 @@ def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: s
     examples = shots(data_dir, api.few_shot)
     rt = OpenAICompatibleRuntime(api, cfg.max_new_tokens)  # reachability: checked in the preflight
 
+    failures_in_a_row = [0]
+
     def ask(row: dict) -> Completion:
         # One request that fails after its retries costs that query, not the answers (and
-        # tokens) already paid for.
+        # tokens) already paid for; a refusal no request escapes, or a dead endpoint, ends the pass.
         t0 = time.perf_counter()
         try:
-            return rt.complete(messages(row["text"], system, examples))
+            done = rt.complete(messages(row["text"], system, examples))
         except EndpointError as exc:
+            failures_in_a_row[0] += 1
+            if exc.hopeless or failures_in_a_row[0] >= MAX_CONSECUTIVE_FAILURES:
+                raise EndpointError(f"{exc} ({failures_in_a_row[0]} failed in a row: the pass is stopped)") from exc
             return Completion(text="", latency_s=time.perf_counter() - t0, tokens_in=0, tokens_out=0, error=str(exc))
+        failures_in_a_row[0] = 0
+        return done
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=api.concurrency) as pool:

@@ -66,9 +66,16 @@ class Answer:
 STOP = "}"
 
 
-def label_trie(rt: Runtime, labels: list[str]) -> AnswerTrie:
-    """The answers `measure.decoding=labels` allows, in the runtime's own tokens."""
-    return AnswerTrie([rt.tokenize(answer(label)) for label in labels], rt.eos_ids)
+def label_trie(rt: Runtime, labels: list[str], max_new_tokens: int) -> AnswerTrie:
+    """The answers `measure.decoding=labels` allows, in the runtime's own tokens; each must fit
+    in `max_new_tokens`, or a right answer would be cut and scored invalid."""
+    from harness.errors import ConfigError
+
+    trie = AnswerTrie([rt.tokenize(answer(label)) for label in labels], rt.eos_ids)
+    if trie.longest > max_new_tokens:
+        raise ConfigError(f"the longest answer is {trie.longest} tokens, more than measure.max_new_tokens="
+                          f"{max_new_tokens}: set measure.max_new_tokens={trie.longest}")
+    return trie
 
 
 def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int, trie: Optional[AnswerTrie] = None) -> Answer:
@@ -217,7 +224,7 @@ def measure(spec: MeasureSpec) -> dict:
         load_s = time.perf_counter() - t0
         prompts = [rt.tokenize(text) for text in spec.prompts]
         max_new = spec.measure.max_new_tokens
-        trie = label_trie(rt, spec.labels) if spec.measure.decoding == "labels" else None
+        trie = label_trie(rt, spec.labels, max_new) if spec.measure.decoding == "labels" else None
         greedy_answer(rt, prompts[0], max_new, trie)  # warm-up
         batch = spec.measure.eval_batch_size if isinstance(rt, BatchingRuntime) else 1
         everyone = list(range(len(prompts)))

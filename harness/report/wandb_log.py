@@ -103,7 +103,7 @@ def _confusion_plot(wandb: Any, confusion: dict[str, dict[str, int]]) -> Any:
     return wandb.plot.confusion_matrix(y_true=y_true, preds=preds, class_names=classes, title="confusion (test split)")
 
 
-PREDICTION_COLUMNS = ("language", "intent", "predicted", "correct", "text", "raw_answer", "latency_ms")
+PREDICTION_COLUMNS = ("language", "intent", "predicted", "correct", "text", "raw_answer", "latency_ms", "error")
 
 
 def _lineage(wandb: Any, run: Any, record: dict) -> Optional[str]:
@@ -123,7 +123,8 @@ def _lineage(wandb: Any, run: Any, record: dict) -> Optional[str]:
 
 
 def _predictions(wandb: Any, path: Path) -> Any:
-    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
 
 

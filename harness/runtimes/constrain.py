@@ -18,6 +18,7 @@ class AnswerTrie:
         if not answers or any(not a for a in answers):
             raise ValueError("AnswerTrie needs at least one answer, none of them empty")
         self.root: dict = {}
+        self.longest = max(len(a) for a in answers)
         for tokens in answers:
             node = self.root
             for token in tokens:

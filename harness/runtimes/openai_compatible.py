@@ -53,6 +53,16 @@ class ApiConfig:
 class EndpointError(RuntimeError):
     """The endpoint failed after its retries, or answered something that is not a completion."""
 
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def hopeless(self) -> bool:
+        """A refusal no later request will escape (bad key, unknown model, bad request), as
+        opposed to one that may pass on another try (overload, a server error, a timeout)."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 409, 429)
+
 
 @dataclass
 class Completion:
@@ -110,7 +120,8 @@ class OpenAICompatibleRuntime:
             )
         except self.openai.APIStatusError as exc:
             raise EndpointError(
-                f"{self.api.base_url} answered HTTP {exc.status_code} (after {self.api.max_retries} retries): {exc.message}"
+                f"{self.api.base_url} answered HTTP {exc.status_code} (after {self.api.max_retries} retries): {exc.message}",
+                status=exc.status_code,
             ) from exc
         except (self.openai.APIConnectionError, self.openai.APITimeoutError) as exc:
             raise EndpointError(

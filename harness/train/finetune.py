@@ -126,12 +126,18 @@ def resolve_precision(precision: str, device: str, cpu_flags: Sequence[str]) -> 
 
 
 def _trainable_base(base_dir: Path, method: str, device: str):
+    import torch
     from transformers import AutoModelForCausalLM
 
     from harness.formats.bnb import bnb_config, compute_dtype
 
-    if method in ("lora", "full"):
-        # bf16 halves memory and doubles speed on GPUs; CPUs train more reliably in fp32.
+    if method == "full":
+        # The trained weights themselves: fp32 masters (train.precision picks autocast), so the
+        # saved model is full precision on a GPU too.
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device)
+    if method == "lora":
+        # bf16 halves memory and doubles speed on GPUs; CPUs train more reliably in fp32. The
+        # frozen base's dtype does not reach the merge, which loads the base in fp32.
         return AutoModelForCausalLM.from_pretrained(base_dir, dtype=compute_dtype(device)).to(device)
     from peft import prepare_model_for_kbit_training
 
@@ -231,7 +237,9 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
                 curve.append({"step": step, "accuracy": score_validation()})
                 since_best = len(curve) - 1 - best_index([c["accuracy"] for c in curve])
                 if since_best == 0:
-                    best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                    # on the CPU: for full fine-tuning on a GPU this is a second copy of the model
+                    best_weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                                    if p.requires_grad}
                 elif cfg.patience and since_best >= cfg.patience:
                     log.info("validation accuracy below its best for %d evaluations: stopping at step %d", cfg.patience, step)
                     break
