@@ -27,7 +27,12 @@ log = logging.getLogger("harness")
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the console script imports this module rather than running it, and Hydra
+# would then read a relative path as a Python package.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     quiet_known_notices()
     from harness.config import to_job_config

@@ -89,6 +89,7 @@ def test_zero_shot_job_with_and_without_the_constraint(tiny_llama, tmp_path):
     assert by_decoding["labels"]["metrics"]["invalid_rate"] == 0
     assert by_decoding["free"]["metrics"]["invalid_rate"] > 0.5  # an untrained tiny model writes no JSON
     assert by_decoding["free"]["keys"]["record"] != by_decoding["labels"]["keys"]["record"]
-    # the summary tells the two rows apart by what differs between them
-    assert "gguf_q8_0 free" in done.stdout and "gguf_q8_0 labels" in done.stdout
+    # the sweep's report tells the two rows apart by what differs between them
+    report = next(tmp_path.glob("multirun/*/*/report/report.md")).read_text()
+    assert "| gguf_q8_0 free |" in report and "| gguf_q8_0 labels |" in report
 
