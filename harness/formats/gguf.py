@@ -125,8 +125,9 @@ class GGUFQuant(QuantConfig):
             convert_f16(source, self.artifact_path(out), inputs.llama_cpp_dir)
         elif self.imatrix:
             matrix = importance_matrix(f16, inputs, self.calibration_samples)
-            run_tool(tool_path("llama-quantize", inputs.llama_cpp_bin),
-                     ["--imatrix", str(matrix), str(f16), str(self.artifact_path(out)), self.gguf_type, str(inputs.threads)])
+            quantizer = tool_path("llama-quantize", inputs.llama_cpp_bin)
+            run_tool([str(quantizer), "--imatrix", str(matrix), str(f16), str(self.artifact_path(out)), self.gguf_type,
+                      str(inputs.threads)], quantizer.name)
         else:
             quantize(f16, self.artifact_path(out), self.gguf_type, inputs.threads)
 
@@ -194,11 +195,8 @@ def check_converter(configured: Optional[str]) -> Path:
 def convert_f16(model_dir: Path, out_file: Path, llama_cpp_dir: Optional[str]) -> None:
     script = check_converter(llama_cpp_dir)
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
-    cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-        raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}):\n{tail}")
+    run_tool([sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"],
+             script.name, env)
 
 
 def tool_path(name: str, configured: Optional[str]) -> Path:
@@ -233,11 +231,12 @@ def tool_build(tool: Path) -> str:
     return hashlib.sha256("".join(file_digest(p) for p in parts).encode()).hexdigest()[:16]
 
 
-def run_tool(tool: Path, args: list[str]) -> None:
-    done = subprocess.run([str(tool), *args], capture_output=True, text=True)
+def run_tool(cmd: list[str], name: str, env: Optional[dict[str, str]] = None) -> None:
+    """Run one of llama.cpp's programs; its failure is an error carrying the tail of its output."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-        raise RuntimeError(f"{tool.name} failed (exit {done.returncode}):\n{tail}")
+        raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{tail}")
 
 
 def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
@@ -257,8 +256,8 @@ def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
         texts = calibration_texts(tokenizer, Path(inputs.data_dir), inputs.system, samples)
         (out / "calibration.txt").write_text("\n".join(texts), encoding="utf-8")
         log.info("importance matrix: llama-imatrix over %d training rows", len(texts))
-        run_tool(tool, ["-m", str(f16), "-f", str(out / "calibration.txt"), "-o", str(out / "imatrix.gguf"),
-                        "-c", str(IMATRIX_CTX), "-t", str(inputs.threads), "-ngl", "0", "--parse-special", "--no-ppl"])
+        run_tool([str(tool), "-m", str(f16), "-f", str(out / "calibration.txt"), "-o", str(out / "imatrix.gguf"),
+                  "-c", str(IMATRIX_CTX), "-t", str(inputs.threads), "-ngl", "0", "--parse-special", "--no-ppl"], tool.name)
 
     return cached_dir(Path(inputs.cache_root), "imatrix", key, compute) / "imatrix.gguf"
 
