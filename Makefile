@@ -20,23 +20,48 @@ LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 LLAMA_TOOLS_DONE := $(VENV)/.llama-tools-done
 
-.PHONY: setup llama-tools run search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
+.PHONY: setup lock llama-tools run search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
+
+# GPU=1 sets up for CUDA (the default where nvidia-smi is on the PATH): the CUDA torch already
+# on the machine is kept (or PyPI's CUDA build is installed), and llama.cpp is built with CUDA.
+GPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),1,0)
+ifeq ($(GPU),1)
+LLAMA_CMAKE := -DGGML_CUDA=on
+endif
+# The exact versions the README's figures come from (constraints.txt; ranges in pyproject.toml).
+# On a GPU machine the torch line is left out: that torch is the machine's.
+CONSTRAINTS := $(VENV)/constraints.txt
 
 setup: $(SETUP_DONE)
 
-# torch first, from the pinned CPU build: anything that pulls torch in before would fetch
-# a multi-GB CUDA build.
-$(SETUP_DONE): pyproject.toml Makefile
+# torch first: anything that pulls torch in before would fetch whatever build the index has.
+# On a CPU machine that is the pinned CPU build. With GPU=1 the venv also sees the interpreter's
+# own packages (a .pth file), so a CUDA torch installed beside that interpreter is used as it is.
+$(SETUP_DONE): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+ifeq ($(GPU),1)
+	$(PYTHON) -c 'import site; print("\n".join(site.getsitepackages()))' \
+		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_interpreter_packages.pth"
+	grep -v '^torch==' constraints.txt > $(CONSTRAINTS)
+	$(PY) -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+else
+	cp constraints.txt $(CONSTRAINTS)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+endif
 	# Built here, always: a wheel pip cached earlier may carry other flags (or suit another CPU).
-	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" \
+		$(PY) -m pip install --quiet --no-cache-dir --force-reinstall --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[all,dev]'
 	rm -rf $(VENV)/src $(CONVERTER_DIR) && mkdir -p $(CONVERTER_DIR)
 	$(PY) -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/src llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(CONVERTER_DIR) --strip-components=3 \
 		$(SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(SDIST)/vendor/llama.cpp/conversion $(SDIST)/vendor/llama.cpp/gguf-py
 	touch $@
+
+# Rewrites constraints.txt from what .venv holds now (after changing a version on purpose).
+lock: setup
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable --local | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # The default sweep (sweeps/default.yaml) on the embedded SmolLM2-135M.
 run: sweep-default
@@ -91,7 +116,7 @@ llama-tools: $(LLAMA_TOOLS_DONE)
 
 $(LLAMA_TOOLS_DONE): $(SETUP_DONE)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
-	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build $(LLAMA_CMAKE) -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
 	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench llama-imatrix llama-quantize -j
 	touch $@
 

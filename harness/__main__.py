@@ -91,5 +91,17 @@ def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[floa
     return tuple(float(v) for v in values)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m harness` and the `slm-harness` script: a missing launcher or sweeper plugin is
+    named with its install line before Hydra starts."""
+    from harness.extras import check_plugins
+
+    try:
+        check_plugins(sys.argv[1:], Path(CONF_DIR))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
     main()
+
+
+if __name__ == "__main__":
+    cli()

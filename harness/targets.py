@@ -144,6 +144,7 @@ class LocalTarget:
 
         check_available(self.job.model)
         self.job.quant.check(self.job.paths)
+        self.job.train.check()
         check_device(self.job.hardware.device)
 
     def _trained(self, base_dir: Path, base_key: str, data_dir: Path, system: str) -> tuple[Path, str, Optional[dict]]:

@@ -37,6 +37,7 @@ def test_random_bytes_as_a_gguf_is_a_one_line_error_before_any_work(tiny_llama, 
     assert not (tmp_path / "cache" / "artifact").exists()  # nothing was built
 
 
+@pytest.mark.slow  # two whole jobs, built then as given: make test-full
 def test_a_gguf_measured_as_is_scores_as_the_job_that_built_it(tiny_llama, seeded):
     """The Q8_0 file a job built, measured as a user's file: the same prompts (its chat
     template read from the file's metadata), the same answers, the same accuracy."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from .conftest import REPO, run_harness, tiny_job_overrides
 
@@ -75,6 +76,7 @@ def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, see
     assert "killed by SIGSEGV" in records[0]["error"]
 
 
+@pytest.mark.slow  # a sweep run twice: make test-full
 def test_sweep_killed_midway_completes_when_run_again(tiny_llama, seeded):
     args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0,gguf_q4km,gguf_q5km"]
     sweep = _start(args)

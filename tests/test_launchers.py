@@ -13,6 +13,7 @@ def _records(root):
     return [json.loads(p.read_text()) for p in sorted(root.glob("multirun/*/*/*/record.json"))]
 
 
+@pytest.mark.slow  # two jobs training in parallel on two cores: make test-full
 def test_joblib_runs_two_jobs_at_once_and_they_train_one_adapter(tiny_llama, tmp_path):
     done = run_harness(["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "hydra/launcher=joblib",
                         "hydra.launcher.n_jobs=2", "quant=gguf_q8_0,gguf_q4km"])

@@ -24,6 +24,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.errors import ConfigError, UnsupportedCell, choices
+from harness.extras import require
 
 if TYPE_CHECKING:
     from harness.config import PathsConfig
@@ -63,6 +64,8 @@ class QuantConfig:
     # Python distributions whose versions a record's provenance lists; each must be
     # installed for the format to run (`check`).
     PACKAGES: ClassVar[tuple[str, ...]] = ()
+    # The pyproject extra that installs them ("" for the core's formats).
+    EXTRA: ClassVar[str] = ""
     # Measured behind an endpoint rather than built here.
     HOSTED: ClassVar[bool] = False
     # The artifact is the model file the user gave (model.path), measured as it is.
@@ -96,12 +99,7 @@ class QuantConfig:
 
     def check(self, paths: Optional["PathsConfig"]) -> None:
         """Seconds-long: the format's packages (and tools, found through `paths`) are installed."""
-        missing = [p for p in self.PACKAGES if not _installed(p)]
-        if missing:
-            raise ConfigError(
-                f"quant.format={self.format} needs {choices(missing)}, which is not installed here; "
-                f"run `make setup` (or `pip install {' '.join(missing)}`) or choose another quant"
-            )
+        require(f"quant.format={self.format}", self.PACKAGES, self.EXTRA)
 
     # --- building, for formats built here ---
 
@@ -153,14 +151,6 @@ def registry() -> dict[str, type[QuantConfig]]:
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")  # cached after the first time
     return _REGISTRY
-
-
-def _installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def quant_from_dict(node: dict[str, Any]) -> QuantConfig:

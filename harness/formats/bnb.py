@@ -40,6 +40,7 @@ class BnbQuant(QuantConfig):
     FORMATS = ("bnb",)
     RUNTIME = "transformers"
     PACKAGES = ("bitsandbytes", "transformers")
+    EXTRA = "bnb"
 
     def widths(self) -> dict[int, str]:
         return dict(KINDS)

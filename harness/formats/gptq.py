@@ -42,6 +42,7 @@ class GPTQQuant(QuantConfig):
     FORMATS = ("gptq",)
     RUNTIME = "transformers"
     PACKAGES = ("gptqmodel", "optimum", "transformers")
+    EXTRA = "gptq"
 
     def widths(self) -> dict[int, str]:
         return {b: f"int{b}" for b in (2, 3, 4, 8)}

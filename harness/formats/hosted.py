@@ -16,6 +16,7 @@ class HostedQuant(QuantConfig):
     FORMATS = ("hosted",)
     RUNTIME = "openai_compatible"
     PACKAGES = ("openai",)
+    EXTRA = "hosted"
     HOSTED = True
 
     def widths(self) -> dict[int, str]:

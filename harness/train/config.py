@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
+from harness.extras import require
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -53,5 +54,10 @@ class TrainConfig:
             raise ConfigError("train.max_grad_norm, train.evaluations and train.patience must be >= 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("train: set train.epochs > 0 or train.max_steps > 0")
+
+    def check(self) -> None:
+        """Seconds-long: what the method needs is installed (QLoRA's 4-bit base is bitsandbytes')."""
+        if self.method == "qlora":
+            require("train.method=qlora (its frozen base in 4-bit NF4)", ["bitsandbytes"], "bnb")
 
 

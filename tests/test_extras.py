@@ -1,0 +1,129 @@
+"""The core install and its extras: a GGUF job runs with none of the optional packages, and a
+choice whose extra is missing is refused at once, in one line naming the install.
+
+"Not installed" is emulated in the harness's own process and every process it spawns (a
+sitecustomize on PYTHONPATH): the optional packages' imports fail, `find_spec` does not find
+them and their metadata is gone, as after `pip install slm-harness` alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tiny_job_overrides
+
+# Every extra's distributions, by their import names.
+OPTIONAL = {
+    "gptqmodel": "gptqmodel", "optimum": "optimum", "bitsandbytes": "bitsandbytes", "openai": "openai",
+    "ray": "ray", "submitit": "submitit", "optuna": "optuna", "sqlalchemy": "sqlalchemy",
+    "hydra_plugins.hydra_ray_launcher": "hydra-ray-launcher",
+    "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
+    "hydra_plugins.hydra_optuna_sweeper": "hydra-optuna-sweeper",
+}
+
+SITECUSTOMIZE = '''
+import importlib.abc, importlib.metadata, importlib.util, sys
+
+MODULES = {modules!r}
+DISTRIBUTIONS = {{name.lower().replace("_", "-") for name in {distributions!r}}}
+
+
+def _blocked(name):
+    return any(name == m or name.startswith(m + ".") for m in MODULES)
+
+
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if _blocked(name):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+_find_spec, _distribution = importlib.util.find_spec, importlib.metadata.distribution
+
+
+def find_spec(name, package=None):
+    return None if _blocked(name) else _find_spec(name, package)
+
+
+def distribution(name):
+    if name.lower().replace("_", "-") in DISTRIBUTIONS:
+        raise importlib.metadata.PackageNotFoundError(name)
+    return _distribution(name)
+
+
+sys.meta_path.insert(0, _NotInstalled())
+importlib.util.find_spec, importlib.metadata.distribution = find_spec, distribution
+'''
+
+
+@pytest.fixture(scope="module")
+def core_only(tmp_path_factory) -> dict:
+    """An environment for `python -m harness` in which no extra is installed."""
+    site = tmp_path_factory.mktemp("core_only")
+    distributions = sorted({*OPTIONAL.values(), *OPTIONAL})
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(modules=sorted(OPTIONAL), distributions=distributions))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def run(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_the_emulation_hides_what_an_extra_installs(core_only):
+    probe = ("import importlib.util, importlib.metadata as m\n"
+             "assert importlib.util.find_spec('bitsandbytes') is None\n"
+             "try:\n    m.version('gptqmodel')\nexcept m.PackageNotFoundError:\n    pass\nelse:\n    raise SystemExit('seen')\n"
+             "try:\n    import openai\nexcept ModuleNotFoundError:\n    print('hidden')\n")
+    done = subprocess.run([sys.executable, "-c", probe], env=core_only, capture_output=True, text=True)
+    assert done.stdout.strip() == "hidden", done.stderr
+
+
+def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
+    done = run([*tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0", f"hydra.run.dir={seeded / 'run'}"], core_only)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gguf_q8_0" in done.stdout and "ok" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["quant=gptq4"], "quant.format=gptq needs gptqmodel, optimum, which is not installed here: pip install 'slm-harness[gptq]'"),
+        (["quant=bnb_nf4"], "pip install 'slm-harness[bnb]'"),
+        (["train=qlora"], "train.method=qlora (its frozen base in 4-bit NF4) needs bitsandbytes, which is not installed here: pip install 'slm-harness[bnb]'"),
+        (["-m", "hydra/launcher=ray"], "hydra/launcher=ray needs hydra-ray-launcher, which is not installed here: pip install 'slm-harness[ray]'"),
+        (["-m", "hydra/launcher=slurm"], "pip install 'slm-harness[slurm]'"),
+        (["--config-dir", "sweeps", "--config-name", "search"], "hydra/sweeper=optuna needs hydra-optuna-sweeper, which is not installed here: pip install 'slm-harness[search]'"),
+    ],
+)
+def test_a_missing_extra_is_one_line_before_any_work(tiny_llama, tmp_path, core_only, args, line):
+    done = run([*args, *tiny_job_overrides(tiny_llama, tmp_path), f"hydra.run.dir={tmp_path / 'run'}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}"], core_only, timeout=120)
+    assert done.returncode == 1
+    assert line in done.stdout + done.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+def test_every_format_names_an_extra_that_pyproject_declares():
+    from harness.formats import registry
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    core = {r.split(">")[0].split("<")[0].split("=")[0].split("[")[0].lower() for r in project["dependencies"]}
+    for cls in set(registry().values()):
+        for package in cls.PACKAGES:
+            name = package.lower().replace("_", "-")
+            if name in core:
+                continue
+            assert cls.EXTRA, f"{cls.__name__} needs {package}, which is not in the core: give it an EXTRA"
+            declared = {r.split(">")[0].split("<")[0].split("=")[0].split("[")[0].lower() for r in extras[cls.EXTRA]}
+            assert name in declared, f"{cls.__name__}: {package} is not in the [{cls.EXTRA}] extra"
+    assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == set(extras) - {"all", "dev"}
