@@ -8,6 +8,7 @@ skipped, with the reason, and does not fail the sweep.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -39,9 +40,9 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     from harness.errors import UnsupportedCell
     from harness.formats import quant_name
     from harness.pipeline import run_job, write_job_record
-    from harness.record import FAILED, OK, SKIPPED, unfinished_record
+    from harness.record import FAILED, OK, SKIPPED, JobInfo, unfinished_record
     from harness.report.summary import print_table, sweep_group
-    from harness.report.wandb_log import LoggerConfig, log_job
+    from harness.report.wandb_log import LoggerConfig, job_run, log_job, run_name
 
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
@@ -50,26 +51,31 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     # the variant's derived name, in the record's config as everywhere else
     resolved["quant"] = {"name": quant_name(cfg.quant), **resolved["quant"]}
     try:
-        job = to_job_config(cfg)
-        resolved["quant"] = {"name": job.quant.name, **dataclasses.asdict(job.quant)}
-        record = run_job(job, resolved)
-    except UnsupportedCell as exc:
-        log.warning("%s: %s", "skipped" if multirun else "cannot run", exc)
-        record = unfinished_record(SKIPPED if multirun else FAILED, resolved, exc)
-    except Exception as exc:  # a failed job is a result to record, not a crash of the sweep
-        log.error("job failed: %s: %s", type(exc).__name__, exc)
-        record = unfinished_record(FAILED, resolved, exc)
-    path = write_job_record(job_dir, record)
-    log.info("record: %s", path)
-    try:
         logger = LoggerConfig(**resolved["logger"])
     except (ConfigError, TypeError) as exc:
         log.warning("W&B: not logging this job, its logger config is invalid: %s", exc)
-    else:
+        logger = LoggerConfig(name="none")
+    group = sweep_group(job_dir.parent if multirun else job_dir)
+    live_run = None
+    with contextlib.ExitStack() as stack:
+        try:
+            job = to_job_config(cfg)
+            resolved["quant"] = {"name": job.quant.name, **dataclasses.asdict(job.quant)}
+            info = JobInfo.from_config(resolved)
+            # the run starts with the job, so its fine-tuning and progress are there live
+            live_run = stack.enter_context(job_run(logger, group, run_name(dataclasses.asdict(info)),
+                                                   dataclasses.asdict(info), resolved))
+            record = run_job(job, resolved)
+        except UnsupportedCell as exc:
+            log.warning("%s: %s", "skipped" if multirun else "cannot run", exc)
+            record = unfinished_record(SKIPPED if multirun else FAILED, resolved, exc)
+        except Exception as exc:  # a failed job is a result to record, not a crash of the sweep
+            log.error("job failed: %s: %s", type(exc).__name__, exc)
+            record = unfinished_record(FAILED, resolved, exc)
+        path = write_job_record(job_dir, record)
+        log.info("record: %s", path)
         if record["status"] != SKIPPED:
-            group = sweep_group(job_dir.parent if multirun else job_dir)
-            job = record["job"]
-            log_job(record, logger, group=group, name=f"{job['model']}_{job['quant']}_{job['train']}")
+            log_job(record, logger, group=group, name=run_name(record["job"]), live_run=live_run)
     if not multirun:
         print_table([record], f"job {job_dir}")
         if record["status"] != OK:

@@ -5,7 +5,8 @@ One job's memory, threads, caches and library patches (gptqmodel's, for one) can
 the next; a measured process's peak RSS is its own; and a crash in native code (a segfault in
 llama.cpp) or a timeout becomes an error with the tail of the child's log instead of taking
 the sweep down. The child's output is passed through to the terminal (progress bars stay
-visible) and kept in a log file.
+visible) and kept in a log file; its progress events reach the job's listener while it runs
+(`harness.live`).
 
     python -m harness.isolated STAGE CALL.pkl RESULT.json
 
@@ -16,6 +17,7 @@ return value (JSON, or None) is the result.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import live
 from harness.store import write_json_atomic
 
 LOG_TAIL_LINES = 30
@@ -64,19 +67,29 @@ def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], wor
     result_path = work_dir / f"{stage}_result.json"
     log_path = work_dir / f"{stage}.log"
     call_path.write_bytes(pickle.dumps((fn, kwargs)))
+    progress_path = work_dir / f"{stage}_progress.jsonl"
+    progress_path.unlink(missing_ok=True)
+    events = live.Tail(progress_path)
     cmd = [sys.executable, "-m", "harness.isolated", stage, str(call_path), str(result_path)]
+    env = {**os.environ, live.ENV: str(progress_path)} if live.active() else None
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         pump = threading.Thread(target=_pump, args=(proc.stdout, log_file), daemon=True)
         pump.start()
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            pump.join()
-            raise StageFailed(f"{stage} timed out after {timeout_s:g} s ({limit_name})", _tail(log_path)) from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                code = proc.wait(timeout=min(live.POLL_S, max(0.0, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                events.forward()
+                if time.monotonic() >= deadline:
+                    proc.kill()
+                    proc.wait()
+                    pump.join()
+                    raise StageFailed(f"{stage} timed out after {timeout_s:g} s ({limit_name})", _tail(log_path)) from None
         pump.join()
+        events.forward()
     if code != 0:
         if code < 0:
             reason = f"{stage} process killed by {signal.Signals(-code).name}"

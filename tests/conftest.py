@@ -62,7 +62,8 @@ def tuned_cache(tiny_llama, tmp_path_factory) -> Path:
     """The dataset and fine-tuned adapter of the tiny job, built once by a real job: tests
     about what happens after fine-tuning start from a copy (`seeded`) instead of training again."""
     out = tmp_path_factory.mktemp("tuned")
-    done = run_harness([*tiny_job_overrides(tiny_llama, out), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"])
+    # with its W&B run (offline), whose live training figures tests read from `out / "wandb"`
+    done = run_harness([*tiny_job_overrides(tiny_llama, out, logger="wandb"), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"])
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "cache"
 
@@ -117,6 +118,14 @@ def run_harness(args: list[str], cwd: Path = REPO, timeout: float = 600) -> subp
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """The rows a W&B run file logged (`run.log`), in order, as {key: value}."""
+    import json
+
+    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+            for r in wandb_run_records(path) if r.WhichOneof("record_type") == "history"]
 
 
 def wandb_run_records(path: Path) -> list:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import run_harness, tiny_job_overrides, wandb_run_records
+from .conftest import run_harness, tiny_job_overrides, wandb_history, wandb_run_records
 
 
 def _records(root: Path) -> list[dict]:
@@ -119,6 +119,8 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
             assert json.loads(artifact.metadata)["derived_from"] == upstream.name
         assert Path(json.loads(chain[2].metadata)["path"]).exists()  # the measured artifact, by reference
         assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
+        # the measuring process's progress, forwarded to the run while it measured
+        assert any(key.startswith("progress/") for row in wandb_history(run_file) for key in row)
     wandb_cli = Path(sys.executable).parent / "wandb"
     dry = subprocess.run([str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
                          capture_output=True, text=True, cwd=seeded, timeout=120)

@@ -68,3 +68,21 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
         ("artifact", "artifact-aaaaaaaaaaaaaaaa"), ("record", "record-rrrrrrrrrrrrrrrr")]
     assert [json.loads(a.metadata)["derived_from"] for a in chain] == [None, *(a.name for a in chain[:-1])]
     assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
+
+
+def test_a_job_that_fine_tunes_logs_its_training_live_into_its_one_run(tuned_cache):
+    """The tiny job behind `tuned_cache` trained two steps with logger=wandb: its one run holds
+    the loss at each step, sent from the training process while it ran, and each stage's
+    progress against the job's elapsed seconds."""
+    from .conftest import wandb_history
+
+    (run_file,) = (tuned_cache.parent / "wandb").glob("offline-run-*/run-*.wandb")
+    rows = wandb_history(run_file)
+    training = [r for r in rows if "train/loss" in r]
+    assert [r["train/step"] for r in training] == [1, 2] and all(r["train/loss"] > 0 for r in training)
+    assert all("train/learning_rate" in r for r in training)
+    stages = {k.removeprefix("progress/") for r in rows for k in r if k.startswith("progress/") and k != "progress/elapsed_s"}
+    assert {"fine-tune", "evaluate"} <= stages
+    assert [r["progress/fine-tune"] for r in rows if "progress/fine-tune" in r][-1] == 1.0
+    # the record's figures close the same run
+    assert any(k.startswith("confusion_matrix") for r in rows for k in r)

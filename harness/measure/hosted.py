@@ -39,7 +39,7 @@ def shots(data_dir: Path, k: int) -> list[tuple[str, str]]:
 
 
 def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: str, labels: list[str], out_dir: Path) -> dict:
-    from tqdm.auto import tqdm
+    from harness.live import track
 
     rows = test_rows(data_dir, cfg)
     examples = shots(data_dir, api.few_shot)
@@ -63,7 +63,7 @@ def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: s
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=api.concurrency) as pool:
-        done = list(tqdm(pool.map(ask, rows), total=len(rows), desc=f"evaluate ({api.model_name})", unit="query"))
+        done = list(track(pool.map(ask, rows), len(rows), f"evaluate ({api.model_name})", "query"))
     wall = time.perf_counter() - t0
     answered = [c for c in done if c.error is None]
     if not answered:

@@ -99,11 +99,11 @@ def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: i
                     trie: Optional[AnswerTrie] = None) -> list[str]:
     """Answers to every prompt, `batch_size` at a time; prompts of similar length share a
     batch (less padding), answers come back in the prompts' order."""
-    from tqdm.auto import tqdm
+    from harness.live import Progress
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     texts: list[str] = [""] * len(prompts)
-    with tqdm(total=len(prompts), desc=f"evaluate ({rt.name}, batch {batch_size})", unit="query") as bar:
+    with Progress(len(prompts), f"evaluate ({rt.name}, batch {batch_size})", "query") as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             for i, ids in zip(chunk, rt.generate_batch([prompts[i] for i in chunk], max_new_tokens, STOP, trie)):
@@ -212,7 +212,8 @@ def held_libraries() -> list[str]:
 
 def measure(spec: MeasureSpec) -> dict:
     import psutil
-    from tqdm.auto import tqdm
+
+    from harness.live import track
 
     rows = test_rows(Path(spec.data_dir), spec.measure)
     assert len(rows) == len(spec.prompts), "the prompts were rendered from another test split"
@@ -233,7 +234,7 @@ def measure(spec: MeasureSpec) -> dict:
         answers: list[Answer] = []
         cpu_before = process.cpu_times()
         with EnergyMeter(spec.hardware.device) as energy:
-            for i in tqdm(timed, desc=f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)", unit="query"):
+            for i in track(timed, len(timed), f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)", "query"):
                 answers.append(greedy_answer(rt, prompts[i], max_new, trie))
         cpu_after = process.cpu_times()
         batch1_s = sum(a.latency_s for a in answers)

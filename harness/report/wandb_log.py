@@ -1,4 +1,5 @@
 """Weights & Biases: one run per job (job_type `evaluate`, the format and variant as tags),
+started as the job starts, its training and progress logged live, its record at the end; and
 one summary run per sweep.
 
 Offline unless the user asks for online (WANDB_MODE or logger.mode): runs are files under
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from harness import live
 from harness.errors import ConfigError
 from harness.record import scalar_figures
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
@@ -128,33 +131,82 @@ def _predictions(wandb: Any, path: Path) -> Any:
     return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
 
 
-def log_job(record: dict, logger: LoggerConfig, group: str, name: str) -> None:
-    job = record.get("job", {})
-    tags = [*logger.tags, *(t for t in (job.get("format"), job.get("quant")) if t)]
-    with _run(logger, group=logger.group or group, job_type="evaluate", name=name, tags=tags,
-              config=record.get("config")) as run:
-        if run is None:
-            return
-        import wandb
+def run_name(job: dict) -> str:
+    """A job's run name: model, variant and fine-tuning, as its record's `job` names them."""
+    return f"{job.get('model')}_{job.get('quant')}_{job.get('train')}"
 
-        run.summary.update({"status": record["status"], **summary_metrics(record)})
-        if record["status"] != "ok":
-            run.summary.update({"error": f"{record.get('error_type')}: {record.get('error')}"})
-            return
-        for step, loss in enumerate((record.get("train") or {}).get("loss", [])):
-            run.log({"train/loss": loss}, step=step)
-        if record["metrics"].get("confusion"):
-            run.log({"confusion_matrix": _confusion_plot(wandb, record["metrics"]["confusion"])})
-        record_dir = Path(record["record_dir"])
-        if (record_dir / "predictions.jsonl").is_file():
-            run.log({"predictions": _predictions(wandb, record_dir / "predictions.jsonl")})
-        upstream = _lineage(wandb, run, record)
-        artifact = wandb.Artifact(f"record-{record['keys']['record'][:16]}", type="record",
-                                  metadata={**job, "derived_from": upstream})
-        for file in (RECORD, "predictions.jsonl"):
-            if (record_dir / file).is_file():
-                artifact.add_file(str(record_dir / file))
-        run.log_artifact(artifact)
+
+class LiveRun:
+    """The listener (`harness.live`) that puts a job's progress into its run as it happens:
+    the training loss, learning rate and validation accuracy against `train/step`, and each
+    stage's share done against the job's elapsed seconds (`progress/<stage>`), the stage
+    running now in the summary."""
+
+    def __init__(self, run: Any):
+        self.run, self.started, self.trained = run, time.monotonic(), False
+        run.define_metric("train/step")
+        run.define_metric("train/*", step_metric="train/step")
+        run.define_metric("progress/elapsed_s")
+        run.define_metric("progress/*", step_metric="progress/elapsed_s")
+
+    def __call__(self, event: dict) -> None:
+        if "train/step" in event:
+            self.trained = True
+            self.run.log(event)
+        elif event.get("total"):
+            stage = event["bar"].split(" ")[0]
+            self.run.log({f"progress/{stage}": event["n"] / event["total"],
+                          "progress/elapsed_s": round(time.monotonic() - self.started, 1)})
+            self.run.summary["stage"] = event["bar"]
+
+
+@contextmanager
+def job_run(logger: LoggerConfig, group: str, name: str, job: dict, config: dict) -> Iterator[Optional[LiveRun]]:
+    """The job's run, started as the job starts, with its progress going to it live (None
+    when there is no run: logger=none, or W&B could not start one)."""
+    tags = [*logger.tags, *(t for t in (job.get("format"), job.get("quant")) if t)]
+    with _run(logger, group=logger.group or group, job_type="evaluate", name=name, tags=tags, config=config) as run:
+        live_run = LiveRun(run) if run is not None else None
+        with live.listening(live_run):
+            yield live_run
+
+
+def log_job(record: dict, logger: LoggerConfig, group: str, name: str, live_run: Optional[LiveRun] = None) -> None:
+    """The record into the job's run (`live_run`), or into a run of its own when the job had
+    none (it failed before it started)."""
+    if live_run is not None:
+        try:
+            _log_record(live_run.run, record, trained_live=live_run.trained)
+        except Exception as exc:
+            log.warning("W&B: logging failed (%s: %s); the record on disk is unaffected", type(exc).__name__, exc)
+        return
+    with job_run(logger, group, name, record.get("job", {}), record.get("config") or {}) as live_run:
+        if live_run is not None:
+            _log_record(live_run.run, record, trained_live=False)
+
+
+def _log_record(run: Any, record: dict, trained_live: bool) -> None:
+    import wandb
+
+    run.summary.update({"status": record["status"], "stage": "done", **summary_metrics(record)})
+    if record["status"] != "ok":
+        run.summary.update({"error": f"{record.get('error_type')}: {record.get('error')}"})
+        return
+    if not trained_live:  # a cached fine-tune: its curve from the record
+        for step, loss in enumerate((record.get("train") or {}).get("loss", []), start=1):
+            run.log({"train/step": step, "train/loss": loss})
+    if record["metrics"].get("confusion"):
+        run.log({"confusion_matrix": _confusion_plot(wandb, record["metrics"]["confusion"])})
+    record_dir = Path(record["record_dir"])
+    if (record_dir / "predictions.jsonl").is_file():
+        run.log({"predictions": _predictions(wandb, record_dir / "predictions.jsonl")})
+    upstream = _lineage(wandb, run, record)
+    artifact = wandb.Artifact(f"record-{record['keys']['record'][:16]}", type="record",
+                              metadata={**record.get("job", {}), "derived_from": upstream})
+    for file in (RECORD, "predictions.jsonl"):
+        if (record_dir / file).is_file():
+            artifact.add_file(str(record_dir / file))
+    run.log_artifact(artifact)
 
 
 def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group: str) -> None:

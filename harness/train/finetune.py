@@ -158,8 +158,9 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
 
     import torch
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    from harness import live
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -212,7 +213,7 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
     started = time.perf_counter()
     step = 0
     batches: list[list[int]] = []
-    with tqdm(total=total_steps, desc=f"fine-tune ({cfg.method}, {precision})", unit="step") as bar:
+    with live.Progress(total_steps, f"fine-tune ({cfg.method}, {precision})", "step") as bar:
         while step < total_steps:
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
@@ -231,10 +232,11 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
             scheduler.step()
             step += 1
             losses.append(step_loss)
-            bar.set_postfix(loss=f"{step_loss:.4f}", **({"val": f"{curve[-1]['accuracy']:.3f}"} if curve else {}))
-            bar.update()
+            bar.update(1, loss=f"{step_loss:.4f}", **({"val": f"{curve[-1]['accuracy']:.3f}"} if curve else {}))
+            live.emit({"train/step": step, "train/loss": step_loss, "train/learning_rate": scheduler.get_last_lr()[0]})
             if step in eval_steps:
                 curve.append({"step": step, "accuracy": score_validation()})
+                live.emit({"train/step": step, "train/validation_accuracy": curve[-1]["accuracy"]})
                 since_best = len(curve) - 1 - best_index([c["accuracy"] for c in curve])
                 if since_best == 0:
                     # on the CPU: for full fine-tuning on a GPU this is a second copy of the model
