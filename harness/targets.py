@@ -154,9 +154,8 @@ class LocalTarget:
             return base_dir, base_key, None
         from harness.train.finetune import fine_tune
 
-        train_inputs = {k: v for k, v in dataclasses.asdict(job.train).items() if k not in ("name", "force")}
         adapter_key = cache_key(
-            "adapter", base_key, data_dir.name, train_inputs, system, job.hardware.device, _numerics_versions()
+            "adapter", base_key, data_dir.name, job.train.key_inputs(), system, job.hardware.device, _numerics_versions()
         )
         # one spawned process trains the adapter and merges it: the merge always follows, and a
         # second process would pay torch's and peft's imports again

@@ -195,3 +195,13 @@ def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smol
     assert torch.allclose(answer_loss(logits, labels), expected, rtol=1e-4)
     verdicts = [answer_match(out.logits, torch.tensor([y]), eos)[0] for out, (_, y) in zip(alone, examples)]
     assert answer_match(logits, labels, eos) == verdicts
+
+
+def test_the_adapters_shape_keys_lora_but_not_full_fine_tuning():
+    from harness.train.config import TrainConfig
+
+    full, lora = TrainConfig(method="full"), TrainConfig(method="lora")
+    assert full.key_inputs() == TrainConfig(method="full", r=64, alpha=8, target_modules=["q_proj"]).key_inputs()
+    assert lora.key_inputs() != TrainConfig(method="lora", r=64).key_inputs()
+    assert full.key_inputs() != TrainConfig(method="full", learning_rate=1e-5).key_inputs()
+    assert "force" not in lora.key_inputs() and "name" not in full.key_inputs()

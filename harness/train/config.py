@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
@@ -10,6 +11,8 @@ from harness.extras import require
 
 PRECISIONS = ("auto", "fp32", "bf16")
 METHODS = ("full", "lora", "qlora", "none")
+# The adapter's options: they shape LoRA and QLoRA, and mean nothing to full fine-tuning.
+LORA_FIELDS = ("r", "alpha", "dropout", "target_modules")
 
 
 @dataclass
@@ -54,6 +57,12 @@ class TrainConfig:
             raise ConfigError("train.max_grad_norm, train.evaluations and train.patience must be >= 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("train: set train.epochs > 0 or train.max_steps > 0")
+
+    def key_inputs(self) -> dict:
+        """What the trained weights depend on, for their cache key: not the preset's name or
+        `force`, and for full fine-tuning not the adapter's shape (changing it must not retrain)."""
+        unused = {"name", "force", *(LORA_FIELDS if self.method == "full" else ())}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
     def check(self) -> None:
         """Seconds-long: what the method needs is installed (QLoRA's 4-bit base is bitsandbytes')."""
