@@ -61,10 +61,9 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
         try:
             job = to_job_config(cfg)
             resolved["quant"] = {"name": job.quant.name, **dataclasses.asdict(job.quant)}
-            info = JobInfo.from_config(resolved)
+            info = dataclasses.asdict(JobInfo.from_config(resolved))
             # the run starts with the job, so its fine-tuning and progress are there live
-            live_run = stack.enter_context(job_run(logger, group, run_name(dataclasses.asdict(info)),
-                                                   dataclasses.asdict(info), resolved))
+            live_run = stack.enter_context(job_run(logger, group, run_name(info), info, resolved))
             record = run_job(job, resolved)
         except UnsupportedCell as exc:
             log.warning("%s: %s", "skipped" if multirun else "cannot run", exc)

@@ -29,18 +29,18 @@ PLUGINS = {
 }
 
 
-def installed(distribution: str) -> bool:
+def installed_version(distribution: str) -> Optional[str]:
+    """The installed version of a distribution, None when it is not installed."""
     try:
-        importlib.metadata.version(distribution)
+        return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+        return None
 
 
 def require(what: str, distributions: Sequence[str], extra: Optional[str]) -> None:
     """ConfigError naming `what` and the install that brings its missing `distributions`:
     the extra's when it has one, else the core's."""
-    missing = [d for d in distributions if not installed(d)]
+    missing = [d for d in distributions if installed_version(d) is None]
     if missing:
         fix = f"pip install 'slm-harness[{extra}]'" if extra else "run `make setup` (or pip install slm-harness)"
         raise ConfigError(f"{what} needs {choices(missing)}, which is not installed here: {fix}")

@@ -7,22 +7,15 @@ import platform
 import socket
 import subprocess
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import psutil
 
+from harness.extras import installed_version
 from harness.measure.machine import gpu_facts, local_cpu_facts
 
 # What every job runs on (training, the tokenizer, the config); each format adds its own.
 PACKAGES = ("torch", "transformers", "peft", "hydra-core")
-
-
-def _version(name: str):
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _cpu() -> dict:
@@ -50,7 +43,7 @@ def environment(repo: Path, format_packages: tuple[str, ...] = ()) -> dict:
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in dict.fromkeys(PACKAGES + format_packages)},
+        "packages": {name: installed_version(name) for name in dict.fromkeys(PACKAGES + format_packages)},
         "cpu": _cpu(),
         "gpu": gpu_facts(),
         "git_commit": git_commit(repo),
