@@ -43,12 +43,12 @@ def test_each_split_uses_every_phrasing_it_has_room_for():
     assert len(used["test"]) == n // 3 and len(used["validation"]) == n // 10
 
 
-def test_every_language_has_forty_distinct_phrasings_per_intent():
+def test_every_language_has_a_hundred_distinct_phrasings_per_intent():
     for lang in synthetic.KNOWN_LANGUAGES:
         bank = synthetic.load_bank(lang)
         for intent in synthetic.INTENTS:
             phrasings = {p.casefold() for p in bank.intents[intent]}
-            assert len(phrasings) >= 40, (lang, intent, len(phrasings))
+            assert len(phrasings) >= 100, (lang, intent, len(phrasings))
 
 
 def test_overlap_check_finds_a_planted_leak():

@@ -40,7 +40,7 @@ class DatasetConfig:
     kind: str = "synthetic"
     seed: int = 0
     # synthetic: examples per intent per language in each split.
-    train_per_cell: int = 28
+    train_per_cell: int = 60
     validation_per_cell: int = 4
     test_per_cell: int = 20
     # files / csv / jsonl: split name -> file path; at least `train`.
