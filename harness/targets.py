@@ -152,10 +152,11 @@ class LocalTarget:
         job = self.job
         if job.train.method == "none":
             return base_dir, base_key, None
-        from harness.train.finetune import fine_tune
+        from harness.train.finetune import TRAINING_VERSION, fine_tune
 
         adapter_key = cache_key(
-            "adapter", base_key, data_dir.name, job.train.key_inputs(), system, job.hardware.device, _numerics_versions()
+            "adapter", base_key, data_dir.name, job.train.key_inputs(), system, job.hardware.device, _numerics_versions(),
+            TRAINING_VERSION,
         )
         # one spawned process trains the adapter and merges it: the merge always follows, and a
         # second process would pay torch's and peft's imports again

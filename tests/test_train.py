@@ -197,6 +197,51 @@ def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smol
     assert answer_match(logits, labels, eos) == verdicts
 
 
+def test_a_shared_prefix_run_once_gives_every_rows_own_loss_gradients_and_verdicts(smollm2_tokenizer, tmp_path):
+    """The chat markup and system message every example starts with run once per batch, their
+    keys and values repeated across the rows: the loss, every weight's gradient and the
+    exact-match verdicts are those of the rows run whole."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.train.finetune import answer_logits, answer_loss, answer_match, answer_window, collate, shared_prefix
+
+    from .conftest import save_tiny_llama
+
+    model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2))
+    examples = [encode_example(smollm2_tokenizer, q, label, "Classify the query.", max_len=96) for q, label in
+                [("hi", "other"), ("where is my order #123456 it is late", "order_status"), ("refund?", "refund_status")]]
+    prefix = shared_prefix(examples)
+    # the whole system turn and the user turn's markup; never a query token
+    assert smollm2_tokenizer.decode(prefix).endswith("Classify the query.<|im_end|>\n<|im_start|>user\n")
+    pad, eos = smollm2_tokenizer.pad_token_id, smollm2_tokenizer.eos_token_id
+
+    def run(cut):
+        model.zero_grad()
+        ids, labels, mask, positions = collate(examples, pad, len(cut))
+        logits = answer_logits(model, ids, mask, positions, answer_window(labels), torch.tensor(cut, dtype=torch.long))
+        loss = answer_loss(logits, labels)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        return loss.detach(), grads, answer_match(logits.detach(), labels, eos)
+
+    whole, shared = run([]), run(prefix)
+    assert collate(examples, pad, len(prefix))[0].shape[1] == collate(examples, pad)[0].shape[1] - len(prefix)
+    assert torch.allclose(shared[0], whole[0], rtol=1e-5)
+    for name, grad in whole[1].items():
+        assert torch.allclose(shared[1][name], grad, rtol=1e-3, atol=1e-6), name
+    assert shared[2] == whole[2]
+
+
+def test_the_shared_prefix_stops_before_the_first_token_that_differs_or_predicts():
+    from harness.train.finetune import shared_prefix
+
+    a = ([1, 2, 3, 4, 9], [IGNORE_INDEX] * 4 + [9])
+    assert shared_prefix([a, ([1, 2, 5, 4, 9], [IGNORE_INDEX] * 4 + [9])]) == [1, 2]
+    # identical prompts: the last prompt token stays with each row, to predict its answer
+    assert shared_prefix([a, a]) == [1, 2, 3]
+
+
 def test_the_adapters_shape_keys_lora_but_not_full_fine_tuning():
     from harness.train.config import TrainConfig
 

@@ -27,6 +27,9 @@ from harness.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
+# Part of the trained weights' cache key: a change to how training computes (2: the shared
+# prompt prefix runs once per batch, which reorders floating-point sums) is a new model.
+TRAINING_VERSION = 2
 
 
 def encode_example(tokenizer, query: str, label: str, system: str, max_len: int) -> tuple[list[int], list[int]]:
@@ -54,12 +57,24 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random
     return batches
 
 
-def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int):
-    """(ids, labels, attention mask, position ids) tensors, left-padded to the longest example,
+def shared_prefix(examples: Sequence[tuple[list[int], list[int]]]) -> list[int]:
+    """The tokens every example starts with (the chat markup and system message before the
+    query), short of each example's last prompt token, which predicts its answer's first."""
+    first = examples[0][0]
+    n = min(sum(1 for t in labels if t == IGNORE_INDEX) - 1 for _, labels in examples)
+    for ids, _ in examples:
+        n = next((i for i in range(n) if ids[i] != first[i]), n)
+    return first[:max(0, n)]
+
+
+def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int, prefix: int = 0):
+    """(ids, labels, attention mask, position ids) tensors of each example after its first
+    `prefix` tokens (a prefix they all share, see `answer_logits`), left-padded to the longest,
     so that every answer ends at the last position and the logits worth computing are a
     window at the end (see `answer_window`)."""
     import torch
 
+    chunk = [(ids[prefix:], labels[prefix:]) for ids, labels in chunk]
     width = max(len(ids) for ids, _ in chunk)
     ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
     labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
@@ -69,7 +84,7 @@ def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int):
         labels[row, width - len(y) :] = torch.tensor(y)
         mask[row, width - len(x) :] = 1
     # Positions count from each example's first real token, as if it were alone.
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    positions = prefix + (mask.cumsum(dim=1) - 1).clamp(min=0)
     return ids, labels, mask, positions
 
 
@@ -79,11 +94,25 @@ def answer_window(labels) -> int:
     return int((labels != IGNORE_INDEX).sum(dim=1).max()) + 1
 
 
-def answer_logits(model, ids, mask, positions, window: int):
+def answer_logits(model, ids, mask, positions, window: int, prefix=None):
     """The logits of the last `window` positions only. The output layer (vocabulary x
     hidden, a fifth of a small model's weights) then runs on the answer, not on every
-    prompt token, in the forward and the backward pass."""
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=window).logits
+    prompt token, in the forward and the backward pass.
+
+    `prefix` (token ids every row of the batch starts with, cut off by `collate`) runs once,
+    not once per row: its keys and values, the same for every row of a causal model, are
+    repeated across the batch, and the backward pass sums each row's gradient into them. The
+    result is the same as running every row whole; a third of a short query's tokens are the
+    shared chat markup and system message."""
+    if prefix is None or not len(prefix):
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=window).logits
+    import torch
+
+    cache = model(input_ids=prefix[None].to(ids.device), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(ids.shape[0])
+    mask = torch.cat([mask.new_ones(ids.shape[0], len(prefix)), mask], dim=1)
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                 logits_to_keep=window).logits
 
 
 def answer_loss(logits, labels):
@@ -189,9 +218,12 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))
     eval_steps = sorted({max(1, round(total_steps * k / cfg.evaluations)) for k in range(1, cfg.evaluations + 1)}) if validation else []
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    # fused: one kernel over all parameters instead of a loop of element-wise ops; on a 2-core
+    # CPU it cuts the optimizer step of a 135M model from about 0.5 s to 0.2 s (a sixth of a step).
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prefix = torch.tensor(shared_prefix(examples + validation), dtype=torch.long)
     rng = random.Random(cfg.seed)
     lengths = [len(ids) for ids, _ in examples]
 
@@ -200,8 +232,8 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
         hits: list[bool] = []
         with torch.inference_mode(), autocast:
             for chunk in bucketed_batches([len(x) for x, _ in validation], cfg.batch_size * 2, random.Random(0)):
-                ids, labels, mask, positions = (t.to(device) for t in collate([validation[i] for i in chunk], pad_id))
-                logits = answer_logits(model, ids, mask, positions, answer_window(labels))
+                ids, labels, mask, positions = (t.to(device) for t in collate([validation[i] for i in chunk], pad_id, len(prefix)))
+                logits = answer_logits(model, ids, mask, positions, answer_window(labels), prefix)
                 hits += answer_match(logits, labels, tokenizer.eos_token_id)
         model.train()
         return sum(hits) / len(hits)
@@ -220,9 +252,9 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
             for _ in range(cfg.grad_accum):
                 if not batches:
                     batches = bucketed_batches(lengths, cfg.batch_size, rng)
-                ids, labels, mask, positions = (t.to(device) for t in collate([examples[i] for i in batches.pop()], pad_id))
+                ids, labels, mask, positions = (t.to(device) for t in collate([examples[i] for i in batches.pop()], pad_id, len(prefix)))
                 with autocast:
-                    logits = answer_logits(model, ids, mask, positions, answer_window(labels))
+                    logits = answer_logits(model, ids, mask, positions, answer_window(labels), prefix)
                     loss = answer_loss(logits, labels) / cfg.grad_accum
                 loss.backward()
                 step_loss += loss.item()
