@@ -4,8 +4,9 @@ itself, or a bare llama-cpp-python process, does?
 Runs the harness's own speed test (the code behind every record) and llama.cpp's
 `llama-bench` on the same GGUF file with the same threads, shapes and flash-attention
 setting, and prints both prefill (pp) and decode (tg) tokens/s with their ratio. The two
-alternate for several rounds and each reports its median round, so a machine whose speed
-drifts (a shared VM) shifts both sides alike. `make bench-fidelity` builds
+alternate for several rounds; each round's ratio is taken between figures measured back to
+back, so a machine whose speed drifts (a shared VM) shifts both sides alike, and the verdict
+comes from the median ratio's interval: agrees, differs, or undecided (inside the noise). `make bench-fidelity` builds
 llama-bench from the llama.cpp source vendored in the pinned llama-cpp-python sdist.
 
 Memory: the peak RSS of the harness's measuring process (the same imports as the
@@ -26,10 +27,12 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
 from harness.measure.run import speed_test
+from harness.measure.stats import median_interval
 from harness.runtimes.llama_cpp import N_CTX, LlamaCppRuntime
 
 TOLERANCE = 0.05
@@ -78,6 +81,27 @@ def memory_rounds(gguf: Path, threads: int, rounds: int) -> tuple[list[float], l
     return ours, bare
 
 
+AGREES, DIFFERS, UNDECIDED = "agrees", "DIFFERS", "undecided: the rounds straddle the band (rerun quieter or with more --rounds)"
+
+
+def agreement(ours: Sequence[float], reference: Sequence[float], tolerance: float) -> tuple[float, list[float], str]:
+    """(median ratio, its interval, verdict) for paired rounds of two speed measurements.
+
+    Each round's two figures were taken back to back, so their ratio cancels the machine's
+    drift between rounds; the verdict comes from the median ratio's interval, not from one
+    figure: the interval inside 1 ± tolerance agrees, wholly outside it differs, and one
+    that straddles the band's edge is undecided, a difference inside the noise."""
+    ratios = [a / b for a, b in zip(ours, reference, strict=True)]
+    low, high = median_interval(ratios)
+    if 1 - tolerance <= low and high <= 1 + tolerance:
+        verdict = AGREES
+    elif high < 1 - tolerance or low > 1 + tolerance:
+        verdict = DIFFERS
+    else:
+        verdict = UNDECIDED
+    return statistics.median(ratios), [low, high], verdict
+
+
 def llama_bench(binary: Path, gguf: Path, threads: int, prompt_tokens: int, gen_tokens: int, reps: int) -> dict:
     """llama-bench's mean tokens/s for pp<prompt_tokens> and tg<gen_tokens>."""
     out = {}
@@ -123,30 +147,19 @@ def main() -> None:
         rounds_ref.append(llama_bench(args.llama_bench, gguf, args.threads, args.prompt_tokens, args.gen_tokens, args.reps))
         rounds_ours.append(speed_test(runtime, cfg))
 
-    def median_round(rounds, value):
-        return sorted(rounds, key=value)[len(rounds) // 2]
-
-    reference = {
-        name: median_round(rounds_ref, lambda r: r[name][0])[name] for name in ("prefill", "decode")
-    }
-    ours = {}
-    for name in ("prefill", "decode"):
-        chosen = median_round(rounds_ours, lambda r: r[f"{name}_tokens_per_s"])
-        ours[f"{name}_tokens_per_s"] = chosen[f"{name}_tokens_per_s"]
-        ours[f"{name}_tokens_per_s_std"] = chosen[f"{name}_tokens_per_s_std"]
-
     print(f"{gguf} threads={args.threads} pp{args.prompt_tokens} tg{args.gen_tokens} "
           f"reps={args.reps} rounds={args.rounds} flash_attn=1")
-    print(f"{'':8} {'harness tok/s':>16} {'llama-bench tok/s':>20} {'ratio':>7}")
-    worst = 0.0
+    print(f"{'':8} {'harness tok/s':>20} {'llama-bench tok/s':>20} {'ratio (interval)':>22}  verdict")
+    verdicts = {}
     for name in ("prefill", "decode"):
-        mine, mine_std = ours[f"{name}_tokens_per_s"], ours[f"{name}_tokens_per_s_std"]
-        ref, ref_std = reference[name]
-        ratio = mine / ref
-        worst = max(worst, abs(1 - ratio)) if name == "decode" else worst
-        print(f"{name:8} {mine:9.1f} ± {mine_std:<5.1f} {ref:13.1f} ± {ref_std:<5.1f} {ratio:7.3f}")
-    verdict = "within" if worst <= TOLERANCE else "OUTSIDE"
-    print(f"decode agrees {verdict} {TOLERANCE:.0%} of llama-bench")
+        mine = [r[f"{name}_tokens_per_s"] for r in rounds_ours]
+        ref = [r[name][0] for r in rounds_ref]
+        ratio, (low, high), verdicts[name] = agreement(mine, ref, TOLERANCE)
+        print(f"{name:8} {statistics.median(mine):9.1f} ({min(mine):.0f}-{max(mine):.0f}) "
+              f"{statistics.median(ref):11.1f} ({min(ref):.0f}-{max(ref):.0f}) "
+              f"{ratio:9.3f} ({low:.3f}-{high:.3f})  {verdicts[name]}")
+    print(f"ratio: the median over rounds of harness / llama-bench, each round's pair run back to back; "
+          f"interval: the median's, over {args.rounds} rounds; band: ±{TOLERANCE:.0%}")
 
     ours_mib, bare_mib = memory_rounds(gguf, args.threads, args.rounds)
     mine, ref = statistics.median(ours_mib), statistics.median(bare_mib)
@@ -157,7 +170,7 @@ def main() -> None:
     memory_ok = abs(1 - memory_ratio) <= MEMORY_TOLERANCE
     print(f"peak RSS agrees {'within' if memory_ok else 'OUTSIDE'} {MEMORY_TOLERANCE:.0%} of a bare process "
           f"(n_ctx {N_CTX}, {args.threads} threads, {PROBE_TOKENS} tokens decoded; ranges over {args.rounds} rounds)")
-    sys.exit(0 if worst <= TOLERANCE and memory_ok else 1)
+    sys.exit(1 if verdicts["decode"] == DIFFERS or not memory_ok else 0)
 
 
 if __name__ == "__main__":
