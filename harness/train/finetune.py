@@ -27,8 +27,9 @@ from harness.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
-# Part of the trained weights' cache key: a change to how training computes (2: the shared
-# prompt prefix runs once per batch, which reorders floating-point sums) is a new model.
+# Part of the trained weights' cache key: a change to how training computes is a new model
+# (2: the shared prompt prefix runs once per batch and AdamW is fused, both of which reorder
+# floating-point sums).
 TRAINING_VERSION = 2
 
 
@@ -67,14 +68,14 @@ def shared_prefix(examples: Sequence[tuple[list[int], list[int]]]) -> list[int]:
     return first[:max(0, n)]
 
 
-def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int, prefix: int = 0):
+def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int, prefix_len: int = 0):
     """(ids, labels, attention mask, position ids) tensors of each example after its first
-    `prefix` tokens (a prefix they all share, see `answer_logits`), left-padded to the longest,
+    `prefix_len` tokens (a prefix they all share, see `answer_logits`), left-padded to the longest,
     so that every answer ends at the last position and the logits worth computing are a
     window at the end (see `answer_window`)."""
     import torch
 
-    chunk = [(ids[prefix:], labels[prefix:]) for ids, labels in chunk]
+    chunk = [(ids[prefix_len:], labels[prefix_len:]) for ids, labels in chunk]
     width = max(len(ids) for ids, _ in chunk)
     ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
     labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
@@ -83,8 +84,9 @@ def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int, prefix: i
         ids[row, width - len(x) :] = torch.tensor(x)
         labels[row, width - len(y) :] = torch.tensor(y)
         mask[row, width - len(x) :] = 1
-    # Positions count from each example's first real token, as if it were alone.
-    positions = prefix + (mask.cumsum(dim=1) - 1).clamp(min=0)
+    # Positions count from each example's first token (the cut prefix's included), as if it
+    # were alone.
+    positions = prefix_len + (mask.cumsum(dim=1) - 1).clamp(min=0)
     return ids, labels, mask, positions
 
 
@@ -94,23 +96,25 @@ def answer_window(labels) -> int:
     return int((labels != IGNORE_INDEX).sum(dim=1).max()) + 1
 
 
-def answer_logits(model, ids, mask, positions, window: int, prefix=None):
+def answer_logits(model, ids, mask, positions, window: int, prefix_ids=None):
     """The logits of the last `window` positions only. The output layer (vocabulary x
     hidden, a fifth of a small model's weights) then runs on the answer, not on every
     prompt token, in the forward and the backward pass.
 
-    `prefix` (token ids every row of the batch starts with, cut off by `collate`) runs once,
-    not once per row: its keys and values, the same for every row of a causal model, are
-    repeated across the batch, and the backward pass sums each row's gradient into them. The
-    result is the same as running every row whole; a third of a short query's tokens are the
-    shared chat markup and system message."""
-    if prefix is None or not len(prefix):
+    `prefix_ids` (the tokens every row of the batch starts with, cut off by `collate`) run
+    once, not once per row: their keys and values, the same for every row of a causal model,
+    are repeated across the batch, and the backward pass sums each row's gradient into them.
+    The loss and gradients are those of the rows run whole (with LoRA dropout in training,
+    the prefix's dropout mask is shared by the rows: the same expectation, not the same
+    draw). A third of a short query's tokens are the shared chat markup and system message."""
+    if prefix_ids is None or not len(prefix_ids):
         return model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=window).logits
     import torch
 
-    cache = model(input_ids=prefix[None].to(ids.device), use_cache=True).past_key_values
+    # logits_to_keep=1: the prefix's own logits are never used; only its keys and values are.
+    cache = model(input_ids=prefix_ids[None], use_cache=True, logits_to_keep=1).past_key_values
     cache.batch_repeat_interleave(ids.shape[0])
-    mask = torch.cat([mask.new_ones(ids.shape[0], len(prefix)), mask], dim=1)
+    mask = torch.cat([mask.new_ones(ids.shape[0], len(prefix_ids)), mask], dim=1)
     return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                  logits_to_keep=window).logits
 
@@ -223,7 +227,9 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prefix = torch.tensor(shared_prefix(examples + validation), dtype=torch.long)
+    prefix = torch.tensor(shared_prefix(examples + validation), dtype=torch.long, device=device)
+    # One example whose prompt was cut from the left (longer than max_seq_len) empties it.
+    log.info("shared prompt prefix: %d tokens, run once per batch", len(prefix))
     rng = random.Random(cfg.seed)
     lengths = [len(ids) for ids, _ in examples]
 
@@ -294,6 +300,8 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
         "steps": step,
         "planned_steps": total_steps,
         "examples": len(examples),
+        "training_version": TRAINING_VERSION,
+        "shared_prefix_tokens": len(prefix),
         "train_wall_s": train_wall_s,
         "s_per_step": train_wall_s / step,
         "validation": curve,
