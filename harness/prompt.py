@@ -63,3 +63,9 @@ def parse_answer(raw: str, labels: Sequence[str]) -> Optional[str]:
         return None
     label = obj.get(ANSWER_KEY) if isinstance(obj, dict) else None
     return label if isinstance(label, str) and label in labels else None
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares."""
+    n = min(len(r) for r in rows)
+    return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows)), n)

@@ -91,7 +91,8 @@ def test_parallel_sequences_compute_what_one_sequence_alone_computes(smollm2_tok
     import numpy as np
 
     from harness.measure.run import batched_answers
-    from harness.runtimes.llama_cpp import common_prefix, logits_row
+    from harness.prompt import common_prefix
+    from harness.runtimes.llama_cpp import logits_row
 
     from .conftest import save_tiny_llama
 

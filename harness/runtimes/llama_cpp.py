@@ -8,6 +8,7 @@ from typing import Optional
 
 from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
+from harness.prompt import common_prefix
 from harness.runtimes import answer_ends
 from harness.runtimes.constrain import AnswerTrie, pick
 
@@ -20,12 +21,6 @@ def logits_row(ctx, index: int, n_vocab: int):
     import numpy as np
 
     return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,)).copy()
-
-
-def common_prefix(rows: list[list[int]]) -> int:
-    """How many leading tokens every row shares."""
-    n = min(len(r) for r in rows)
-    return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows)), n)
 
 
 class ParallelSequences:
