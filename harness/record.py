@@ -25,7 +25,7 @@ TERMINAL, REPORT = "terminal", "report"
 # process holds only its runtime (no torch beside llama.cpp); RSS before load and over it.
 # 3: measure.max_eval_samples spreads its queries over the split (it took the first ones).
 # 4: transformers' batched accuracy pass runs the prompts' shared prefix once, as llama.cpp's
-# did (its queries/s change, and batch rounding may flip a near tie).
+# does (its queries/s change, and batch rounding may flip a near tie).
 MEASURE_VERSION = 4
 
 

@@ -1,4 +1,4 @@
-"""The batched accuracy pass: left-padded batches of prompts of different lengths give the
+"""The batched accuracy pass: padded batches of prompts of different lengths give the
 answers that one-at-a-time greedy decoding gives."""
 
 from __future__ import annotations

@@ -74,20 +74,22 @@ class TransformersRuntime:
 
     def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
                        trie: Optional[AnswerTrie] = None) -> list[list[int]]:
-        """Greedy answers to prompts of any lengths at once, through `generate` (left padding
-        after the prompts' shared prefix, so every row's answer starts at the same step); each
-        row stops at end of turn or once its text holds `stop`. The shared prefix (system
-        prompt, chat markup) runs once and its keys and values are repeated across the rows:
-        right for an accuracy pass, never used for latency or speed. A trie restricts answers
-        through `prefix_allowed_tokens_fn`, transformers' own hook for constrained decoding."""
+        """Greedy answers to prompts of any lengths at once, through `generate` (each row's
+        remainder after the prompts' shared prefix padded on its left, so every row's answer
+        starts at the same step); each row stops at end of turn or once its text holds `stop`.
+        The shared prefix (system prompt, chat markup) runs once and its keys and values are
+        repeated across the rows: right for an accuracy pass, never used for the latency or
+        speed figures. A trie restricts answers through `prefix_allowed_tokens_fn`,
+        transformers' own hook for constrained decoding."""
         torch = self.torch
         shared = min(common_prefix(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
         width = max(len(ids) for ids in prompt_ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        ids[:, :shared] = torch.tensor(prompt_ids[0][:shared])
-        mask[:, :shared] = 1
+        if shared:
+            ids[:, :shared] = torch.tensor(prompt_ids[0][:shared])
+            mask[:, :shared] = 1
         for row, prompt in enumerate(prompt_ids):
             ids[row, width - len(prompt) + shared :] = torch.tensor(prompt[shared:])
             mask[row, width - len(prompt) + shared :] = 1
@@ -103,7 +105,9 @@ class TransformersRuntime:
         with torch.inference_mode():
             if shared:
                 # the padding sits between prefix and query; generate's position ids count
-                # only unmasked tokens, so each row's positions are those of its prompt alone
+                # only unmasked tokens, so each row's positions are those of its prompt alone.
+                # (A checkpoint whose generation_config names a cache_implementation would make
+                # generate refuse a passed cache; SmolLM2's and Llama 3.2's name none.)
                 cache = self.model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
                 cache.batch_repeat_interleave(len(prompt_ids))
                 cached = {"past_key_values": cache}
