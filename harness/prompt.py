@@ -69,3 +69,10 @@ def common_prefix(rows: list[list[int]]) -> int:
     """How many leading tokens every row shares."""
     n = min(len(r) for r in rows)
     return next((i for i in range(n) if any(r[i] != rows[0][i] for r in rows)), n)
+
+
+def reusable_prefix(prompts: list[list[int]]) -> int:
+    """How many leading prompt tokens a batch can evaluate once for all its rows: those every
+    prompt shares, short of each prompt's last token, which must run per row to give that
+    row's next-token logits."""
+    return min(common_prefix(prompts), min(len(p) for p in prompts) - 1)

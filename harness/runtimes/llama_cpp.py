@@ -8,7 +8,7 @@ from typing import Optional
 
 from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
-from harness.prompt import common_prefix
+from harness.prompt import reusable_prefix
 from harness.runtimes import answer_ends
 from harness.runtimes.constrain import AnswerTrie, pick
 
@@ -185,7 +185,7 @@ class LlamaCppRuntime:
         prompt, chat markup) is evaluated once and copied to every sequence: right for an
         accuracy pass, never used for latency or speed."""
         n = len(prompt_ids)
-        shared = min(common_prefix(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
+        shared = reusable_prefix(prompt_ids)
         p = self._sequences(n, sum(len(ids) for ids in prompt_ids) + n * max_new_tokens)
         p.reset(n)
         if shared:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
-from harness.prompt import common_prefix
+from harness.prompt import reusable_prefix
 from harness.runtimes.constrain import AnswerTrie, pick
 
 
@@ -82,7 +82,7 @@ class TransformersRuntime:
         speed figures. A trie restricts answers through `prefix_allowed_tokens_fn`,
         transformers' own hook for constrained decoding."""
         torch = self.torch
-        shared = min(common_prefix(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
+        shared = reusable_prefix(prompt_ids)
         width = max(len(ids) for ids in prompt_ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 from harness.data.dataset import read_split
 from harness.measure.machine import local_cpu_facts
-from harness.prompt import answer, common_prefix, render_prompt
+from harness.prompt import answer, render_prompt, reusable_prefix
 from harness.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,8 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random
 def shared_prefix(examples: Sequence[tuple[list[int], list[int]]]) -> list[int]:
     """The tokens every example starts with (the chat markup and system message before the
     query), short of each example's last prompt token, which predicts its answer's first."""
-    n = min(common_prefix([ids for ids, _ in examples]),
-            min(sum(1 for t in labels if t == IGNORE_INDEX) for _, labels in examples) - 1)
-    return examples[0][0][:max(0, n)]
+    prompts = [ids[:sum(1 for t in labels if t == IGNORE_INDEX)] for ids, labels in examples]
+    return examples[0][0][:reusable_prefix(prompts)]
 
 
 def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int, prefix_len: int = 0):
