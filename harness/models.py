@@ -133,11 +133,9 @@ def weights_origin(model: ModelConfig) -> str:
     if model.source == "embedded":
         import importlib.metadata
 
-        from gguf import GGUFReader
+        from harness.gguf_header import read_header
 
-        from harness.formats.gguf import file_type_name
-
-        kind = file_type_name(GGUFReader(embedded_gguf_path(model))) or "unknown type"
+        kind = read_header(embedded_gguf_path(model)).file_type or "unknown type"
         version = importlib.metadata.version(model.package.replace("_", "-"))
         return f"{model.gguf_file} ({kind}) from the {model.package} {version} wheel, dequantized to fp32"
     if model.source == "hf":

@@ -222,9 +222,9 @@ class AsGivenTarget:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.path: {exc}") from None
         if self.is_gguf and not self.job.model.tokenizer:
-            from gguf import GGUFReader
+            from harness.gguf_header import read_header
 
-            if "tokenizer.chat_template" not in GGUFReader(self.path).fields:
+            if "tokenizer.chat_template" not in read_header(self.path).keys:
                 raise ConfigError(
                     f"model.path={self.path} has no chat template in its metadata, so its prompts cannot be rendered "
                     "as it expects them: give one with model.tokenizer=<a tokenizer directory or hub id>"

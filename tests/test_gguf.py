@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.formats.gguf import GGUFQuant
+from harness.formats.gguf import GGUFQuant, check_gguf_file
+from harness.gguf_header import read_header
 from harness.hardware import HardwareConfig
 from harness.measure.run import greedy_answer
 from harness.prompt import render_prompt
-from harness.formats.gguf import check_gguf_file
 from harness.runtimes.llama_cpp import LlamaCppRuntime
 
 from .conftest import build
@@ -70,6 +70,28 @@ def test_truncated_gguf_is_a_clear_error(q4_artifact, tmp_path):
         check_gguf_file(cut)
     with pytest.raises(ValueError, match="truncated|damaged"):
         GGUFQuant(format="gguf", bits=4).verify(cut)  # what a job checks before measuring
+
+
+def test_header_reads_as_the_gguf_package_reads_it(q4_artifact):
+    """The ctypes binding to llama.cpp's reader against an independent one: the gguf package's."""
+    from gguf import GGUFReader, LlamaFileType
+
+    _, artifact = q4_artifact
+    header, reader = read_header(artifact.path), GGUFReader(artifact.path)
+    assert [(t.name, t.type_name, t.n_elements, t.offset, t.n_bytes) for t in header.tensors] == [
+        (t.name, t.tensor_type.name, int(t.n_elements), int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]
+    assert header.keys == {k for k in reader.fields if not k.startswith("GGUF.")}
+    for key in ("general.architecture", "general.file_type", "tokenizer.chat_template", "llama.context_length"):
+        assert header.values[key] == reader.fields[key].contents(), key
+    assert header.file_type == "Q4_K_M" == LlamaFileType(reader.fields["general.file_type"].contents()).name.removeprefix("MOSTLY_")
+
+
+def test_a_header_cut_short_is_a_clear_error(q4_artifact, tmp_path):
+    _, artifact = q4_artifact
+    cut = tmp_path / "header.gguf"
+    cut.write_bytes(artifact.path.read_bytes()[:4096])  # inside the vocabulary's metadata
+    with pytest.raises(ValueError, match="damaged GGUF file .*rejected its header"):
+        check_gguf_file(cut)
 
 
 def test_foreign_file_is_not_gguf(tmp_path):

@@ -83,31 +83,24 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
 def gguf_facts(path: Path) -> dict[str, Any]:
     """What a GGUF holds, from its header: architecture, llama.cpp file type, the share of
     parameters in each tensor type, parameter count, and whether it carries a chat template."""
-    from gguf import GGUFReader
+    from harness.gguf_header import read_header
 
-    from harness.formats.gguf import file_type_name
-
-    reader = GGUFReader(path)
-
-    def field(name: str):
-        f = reader.fields.get(name)
-        return f.contents() if f is not None else None
-
+    header = read_header(path)
     by_type: Counter[str] = Counter()
-    for tensor in reader.tensors:
-        by_type[tensor.tensor_type.name] += int(tensor.n_elements)
+    for tensor in header.tensors:
+        by_type[tensor.type_name] += tensor.n_elements
     n_params = sum(by_type.values())
     size = path.stat().st_size
     return {
         "file": str(path.resolve()),
         "sha256": file_digest(path),
         "size_mib": size / 2**20,
-        "architecture": field("general.architecture"),
-        "gguf_type": file_type_name(reader),
+        "architecture": header.values.get("general.architecture"),
+        "gguf_type": header.file_type,
         "tensor_types": {k: round(v / n_params, 4) for k, v in by_type.most_common()},
         "n_params": n_params,
         "bits_per_weight": size * 8 / n_params,
-        "chat_template_in_file": field("tokenizer.chat_template") is not None,
+        "chat_template_in_file": "tokenizer.chat_template" in header.keys,
     }
 
 

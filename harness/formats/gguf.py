@@ -147,35 +147,27 @@ GGUF_MAGIC = b"GGUF"
 
 
 def check_gguf_file(path: Path, fix: str = "delete it so the harness rebuilds it") -> None:
-    """A clear error for a missing, truncated or foreign file, before llama.cpp reads it
+    """A clear error for a missing, truncated or foreign file, before llama.cpp loads it
     (llama.cpp reports these as a bare load failure, or worse): the magic, then the header
-    and tensor table as the gguf package parses them, then every tensor inside the file."""
+    and tensor table as llama.cpp's own reader parses them, then every tensor inside the file."""
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    from gguf import GGUFReader
+    from harness.gguf_header import read_header
 
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise ValueError(f"{path} is not a GGUF file (magic {magic!r}); {fix}")
     try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # gguf raises ValueError, IndexError, struct errors on damage
-        raise ValueError(f"{path} is a damaged GGUF file ({type(exc).__name__}: {exc}); {fix}") from None
+        header = read_header(path)
+    except ValueError as exc:
+        raise ValueError(f"{path} is a damaged GGUF file ({exc}); {fix}") from None
     size = path.stat().st_size
-    if not reader.tensors:
+    if not header.tensors:
         raise ValueError(f"{path} is a GGUF file without tensors (not a model); {fix}")
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
+    for tensor in header.tensors:
+        if tensor.offset + tensor.n_bytes > size:
             raise ValueError(f"{path} is truncated (tensor {tensor.name} runs past the end of the file); {fix}")
-
-
-def file_type_name(reader) -> Optional[str]:
-    """The llama.cpp file type a GGUF header declares (Q4_K_M, Q8_0, ...), from a GGUFReader."""
-    from gguf import LlamaFileType
-
-    field = reader.fields.get("general.file_type")
-    return LlamaFileType(field.contents()).name.removeprefix("MOSTLY_") if field is not None else None
 
 
 def converter_dir(configured: Optional[str]) -> Path:

@@ -1,0 +1,124 @@
+"""A GGUF file's header as llama.cpp itself parses it: ggml's GGUF reader, in the libggml that
+llama-cpp-python ships, called through ctypes.
+
+Why not the `gguf` package's GGUFReader: it parses every metadata array element by element in
+Python, about 5 s for a file with SmolLM2's 49,152-token vocabulary on this project's 2-core
+machine, paid by every job that checks its artifact (ggml: about 10 ms). And ggml's verdict
+on a header is the one that matters: it is the parser llama.cpp loads the model with. Only the
+header is read (no tensor data); metadata arrays (the vocabulary) are left in the file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+# ggml's gguf_type values (gguf.h), and the getter that reads each as a scalar.
+_SCALARS = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool",
+            10: "u64", 11: "i64", 12: "f64"}
+_C_TYPES = {"u8": ctypes.c_uint8, "i8": ctypes.c_int8, "u16": ctypes.c_uint16, "i16": ctypes.c_int16,
+            "u32": ctypes.c_uint32, "i32": ctypes.c_int32, "f32": ctypes.c_float, "bool": ctypes.c_bool,
+            "u64": ctypes.c_uint64, "i64": ctypes.c_int64, "f64": ctypes.c_double}
+_STRING = 8
+_MAX_DIMS = 4  # GGML_MAX_DIMS: gguf_get_tensor_ne's array length
+
+
+class _InitParams(ctypes.Structure):
+    # struct gguf_init_params: no ggml context asked for, so no tensor data is read
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    type_id: int  # enum ggml_type
+    n_elements: int
+    offset: int  # from the start of the file
+    n_bytes: int
+
+    @property
+    def type_name(self) -> str:
+        from gguf import GGMLQuantizationType
+
+        return GGMLQuantizationType(self.type_id).name
+
+
+@dataclass(frozen=True)
+class Header:
+    """Every metadata key; the values of the scalar and string ones (arrays are not read)."""
+
+    keys: frozenset[str]
+    values: dict[str, Any]
+    tensors: list[Tensor]
+
+    @property
+    def file_type(self) -> Optional[str]:
+        """The llama.cpp file type the header declares (Q4_K_M, Q8_0, ...), if it declares one."""
+        from gguf import LlamaFileType
+
+        value = self.values.get("general.file_type")
+        return LlamaFileType(value).name.removeprefix("MOSTLY_") if value is not None else None
+
+
+@functools.cache
+def _ggml() -> ctypes.CDLL:
+    from llama_cpp._ggml import libggml  # ggml-base's symbols resolve through it
+
+    ctx, i64, size = ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t
+    signatures = {
+        "gguf_init_from_file": ([ctypes.c_char_p, _InitParams], ctx),
+        "gguf_free": ([ctx], None),
+        "gguf_get_data_offset": ([ctx], size),
+        "gguf_get_n_kv": ([ctx], i64),
+        "gguf_get_key": ([ctx, i64], ctypes.c_char_p),
+        "gguf_get_kv_type": ([ctx, i64], ctypes.c_int),
+        "gguf_get_val_str": ([ctx, i64], ctypes.c_char_p),
+        "gguf_get_n_tensors": ([ctx], i64),
+        "gguf_get_tensor_name": ([ctx, i64], ctypes.c_char_p),
+        "gguf_get_tensor_type": ([ctx, i64], ctypes.c_int),
+        "gguf_get_tensor_offset": ([ctx, i64], size),
+        "gguf_get_tensor_size": ([ctx, i64], size),
+        "gguf_get_tensor_ne": ([ctx, i64], ctypes.POINTER(ctypes.c_int64)),
+        **{f"gguf_get_val_{name}": ([ctx, i64], c_type) for name, c_type in _C_TYPES.items()},
+    }
+    for name, (args, result) in signatures.items():
+        fn = getattr(libggml, name)
+        fn.argtypes, fn.restype = args, result
+    return libggml
+
+
+def read_header(path: Path) -> Header:
+    """The header of the GGUF file at `path`. ValueError when ggml cannot parse it (ggml has
+    logged why on stderr); the tensors' data is not checked against the file's size here."""
+    lib = _ggml()
+    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
+    if not ctx:
+        raise ValueError("llama.cpp's GGUF reader rejected its header")
+    try:
+        keys, values = set(), {}
+        for i in range(lib.gguf_get_n_kv(ctx)):
+            key, kind = lib.gguf_get_key(ctx, i).decode(), lib.gguf_get_kv_type(ctx, i)
+            keys.add(key)
+            # each getter aborts the process on a type it was not made for: dispatch on the type
+            if kind == _STRING:
+                values[key] = lib.gguf_get_val_str(ctx, i).decode(errors="replace")
+            elif kind in _SCALARS:
+                values[key] = getattr(lib, f"gguf_get_val_{_SCALARS[kind]}")(ctx, i)
+        data_offset = lib.gguf_get_data_offset(ctx)
+        tensors = [
+            Tensor(
+                name=lib.gguf_get_tensor_name(ctx, i).decode(errors="replace"),
+                type_id=lib.gguf_get_tensor_type(ctx, i),
+                n_elements=math.prod(lib.gguf_get_tensor_ne(ctx, i)[:_MAX_DIMS]),
+                offset=data_offset + lib.gguf_get_tensor_offset(ctx, i),
+                n_bytes=lib.gguf_get_tensor_size(ctx, i),
+            )
+            for i in range(lib.gguf_get_n_tensors(ctx))
+        ]
+    finally:
+        lib.gguf_free(ctx)
+    return Header(frozenset(keys), values, tensors)
