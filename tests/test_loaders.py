@@ -94,8 +94,16 @@ def test_config_demands_files_for_file_kinds():
 
 
 def test_hf_offline_is_a_clear_error(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # both libraries read the variables once, at import: an earlier test may have imported them
+    # (then only these constants make the load offline, instead of retrying the network for 20 s)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     with pytest.raises(DataError, match=r"cannot load it .*dataset.kind=jsonl"):
         load_external(DatasetConfig(kind="hf", hf_name="nobody/no-such-intents"), ["en"])
 
