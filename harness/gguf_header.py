@@ -6,6 +6,12 @@ Python, about 5 s for a file with SmolLM2's 49,152-token vocabulary on this proj
 machine, paid by every job that checks its artifact (ggml: about 10 ms). And ggml's verdict
 on a header is the one that matters: it is the parser llama.cpp loads the model with. Only the
 header is read (no tensor data); metadata arrays (the vocabulary) are left in the file.
+
+It runs native code in the sweep's own process, which is safe here: the reader checks every
+length and offset against the file and returns NULL on damage, and each value getter (which
+aborts on a type it was not made for) is picked by the value's type. The signatures are those
+of the `gguf.h` that llama-cpp-python 0.3.36 vendors (`llama_cpp._ggml` is its internal
+handle on libggml).
 """
 
 from __future__ import annotations
@@ -13,16 +19,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-# ggml's gguf_type values (gguf.h), and the getter that reads each as a scalar.
-_SCALARS = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool",
-            10: "u64", 11: "i64", 12: "f64"}
-_C_TYPES = {"u8": ctypes.c_uint8, "i8": ctypes.c_int8, "u16": ctypes.c_uint16, "i16": ctypes.c_int16,
-            "u32": ctypes.c_uint32, "i32": ctypes.c_int32, "f32": ctypes.c_float, "bool": ctypes.c_bool,
-            "u64": ctypes.c_uint64, "i64": ctypes.c_int64, "f64": ctypes.c_double}
+# ggml's scalar gguf_type values (gguf.h): the suffix of each one's getter, and its C type.
+_SCALARS = {0: ("u8", ctypes.c_uint8), 1: ("i8", ctypes.c_int8), 2: ("u16", ctypes.c_uint16),
+            3: ("i16", ctypes.c_int16), 4: ("u32", ctypes.c_uint32), 5: ("i32", ctypes.c_int32),
+            6: ("f32", ctypes.c_float), 7: ("bool", ctypes.c_bool), 10: ("u64", ctypes.c_uint64),
+            11: ("i64", ctypes.c_int64), 12: ("f64", ctypes.c_double)}
 _STRING = 8
 _MAX_DIMS = 4  # GGML_MAX_DIMS: gguf_get_tensor_ne's array length
 
@@ -35,16 +41,10 @@ class _InitParams(ctypes.Structure):
 @dataclass(frozen=True)
 class Tensor:
     name: str
-    type_id: int  # enum ggml_type
+    type_name: str  # ggml's name for its type, as the gguf package spells it: F32, Q4_K, ...
     n_elements: int
     offset: int  # from the start of the file
     n_bytes: int
-
-    @property
-    def type_name(self) -> str:
-        from gguf import GGMLQuantizationType
-
-        return GGMLQuantizationType(self.type_id).name
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,12 @@ class Header:
         from gguf import LlamaFileType
 
         value = self.values.get("general.file_type")
-        return LlamaFileType(value).name.removeprefix("MOSTLY_") if value is not None else None
+        if value is None:
+            return None
+        try:
+            return LlamaFileType(value).name.removeprefix("MOSTLY_")
+        except ValueError:  # a type newer than the gguf package's list
+            return f"file type {value}"
 
 
 @functools.cache
@@ -83,7 +88,8 @@ def _ggml() -> ctypes.CDLL:
         "gguf_get_tensor_offset": ([ctx, i64], size),
         "gguf_get_tensor_size": ([ctx, i64], size),
         "gguf_get_tensor_ne": ([ctx, i64], ctypes.POINTER(ctypes.c_int64)),
-        **{f"gguf_get_val_{name}": ([ctx, i64], c_type) for name, c_type in _C_TYPES.items()},
+        "ggml_type_name": ([ctypes.c_int], ctypes.c_char_p),
+        **{f"gguf_get_val_{name}": ([ctx, i64], c_type) for name, c_type in _SCALARS.values()},
     }
     for name, (args, result) in signatures.items():
         fn = getattr(libggml, name)
@@ -92,12 +98,12 @@ def _ggml() -> ctypes.CDLL:
 
 
 def read_header(path: Path) -> Header:
-    """The header of the GGUF file at `path`. ValueError when ggml cannot parse it (ggml has
-    logged why on stderr); the tensors' data is not checked against the file's size here."""
+    """The header of the GGUF file at `path`. ValueError when ggml cannot parse it; the
+    tensors' data is not checked against the file's size here."""
     lib = _ggml()
-    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
+    ctx = lib.gguf_init_from_file(os.fsencode(path), _InitParams(True, None))
     if not ctx:
-        raise ValueError("llama.cpp's GGUF reader rejected its header")
+        raise ValueError("llama.cpp's GGUF reader rejected its header; its reason is in llama.cpp's log above")
     try:
         keys, values = set(), {}
         for i in range(lib.gguf_get_n_kv(ctx)):
@@ -107,12 +113,12 @@ def read_header(path: Path) -> Header:
             if kind == _STRING:
                 values[key] = lib.gguf_get_val_str(ctx, i).decode(errors="replace")
             elif kind in _SCALARS:
-                values[key] = getattr(lib, f"gguf_get_val_{_SCALARS[kind]}")(ctx, i)
+                values[key] = getattr(lib, f"gguf_get_val_{_SCALARS[kind][0]}")(ctx, i)
         data_offset = lib.gguf_get_data_offset(ctx)
         tensors = [
             Tensor(
                 name=lib.gguf_get_tensor_name(ctx, i).decode(errors="replace"),
-                type_id=lib.gguf_get_tensor_type(ctx, i),
+                type_name=lib.ggml_type_name(lib.gguf_get_tensor_type(ctx, i)).decode().upper(),
                 n_elements=math.prod(lib.gguf_get_tensor_ne(ctx, i)[:_MAX_DIMS]),
                 offset=data_offset + lib.gguf_get_tensor_offset(ctx, i),
                 n_bytes=lib.gguf_get_tensor_size(ctx, i),

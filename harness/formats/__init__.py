@@ -127,8 +127,8 @@ class QuantConfig:
 
     def verify(self, artifact: Path) -> None:
         """Seconds-long, in the sweep's process: the artifact is whole, so a damaged file is a
-        clear error rather than a native crash (and the check weighs nothing on the measured
-        process's memory)."""
+        clear error rather than a native crash in the runtime (and the check weighs nothing on
+        the measured process's memory)."""
 
     def open(self, artifact: Path, hardware: "HardwareConfig", threads: int) -> "Runtime":
         """The runtime serving this artifact."""

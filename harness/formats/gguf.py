@@ -161,7 +161,9 @@ def check_gguf_file(path: Path, fix: str = "delete it so the harness rebuilds it
     try:
         header = read_header(path)
     except ValueError as exc:
-        raise ValueError(f"{path} is a damaged GGUF file ({exc}); {fix}") from None
+        raise ValueError(
+            f"{path} is a damaged GGUF file, or of a GGUF version this llama.cpp cannot read ({exc}); {fix}"
+        ) from None
     size = path.stat().st_size
     if not header.tensors:
         raise ValueError(f"{path} is a GGUF file without tensors (not a model); {fix}")
