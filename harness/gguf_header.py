@@ -3,9 +3,10 @@ llama-cpp-python ships, called through ctypes.
 
 Why not the `gguf` package's GGUFReader: it parses every metadata array element by element in
 Python, about 5 s for a file with SmolLM2's 49,152-token vocabulary on this project's 2-core
-machine, paid by every job that checks its artifact (ggml: about 10 ms). And ggml's verdict
-on a header is the one that matters: it is the parser llama.cpp loads the model with. Only the
-header is read (no tensor data); metadata arrays (the vocabulary) are left in the file.
+machine, paid by every job that checks its artifact (ggml: 10-25 ms a file, after loading
+libggml once per process, about 0.3 s). And ggml's verdict on a header is the one that
+matters: it is the parser llama.cpp loads the model with. Only the header is read (no tensor
+data); metadata arrays (the vocabulary) are left in the file.
 
 It runs native code in the sweep's own process, which is safe here: the reader checks every
 length and offset against the file and returns NULL on damage, and each value getter (which
