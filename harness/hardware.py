@@ -8,6 +8,10 @@ from typing import Optional
 
 from harness.errors import ConfigError
 
+# Ampere (compute capability 8.0) is the first NVIDIA generation with bf16 tensor cores. Below
+# it torch.cuda.is_bf16_supported() still says yes (it emulates), at a fraction of fp16's speed.
+BF16_MIN_CAPABILITY = (8, 0)
+
 
 @dataclass
 class HardwareConfig:
@@ -38,3 +42,24 @@ def check_device(device: str) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("hardware=cuda but no CUDA device is visible; use hardware=cpu on this machine")
+
+
+def child_env(device: str) -> dict[str, str]:
+    """What a job's spawned stage adds to its environment. A CPU job's processes see no GPU: a
+    CUDA build of llama.cpp with no layers offloaded still sends large prefill batches to the
+    GPU and keeps weights in pinned host buffers, and torch would open a CUDA context; hidden
+    devices make a CPU row a CPU row whatever the build."""
+    return {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+
+
+def cuda_capability() -> Optional[tuple[int, int]]:
+    """The compute capability of CUDA device 0, or None where torch sees no CUDA device."""
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+
+
+def gpu_half_precision(capability: tuple[int, int]) -> str:
+    """The 16-bit float a GPU of this compute capability computes natively: bf16 from Ampere
+    on, fp16 before it (a T4, sm75, emulates bf16)."""
+    return "bf16" if tuple(capability) >= BF16_MIN_CAPABILITY else "fp16"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import live
+from harness.hardware import child_env
 from harness.store import write_json_atomic
 
 LOG_TAIL_LINES = 30
@@ -57,11 +58,12 @@ def _pump(source, log_file) -> None:
 
 
 def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], work_dir: Path, timeout_s: float,
-                 limit_name: str) -> Any:
+                 limit_name: str, device: str) -> Any:
     """Call `fn(**kwargs)` in a child process; its return value, or StageFailed. `stage`
     names the work in messages and on the child's command line; the call, the result and
     the log are kept in `work_dir` as `<stage>_call.pkl`, `<stage>_result.json` and
-    `<stage>.log`; `limit_name` is the config key that sets `timeout_s`."""
+    `<stage>.log`; `limit_name` is the config key that sets `timeout_s`; `device` is where the
+    work runs (a CPU stage's process sees no GPU: `hardware.child_env`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     call_path = work_dir / f"{stage}_call.pkl"
     result_path = work_dir / f"{stage}_result.json"
@@ -71,7 +73,7 @@ def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], wor
     progress_path.unlink(missing_ok=True)
     events = live.Tail(progress_path)
     cmd = [sys.executable, "-m", "harness.isolated", stage, str(call_path), str(result_path)]
-    env = {**os.environ, live.ENV: str(progress_path)} if live.active() else None
+    env = {**os.environ, **child_env(device), **({live.ENV: str(progress_path)} if live.active() else {})}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         pump = threading.Thread(target=_pump, args=(proc.stdout, log_file), daemon=True)
@@ -99,13 +101,14 @@ def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], wor
     return json.loads(result_path.read_text())
 
 
-def isolated_build(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> Callable[[Path], None]:
-    """A `cached_dir` build that runs `fn(**kwargs, out=...)` in a spawned process, keeping
-    its log beside what it builds."""
+def isolated_build(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float,
+                   device: str) -> Callable[[Path], None]:
+    """A `cached_dir` build that runs `fn(**kwargs, out=...)` in a spawned process on `device`,
+    keeping its log beside what it builds."""
 
     def build(out: Path) -> None:
         t0 = time.perf_counter()
-        run_isolated(stage, fn, {**kwargs, "out": out}, out / "build", timeout_s, "build_timeout_s")
+        run_isolated(stage, fn, {**kwargs, "out": out}, out / "build", timeout_s, "build_timeout_s", device)
         write_json_atomic(out / "build" / "wall.json", {"wall_s": time.perf_counter() - t0})
 
     return build

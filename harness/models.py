@@ -176,4 +176,6 @@ def base_model_dir(model: ModelConfig, cache_root: Path, timeout_s: float) -> tu
     import transformers
 
     key = cache_key("base", model.package, model.gguf_file, file_digest(gguf_path), transformers.__version__)
-    return cached_dir(cache_root, "base", key, isolated_build("base", materialize_gguf, {"gguf_path": gguf_path}, timeout_s)), key
+    # dequantizing a file is CPU work on any machine
+    build = isolated_build("base", materialize_gguf, {"gguf_path": gguf_path}, timeout_s, "cpu")
+    return cached_dir(cache_root, "base", key, build), key

@@ -97,10 +97,20 @@ class Memory:
     accuracy_pass_peak_rss_mib: Optional[float] = figure()
     model_mib: Optional[float] = figure()
     load_s: Optional[float] = figure()
+    # On a CUDA job: this process's peak VRAM where NVML lists the process ("nvml_process"),
+    # else the device's used memory, every process's ("nvml_device_used"); vram_note says why
+    # a figure is missing or device-wide. Over the load, batch-1 and speed phases, as RSS.
     peak_vram_mib: Optional[float] = figure("peak VRAM MiB", "{:.0f}", False)
+    vram_method: Optional[str] = None
+    vram_note: Optional[str] = None
     peak_device_vram_mib: Optional[float] = figure()
+    device_vram_before_mib: Optional[float] = figure()
+    # torch's own peaks over the same phases (the runtimes on transformers)
     torch_peak_allocated_mib: Optional[float] = figure()
     torch_peak_reserved_mib: Optional[float] = figure()
+    # The batched accuracy pass's own peaks, apart (its padded batches are not serving's).
+    accuracy_pass_peak_vram_mib: Optional[float] = figure()
+    accuracy_pass_torch_peak_allocated_mib: Optional[float] = figure()
 
 
 @dataclass

@@ -81,7 +81,8 @@ def local_measurement(job: JobConfig, artifact: Path, load_tokenizer: Callable[[
             hardware=job.hardware, measure=job.measure, threads=job.hardware.threads_used, system=system,
             labels=labels, out_dir=str(out),
         )
-        return run_isolated("measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s")
+        return run_isolated("measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s",
+                            job.hardware.device)
 
     return run
 
@@ -108,7 +109,8 @@ def build_artifact(quant: QuantConfig, model_dir: Path, model_key: str, inputs: 
     key = cache_key("artifact", source_key, quant.key_parts(inputs), version)
     directory = cached_dir(
         cache_root, "artifact", key,
-        isolated_build(f"quantize-{quant.name}", quant.build, {"source": source_dir, "inputs": inputs}, timeout_s),
+        isolated_build(f"quantize-{quant.name}", quant.build, {"source": source_dir, "inputs": inputs}, timeout_s,
+                       inputs.device),
     )
     path = quant.artifact_path(directory)
     size_mib = dir_size_mib(path) if path.is_file() else sum(dir_size_mib(p) for p in path.glob("*.safetensors"))
@@ -163,7 +165,8 @@ class LocalTarget:
         tuned = cached_dir(
             self.cache, "adapter", adapter_key,
             isolated_build("fine-tune", fine_tune, {"base_dir": base_dir, "data_dir": data_dir, "cfg": job.train,
-                                                    "system": system, "device": job.hardware.device}, job.build_timeout_s),
+                                                    "system": system, "device": job.hardware.device}, job.build_timeout_s,
+                           job.hardware.device),
             force=job.train.force,
         )
         facts = {"adapter_key": adapter_key, **read_json(tuned / "adapter" / "train_log.json")}

@@ -42,6 +42,7 @@ def test_nvml_watches_the_gpu_cuda_uses():
     assert visible_device(None) == ("index", 0)
     assert visible_device("3,1") == ("index", 3)
     assert visible_device("GPU-8f0a2b6c-1111-2222-3333-444455556666") == ("uuid", "GPU-8f0a2b6c-1111-2222-3333-444455556666")
+    assert visible_device("") is None  # a CPU job's stage: no GPU to watch, not GPU 0
 
 
 def test_figures_from_two_machines_are_never_one_comparison():

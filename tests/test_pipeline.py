@@ -77,6 +77,10 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     assert done.returncode == 0, done.stderr[-3000:]
     fp32, gguf = _records(seeded)
     assert fp32["runtime"]["name"] == "transformers" and gguf["runtime"]["name"] == "llama_cpp"
+    # a CPU job's measuring process is shown no GPU, and its record lists what it could see
+    assert fp32["runtime"]["cuda_visible_devices"] == gguf["runtime"]["cuda_visible_devices"] == ""
+    assert fp32["runtime"]["devices"] == ["cpu"]
+    assert [d.split(":")[0] for d in gguf["runtime"]["devices"]] == ["CPU"]
     held = fp32["runtime"]["process_held"]
     assert {"torch", "transformers"} <= set(held) and not {"llama_cpp", "gptqmodel"} & set(held)
     # both runtimes answer the test split in batches (transformers: padded; llama.cpp:

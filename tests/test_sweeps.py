@@ -50,6 +50,8 @@ def test_every_job_of_every_named_sweep_composes(sweep):
                 missing.append(overrides)
                 continue
             assert job.model.name == "smollm2_135m"
+            if sweep.stem == "paper_gpu":  # the study's GPU rows start from its QLoRA fine-tune, on CUDA
+                assert (job.train.method, job.hardware.device) == ("qlora", "cuda")
             names.append(job.quant.name)
     if sweep.stem == "grid":  # every cell is named for what it runs
         assert missing == [["quant.format=bnb", "quant.bits=3"]]

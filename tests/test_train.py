@@ -4,10 +4,12 @@ and the merged checkpoint."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from harness.data.config import DatasetConfig
+from harness.measure.machine import local_cpu_facts
 from harness.train.config import TrainConfig
 from harness.data.dataset import build_dataset
 from harness.prompt import answer
@@ -133,6 +135,19 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it():
     assert resolve_precision("bf16", "cpu", ["avx2"]) == "bf16"
 
 
+def test_fp16_training_scales_its_loss_and_trains(tiny_llama, tmp_path):
+    """fp16 autocast, what a pre-Ampere GPU trains in, with its loss scaler; run here on the
+    CPU, whose autocast takes fp16 too, so the scaler's steps are the real ones."""
+    data = build_dataset(DatasetConfig(train_per_cell=1, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    train(tiny_llama, data, TrainConfig(method="lora", max_steps=2, batch_size=4, r=4, alpha=8, precision="fp16",
+                                        evaluations=0), "Classify.", "cpu", adapter)
+    log = json.loads((adapter / "train_log.json").read_text())
+    assert log["precision"] == "fp16" and log["steps"] == 2
+    assert all(math.isfinite(loss) and loss > 0 for loss in log["loss"])
+
+
 def test_the_best_evaluation_is_kept_and_a_tie_goes_to_the_later_one():
     from harness.train.finetune import best_index
 
@@ -151,7 +166,9 @@ def test_validation_scores_along_the_way_and_stops_when_it_falls(tiny_llama, tmp
     train(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
     log = json.loads((adapter / "train_log.json").read_text())
     assert [c["step"] for c in log["validation"]] == [2, 4, 6, 8] and log["steps"] == 8
-    assert log["kept_step"] == 2 + 2 * best_index_of(log) and log["precision"] == "fp32"
+    assert log["kept_step"] == 2 + 2 * best_index_of(log)
+    # auto precision, as this machine's CPU decides it
+    assert log["precision"] == finetune.resolve_precision("auto", "cpu", local_cpu_facts()["flags"])
     # when the first evaluation stays the best, patience 1 stops training at the second
     monkeypatch.setattr(finetune, "best_index", lambda accuracies: 0)
     adapter2 = tmp_path / "adapter2"
@@ -229,7 +246,9 @@ def test_a_shared_prefix_run_once_gives_every_rows_own_loss_gradients_and_verdic
     assert collate(examples, pad, len(prefix))[0].shape[1] == collate(examples, pad)[0].shape[1] - len(prefix)
     assert torch.allclose(shared[0], whole[0], rtol=1e-5)
     for name, grad in whole[1].items():
-        assert torch.allclose(shared[1][name], grad, rtol=1e-3, atol=1e-6), name
+        # fp32 sums in another order: an element near zero differs by rounding at the tensor's
+        # scale (one of 12.6M embedding gradients by 4e-6 of 1.8, with AVX-512 kernels)
+        assert torch.allclose(shared[1][name], grad, rtol=1e-3, atol=1e-5 * float(grad.abs().max())), name
     assert shared[2] == whole[2]
 
 

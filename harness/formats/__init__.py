@@ -130,6 +130,10 @@ class QuantConfig:
         clear error rather than a native crash in the runtime (and the check weighs nothing on
         the measured process's memory)."""
 
+    def prepare_kernels(self, hardware: "HardwareConfig") -> None:
+        """In the measuring process, before the load is timed: build or load the kernels the
+        runtime will use, so a one-time compile is not charged to `load_s`."""
+
     def open(self, artifact: Path, hardware: "HardwareConfig", threads: int) -> "Runtime":
         """The runtime serving this artifact."""
         raise NotImplementedError

@@ -28,10 +28,15 @@ def bnb_config(bits: int, device: str):
 
 
 def compute_dtype(device: str):
+    """16-bit matmuls on a GPU, in the half precision it computes natively (bf16 from Ampere on,
+    fp16 on a T4 and older); fp32 on a CPU, where few kernels take either."""
     import torch
 
-    # bf16 matmuls on a GPU; fp32 on a CPU, where few kernels take bf16.
-    return torch.bfloat16 if device == "cuda" else torch.float32
+    from harness.hardware import cuda_capability, gpu_half_precision
+
+    if device != "cuda":
+        return torch.float32
+    return torch.bfloat16 if gpu_half_precision(cuda_capability()) == "bf16" else torch.float16
 
 
 @register

@@ -41,8 +41,9 @@ def rapl_delta_uj(before: int, after: int, max_range_uj: int) -> int:
 class EnergyMeter:
     """Context manager around a measured window; `.reading` after it closes."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, nvml=None):
         self.device = device
+        self._nvml = nvml  # the pynvml module unless given (tests give another NVML)
         self.reading = EnergyReading(None, "none")
 
     def __enter__(self) -> "EnergyMeter":
@@ -52,15 +53,12 @@ class EnergyMeter:
     def _snapshot(self):
         if self.device == "cuda":
             try:
-                import pynvml
+                from harness.measure.machine import open_nvml
 
-                pynvml.nvmlInit()
-                from harness.measure.machine import nvml_handle
-
-                handle = nvml_handle(pynvml)
-                return ("nvml", handle, pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+                nvml, handle = open_nvml(self._nvml)
+                return ("nvml", nvml, handle, nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
             except Exception as exc:  # NVML raises its own error family; any means unreadable
-                return ("none", f"NVML energy counter unreadable: {exc}")
+                return ("none", f"NVML energy counter unreadable: {exc!r}")
         domains = _rapl_packages()
         if not domains:
             return ("none", "no RAPL counters under /sys/class/powercap (common in VMs); CPU energy not measured")
@@ -72,11 +70,13 @@ class EnergyMeter:
     def __exit__(self, *exc: object) -> None:
         kind = self._start[0]
         if kind == "nvml":
-            import pynvml
-
-            _, handle, before_mj = self._start
-            after_mj = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-            self.reading = EnergyReading((after_mj - before_mj) / 1000, "nvml_total_energy")
+            _, nvml, handle, before_mj = self._start
+            try:
+                after_mj = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            except Exception as exc:  # a counter that stopped answering measured nothing
+                self.reading = EnergyReading(None, "none", f"NVML energy counter failed at the window's end: {exc!r}")
+            else:
+                self.reading = EnergyReading((after_mj - before_mj) / 1000, "nvml_total_energy")
         elif kind == "rapl":
             _, domains, before = self._start
             total_uj = 0

@@ -35,41 +35,56 @@ def local_cpu_facts() -> dict[str, Any]:
     return cpu_facts(cpuinfo.read_text() if cpuinfo.is_file() else "")
 
 
-def visible_device(cuda_visible_devices: Optional[str]) -> tuple[str, Any]:
+def visible_device(cuda_visible_devices: Optional[str]) -> Optional[tuple[str, Any]]:
     """The GPU a CUDA process's device 0 is, as NVML can find it: ("uuid", "GPU-...") or
-    ("index", n). CUDA numbers only the devices CUDA_VISIBLE_DEVICES lists, NVML numbers all."""
-    first = (cuda_visible_devices or "").split(",")[0].strip()
-    if not first:
+    ("index", n); None where the variable hides every GPU (set, but empty: a CPU job's
+    stages). CUDA numbers only the devices CUDA_VISIBLE_DEVICES lists, NVML numbers all."""
+    if cuda_visible_devices is None:
         return ("index", 0)
+    first = cuda_visible_devices.split(",")[0].strip()
+    if not first:
+        return None
     if first.startswith(("GPU-", "MIG-")):
         return ("uuid", first)
     return ("index", int(first))
 
 
 def nvml_handle(pynvml):
-    """NVML's handle for the GPU this process's CUDA device 0 is (after nvmlInit)."""
-    how, which = visible_device(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    """NVML's handle for the GPU this process's CUDA device 0 is (after nvmlInit); LookupError
+    where this process may see no GPU."""
+    device = visible_device(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if device is None:
+        raise LookupError("CUDA_VISIBLE_DEVICES is empty: this process sees no GPU")
+    how, which = device
     if how == "uuid":
         return pynvml.nvmlDeviceGetHandleByUUID(which)
     return pynvml.nvmlDeviceGetHandleByIndex(which)
 
 
-def gpu_facts() -> Optional[dict[str, Any]]:
-    try:
-        import pynvml
+def open_nvml(nvml=None):
+    """(the NVML module, the handle of the GPU this process's CUDA device 0 is), NVML
+    initialised; raises what NVML raises. `nvml` defaults to pynvml (tests give another)."""
+    if nvml is None:
+        import pynvml as nvml
+    nvml.nvmlInit()
+    return nvml, nvml_handle(nvml)
 
-        pynvml.nvmlInit()
-        handle = nvml_handle(pynvml)
-    except Exception:  # no driver, no library, no such device: no GPU to describe
+
+def gpu_facts() -> Optional[dict[str, Any]]:
+    """The GPU this process's CUDA device 0 is, as NVML describes it; None where NVML cannot
+    (no driver, no library, no such device, or an NVML error on any of these reads)."""
+    try:
+        pynvml, handle = open_nvml()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+        return {
+            "name": pynvml.nvmlDeviceGetName(handle),
+            "uuid": pynvml.nvmlDeviceGetUUID(handle),
+            "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}",
+        }
+    except Exception:  # NVML raises its own error family, and a missing library an OSError
         return None
-    cuda = pynvml.nvmlSystemGetCudaDriverVersion()
-    return {
-        "name": pynvml.nvmlDeviceGetName(handle),
-        "uuid": pynvml.nvmlDeviceGetUUID(handle),
-        "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
-        "driver": pynvml.nvmlSystemGetDriverVersion(),
-        "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}",
-    }
 
 
 def machine_identity(device: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Peak resident memory of this process, sampled from a background thread.
+"""Peak memory of a measured window, sampled from a background thread: this process's resident
+memory, and on a CUDA job its GPU's memory.
 
 The kernel's own high-water mark (ru_maxrss) cannot be reset between phases, so a sampler
 reports the peak of the window it watched, including memory that native runtimes allocate
@@ -6,12 +7,14 @@ outside Python."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+from typing import Any, Optional
 
 import psutil
 
-from harness.measure.machine import nvml_handle
+from harness.measure.machine import open_nvml
 
 
 class PeakRSSSampler:
@@ -44,66 +47,115 @@ class PeakRSSSampler:
         return self.peak_bytes / 2**20
 
 
-class GpuMemoryTracker:
-    """Peak VRAM on the GPU this process uses (CUDA_VISIBLE_DEVICES honoured): NVML's device-used and this process's figures
-    (sampled), plus torch's own peak allocated / reserved when torch drove the GPU. On a
-    machine without NVML every figure is None."""
+def torch_cuda_peaks() -> tuple[Optional[int], Optional[int]]:
+    """torch's peak allocated and reserved bytes since its last reset, where torch drove a GPU
+    in this process (it is never imported for this: that would weigh on the footprint)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None, None
+    return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
 
-    def __init__(self, interval_s: float = 0.05):
+
+def _reset_torch_cuda_peaks() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+class GpuMemoryTracker:
+    """Peak VRAM of a CUDA job's window, on the GPU its CUDA device 0 is, sampled from NVML;
+    and torch's own peaks over the same window, read when it closes.
+
+    The VRAM figure is this process's own use where NVML lists this process. Inside a
+    container's PID namespace it cannot (NVML reports host PIDs): then the figure is the
+    device's used memory, which counts every process on the GPU, and `vram_method` says so.
+    An NVML error never fails a measurement: the figure is unmeasured and the reason kept.
+    A CPU job has no VRAM figure at all."""
+
+    def __init__(self, device: str, interval_s: float = 0.05, nvml=None):
+        self.device = device
         self.interval_s = interval_s
-        self.device_peak_bytes: int | None = None
-        self.process_peak_bytes: int | None = None
+        self.device_peak_bytes: Optional[int] = None
+        self.device_before_bytes: Optional[int] = None
+        self.process_peak_bytes: Optional[int] = None
+        self.process_reason: Optional[str] = None
+        self.unmeasured_reason: Optional[str] = None if device == "cuda" else "a CPU job: no GPU memory"
+        self.torch_peaks: tuple[Optional[int], Optional[int]] = (None, None)
+        self._nvml = nvml
+        self._handle = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._handle = None
 
-    def _sample(self) -> None:
-        import os
-
-        import pynvml
-
-        used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used
+    def _sample(self) -> bool:
+        """One reading; False once NVML has failed (the figures so far are dropped)."""
+        nvml, pid = self._nvml, os.getpid()
+        try:
+            used = nvml.nvmlDeviceGetMemoryInfo(self._handle).used
+        except Exception as exc:  # NVML's error family; a figure with a gap is no peak
+            self.device_peak_bytes = self.process_peak_bytes = None
+            self.unmeasured_reason = f"NVML failed while sampling: {exc!r}"
+            return False
+        if self.device_before_bytes is None:
+            self.device_before_bytes = used
         self.device_peak_bytes = max(self.device_peak_bytes or 0, used)
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-            if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
-                self.process_peak_bytes = max(self.process_peak_bytes or 0, proc.usedGpuMemory)
+        if self.process_reason is None:
+            try:
+                mine = [p.usedGpuMemory for p in nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
+                        if p.pid == pid and p.usedGpuMemory is not None]
+            except Exception as exc:  # not supported on some vGPU and MIG setups
+                self.process_peak_bytes = None
+                self.process_reason = f"NVML gave no per-process memory ({exc!r})"
+            else:
+                if mine:
+                    self.process_peak_bytes = max(self.process_peak_bytes or 0, *mine)
+        return True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._sample()
+            if not self._sample():
+                return
 
     def __enter__(self) -> "GpuMemoryTracker":
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._handle = nvml_handle(pynvml)
-        except Exception:  # no driver or no GPU: nothing to track
+        if self.device != "cuda":
             return self
-        self._sample()
-        self._thread.start()
+        _reset_torch_cuda_peaks()
+        try:
+            self._nvml, self._handle = open_nvml(self._nvml)
+        except Exception as exc:  # no driver, no library, no such device
+            self.unmeasured_reason = f"NVML unavailable: {exc!r}"
+            return self
+        if self._sample():
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is None:
+        self.torch_peaks = torch_cuda_peaks()
+        if not self._thread.is_alive():
             return
         self._stop.set()
         self._thread.join()
         self._sample()
 
-    def report(self) -> dict[str, float | None]:
-        def mib(value: int | None) -> float | None:
+    def report(self) -> dict[str, Any]:
+        def mib(value: Optional[int]) -> Optional[float]:
             return None if value is None else value / 2**20
 
-        torch_allocated = torch_reserved = None
-        # only when the runtime brought torch: importing it here would weigh on the footprint
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch_allocated = torch.cuda.max_memory_allocated()
-            torch_reserved = torch.cuda.max_memory_reserved()
+        if self.process_peak_bytes is not None:
+            peak, method = self.process_peak_bytes, "nvml_process"
+        elif self.device_peak_bytes is not None:
+            # the process was never listed as NVML's (PID namespace) or NVML lists none
+            peak, method = self.device_peak_bytes, "nvml_device_used"
+            self.process_reason = self.process_reason or (
+                "this process's PID is not among NVML's (a container's PID namespace: NVML reports host PIDs)")
+        else:
+            peak, method = None, None
         return {
-            "peak_vram_mib": mib(self.process_peak_bytes),
+            "peak_vram_mib": mib(peak),
+            "vram_method": method,
+            "vram_note": self.unmeasured_reason if peak is None else (
+                self.process_reason if method == "nvml_device_used" else None),
             "peak_device_vram_mib": mib(self.device_peak_bytes),
-            "torch_peak_allocated_mib": mib(torch_allocated),
-            "torch_peak_reserved_mib": mib(torch_reserved),
+            "device_vram_before_mib": mib(self.device_before_bytes),
+            "torch_peak_allocated_mib": mib(self.torch_peaks[0]),
+            "torch_peak_reserved_mib": mib(self.torch_peaks[1]),
         }

@@ -11,6 +11,7 @@ accuracy pass).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -219,7 +220,8 @@ def measure(spec: MeasureSpec) -> dict:
     assert len(rows) == len(spec.prompts), "the prompts were rendered from another test split"
     process = psutil.Process()
     rss_before_load = process.memory_info().rss / 2**20
-    with PeakRSSSampler() as rss, GpuMemoryTracker() as vram:
+    spec.quant.prepare_kernels(spec.hardware)  # a one-time kernel build is not the load's time
+    with PeakRSSSampler() as rss, GpuMemoryTracker(spec.hardware.device) as vram:
         t0 = time.perf_counter()
         rt = spec.quant.open(Path(spec.artifact), spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
@@ -240,18 +242,22 @@ def measure(spec: MeasureSpec) -> dict:
         batch1_s = sum(a.latency_s for a in answers)
         eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         speed = speed_test(rt, spec.measure)
-    # The batched accuracy pass comes last, outside the memory window above: its padded
-    # batches would charge a serving-at-batch-1 footprint with memory it never needs.
-    batch_peak_rss = None
+    # The batched accuracy pass comes last, outside the memory windows above (torch's peaks
+    # included: they were read as that window closed): its padded batches would charge a
+    # serving-at-batch-1 footprint with memory it never needs. It has figures of its own.
+    batch_memory = {}
     if batch == 1:
         texts = [a.text for a in answers]
         accuracy_pass_s = batch1_s
     else:
-        with PeakRSSSampler() as batch_rss:
+        with PeakRSSSampler() as batch_rss, GpuMemoryTracker(spec.hardware.device) as batch_vram:
             t0 = time.perf_counter()
             texts = batched_answers(rt, prompts, batch, max_new, trie)
             accuracy_pass_s = time.perf_counter() - t0
-        batch_peak_rss = batch_rss.peak_mib
+        batch_vram_figures = batch_vram.report()
+        batch_memory = {"accuracy_pass_peak_rss_mib": batch_rss.peak_mib,
+                        "accuracy_pass_peak_vram_mib": batch_vram_figures["peak_vram_mib"],
+                        "accuracy_pass_torch_peak_allocated_mib": batch_vram_figures["torch_peak_allocated_mib"]}
 
     agreement = None if batch == 1 else sum(texts[i] == a.text for i, a in zip(timed, answers)) / len(answers)
     predictions = [parse_answer(text, spec.labels) for text in texts]
@@ -282,7 +288,7 @@ def measure(spec: MeasureSpec) -> dict:
         ),
         speed=Speed(**speed),
         memory=Memory(peak_rss_mib=rss.peak_mib, rss_before_load_mib=rss_before_load,
-                      peak_rss_over_baseline_mib=rss.peak_mib - rss_before_load, accuracy_pass_peak_rss_mib=batch_peak_rss,
+                      peak_rss_over_baseline_mib=rss.peak_mib - rss_before_load, **batch_memory,
                       model_mib=rt.model_mib, load_s=load_s, **vram.report()),
         energy=Energy(
             energy_j=joules,
@@ -296,5 +302,6 @@ def measure(spec: MeasureSpec) -> dict:
         ),
     )
     runtime = {"name": rt.name, "version": rt.version, "threads": spec.threads, "kernel": rt.kernel,
-               "process_held": held_libraries()}
+               "kernel_choice": rt.kernel_choice, "process_held": held_libraries(), "devices": rt.devices,
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     return {"runtime": runtime, "metrics": metrics.flat()}

@@ -24,6 +24,10 @@ class Runtime(Protocol):
     model_mib: float
     # The quantized layer implementation the runtime's library picked, where it picks one.
     kernel: Optional[str]
+    # The kernel the format asked for, with its setup time and any fallback's reason.
+    kernel_choice: Optional[dict]
+    # The compute devices this process could see, as the runtime's library lists them.
+    devices: list[str]
 
     def tokenize(self, text: str) -> list[int]: ...
 

@@ -101,9 +101,28 @@ class ParallelSequences:
         return out
 
 
+def ggml_devices() -> list[str]:
+    """The compute devices llama.cpp could use in this process, as ggml's backend registry
+    lists them ("CPU: <model>", "CUDA0: <GPU>"): what shows that a CPU job on a CUDA build of
+    llama.cpp had no GPU in reach. Signatures from the vendored `ggml-backend.h`."""
+    import ctypes
+
+    from llama_cpp._ggml import libggml
+
+    libggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    libggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    libggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    for getter in (libggml.ggml_backend_dev_name, libggml.ggml_backend_dev_description):
+        getter.argtypes, getter.restype = [ctypes.c_void_p], ctypes.c_char_p
+    devices = [libggml.ggml_backend_dev_get(i) for i in range(libggml.ggml_backend_dev_count())]
+    return [f"{libggml.ggml_backend_dev_name(d).decode()}: {libggml.ggml_backend_dev_description(d).decode()}"
+            for d in devices]
+
+
 class LlamaCppRuntime:
     name = "llama_cpp"
     kernel = None  # ggml picks per tensor type; the file's type is in the record
+    kernel_choice = None
 
     def __init__(self, gguf_file: Path, hardware: HardwareConfig, threads: int):
         import llama_cpp
@@ -132,6 +151,7 @@ class LlamaCppRuntime:
             verbose=False,
         )
         self.eos_ids = {self.llm.token_eos()}
+        self.devices = ggml_devices()
         self.model_mib = llama_cpp.llama_model_size(self.llm.model) / 2**20
         self.n_vocab = self.llm.n_vocab()
         self.parallel: Optional[ParallelSequences] = None

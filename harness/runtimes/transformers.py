@@ -14,6 +14,8 @@ from harness.runtimes.constrain import AnswerTrie, pick
 
 class TransformersRuntime:
     name = "transformers"
+    # A format that picks its kernel says how (GPTQ on a GPU); the others leave it to the library.
+    kernel_choice: Optional[dict] = None
 
     def __init__(self, model_dir: Path, hardware: HardwareConfig, threads: int, load: Callable[[str], Any]):
         """`load(device)` returns the format's model placed on that device."""
@@ -33,6 +35,7 @@ class TransformersRuntime:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.past = None
+        self.devices = ["cpu"] + [f"cuda:{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
         self.model_mib = self.model.get_memory_footprint() / 2**20
         # The quantized linear layer the library chose (its kernel), if any.
         self.kernel = next(

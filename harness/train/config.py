@@ -9,7 +9,7 @@ from harness.errors import ConfigError
 from harness.extras import require
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METHODS = ("full", "lora", "qlora", "none")
 # The adapter's options: they shape LoRA and QLoRA, and mean nothing to full fine-tuning.
 LORA_FIELDS = ("r", "alpha", "dropout", "target_modules")
@@ -34,8 +34,9 @@ class TrainConfig:
     max_seq_len: int = 96
     # Clip the gradients' global norm (0: no clipping).
     max_grad_norm: float = 1.0
-    # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, a CPU
-    # with AMX or AVX512-BF16), else fp32; fp32 / bf16 force one.
+    # auto: a 16-bit autocast where the hardware computes it natively (bf16 on a GPU from
+    # Ampere on and on a CPU with AMX or AVX512-BF16; fp16 on older GPUs such as the T4), else
+    # fp32; fp32 / bf16 / fp16 force one.
     precision: str = "auto"
     # Score the validation split this many times over training (and at the end); the
     # adapter that scored best is the one kept. 0: no evaluation, the last adapter is kept.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from harness.data.dataset import read_split
+from harness.hardware import cuda_capability
 from harness.measure.machine import local_cpu_facts
 from harness.prompt import answer, render_prompt, reusable_prefix
 from harness.train.config import TrainConfig
@@ -143,15 +144,18 @@ def best_index(accuracies: Sequence[float]) -> int:
     return max(i for i, a in enumerate(accuracies) if a == top)
 
 
-def resolve_precision(precision: str, device: str, cpu_flags: Sequence[str]) -> str:
-    """fp32 or bf16: `auto` takes bf16 only where the hardware computes it natively (on a CPU
-    without AMX or AVX512-BF16, bf16 is emulated and slower than fp32)."""
+def resolve_precision(precision: str, device: str, cpu_flags: Sequence[str],
+                      capability: Optional[tuple[int, int]] = None) -> str:
+    """fp32, bf16 or fp16: `auto` takes a 16-bit autocast only where the hardware computes it
+    natively. On a CPU that is bf16 with AMX or AVX512-BF16 (elsewhere emulated, slower than
+    fp32); on a GPU of compute capability `capability`, bf16 from Ampere on and fp16 before."""
     if precision != "auto":
         return precision
     if device == "cuda":
-        import torch
+        from harness.hardware import gpu_half_precision
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        assert capability is not None, "a CUDA device's compute capability decides its precision"
+        return gpu_half_precision(capability)
     return "bf16" if {"amx_bf16", "avx512_bf16"} & set(cpu_flags) else "fp32"
 
 
@@ -206,9 +210,13 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
                 task_type="CAUSAL_LM",
             ),
         )
-    precision = resolve_precision(cfg.precision, device, local_cpu_facts()["flags"])
-    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    precision = resolve_precision(cfg.precision, device, local_cpu_facts()["flags"],
+                                  cuda_capability() if device == "cuda" else None)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device_type=device, dtype=half) if half else contextlib.nullcontext()
+    # fp16's narrow range underflows small gradients: the loss is scaled up before backward
+    # and the gradients down before the step (a no-op for fp32 and bf16).
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
 
     def encode(split: str) -> list[tuple[list[int], list[int]]]:
         return [encode_example(tokenizer, r["text"], r["intent"], system, cfg.max_seq_len) for r in read_split(data_dir, split)]
@@ -260,11 +268,13 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
                 with autocast:
                     logits = answer_logits(model, ids, mask, positions, answer_window(labels), prefix)
                     loss = answer_loss(logits, labels) / cfg.grad_accum
-                loss.backward()
+                scaler.scale(loss).backward()
                 step_loss += loss.item()
             if cfg.max_grad_norm:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             step += 1
             losses.append(step_loss)
