@@ -20,14 +20,21 @@ LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 LLAMA_TOOLS_DONE := $(VENV)/.llama-tools-done
 
-.PHONY: setup lock llama-tools run search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
+.PHONY: setup cuda-check lock llama-tools run demo search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
 
 # GPU=1 sets up for CUDA (the default where nvidia-smi is on the PATH): the CUDA torch already
-# on the machine is kept (or PyPI's CUDA build is installed), and llama.cpp is built with CUDA.
+# on the machine is kept (or PyPI's CUDA build is installed), and llama.cpp is built with CUDA,
+# for the GPU present only (CUDA_ARCH=75 for a T4, 80 an A100, 90 an H100; several as "80;90").
 GPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),1,0)
+NVCC ?= nvcc
+CUDA_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
 ifeq ($(GPU),1)
-LLAMA_CMAKE := -DGGML_CUDA=on
+LLAMA_CMAKE := -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCH)"
+CUDA_CHECK := cuda-check
 endif
+# Parallel compile jobs: one per core, and no more than one per 2 GiB of memory (an nvcc
+# process takes one to two); an unbounded -j starts one per source file.
+BUILD_JOBS ?= $(shell j=$$(nproc); m=$$(( $$(free -g | awk '/^Mem:/{print $$2}') / 2 )); echo $$(( j < m ? j : (m > 0 ? m : 1) )))
 # The exact versions the README's figures come from (constraints.txt; ranges in pyproject.toml).
 # On a GPU machine the torch line is left out: that torch is the machine's.
 CONSTRAINTS := $(VENV)/constraints.txt
@@ -37,7 +44,7 @@ setup: $(SETUP_DONE)
 # torch first: anything that pulls torch in before would fetch whatever build the index has.
 # On a CPU machine that is the pinned CPU build. With GPU=1 the venv also sees the interpreter's
 # own packages (a .pth file), so a CUDA torch installed beside that interpreter is used as it is.
-$(SETUP_DONE): pyproject.toml constraints.txt Makefile
+$(SETUP_DONE): pyproject.toml constraints.txt Makefile | $(CUDA_CHECK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 ifeq ($(GPU),1)
 	$(PYTHON) -c 'import site; print("\n".join(site.getsitepackages()))' \
@@ -49,7 +56,7 @@ else
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
 endif
 	# Built here, always: a wheel pip cached earlier may carry other flags (or suit another CPU).
-	CMAKE_ARGS="$(LLAMA_CMAKE)" CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" \
+	CMAKE_ARGS='$(LLAMA_CMAKE)' CMAKE_BUILD_PARALLEL_LEVEL=$(BUILD_JOBS) CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" \
 		$(PY) -m pip install --quiet --no-cache-dir --force-reinstall --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[all,dev]'
 	rm -rf $(VENV)/src $(CONVERTER_DIR) && mkdir -p $(CONVERTER_DIR)
@@ -57,6 +64,13 @@ endif
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(CONVERTER_DIR) --strip-components=3 \
 		$(SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(SDIST)/vendor/llama.cpp/conversion $(SDIST)/vendor/llama.cpp/gguf-py
 	touch $@
+
+# Before a CUDA build starts (minutes of compiling): the compiler is there, and which GPU
+# architecture to build for is known.
+cuda-check:
+	@command -v $(NVCC) >/dev/null || { echo "GPU=1 builds llama.cpp with CUDA, which needs nvcc, the CUDA toolkit's compiler: '$(NVCC)' is not on the PATH. Install the CUDA toolkit that matches your driver (e.g. apt-get install nvidia-cuda-toolkit, or add /usr/local/cuda/bin to PATH), set NVCC=/path/to/nvcc, or set up for the CPU with GPU=0" >&2; exit 1; }
+	@test -n "$(CUDA_ARCH)" || { echo "GPU=1: no GPU architecture to build for (nvidia-smi did not report one): set CUDA_ARCH, e.g. CUDA_ARCH=75 for a T4, 80 an A100, 86 an A10 or RTX 30, 89 an L4 or RTX 40, 90 an H100" >&2; exit 1; }
+	@echo "CUDA build: $$($(NVCC) --version | tail -1), architecture $(CUDA_ARCH), $(BUILD_JOBS) parallel jobs"
 
 # Rewrites constraints.txt from what .venv holds now (after changing a version on purpose).
 lock: setup
@@ -66,10 +80,16 @@ lock: setup
 # The default sweep (sweeps/default.yaml) on the embedded SmolLM2-135M.
 run: sweep-default
 
+# The whole chain in minutes, with a small budget (sweeps/demo.yaml): not the benchmark's figures.
+demo: sweep-demo
+
 # Any named sweep in sweeps/: `make sweep-paper-cpu` runs sweeps/paper_cpu.yaml. Extra Hydra
 # overrides go in ARGS, e.g. ARGS='hydra/launcher=joblib hydra.launcher.n_jobs=2'.
-sweep-%: setup llama-tools
+sweep-%: setup
 	$(PY) -m harness --config-dir sweeps --config-name $(subst -,_,$*) --multirun $(ARGS)
+
+# Only the importance-matrix sweep runs llama.cpp's command-line tools.
+sweep-imatrix: llama-tools
 
 # A small Optuna (NSGA-II) search over quantizations: sweeps/search.yaml.
 search: sweep-search
@@ -117,7 +137,7 @@ llama-tools: $(LLAMA_TOOLS_DONE)
 $(LLAMA_TOOLS_DONE): $(SETUP_DONE)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
 	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build $(LLAMA_CMAKE) -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
-	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench llama-imatrix llama-quantize -j
+	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench llama-imatrix llama-quantize -j $(BUILD_JOBS)
 	touch $@
 
 data-stats: setup

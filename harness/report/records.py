@@ -62,12 +62,63 @@ def variant(record: dict, keys: list[str]) -> str:
     return " ".join(str(job_value(record, k)) for k in keys)
 
 
+# Config branches that say where a job wrote or logged, not what it measured.
+_NOT_WHAT_RAN = ("paths", "logger", "force", "hydra")
+
+
+def _leaves(config: Any, prefix: str = "") -> dict[str, str]:
+    """A resolved config as dotted keys (train.epochs) and their values, as text."""
+    if isinstance(config, dict):
+        out: dict[str, str] = {}
+        for k, v in config.items():
+            if not prefix and k in _NOT_WHAT_RAN:
+                continue
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(config, sort_keys=True) if isinstance(config, list) else str(config)}
+
+
+def _tell_apart(names: list[str], records: list[dict]) -> list[str]:
+    """Names that two records share, completed with what tells them apart: the config keys
+    whose values differ between them (`train.epochs=2`), else their test data."""
+    out = list(names)
+    for name in set(names):
+        same = [i for i, n in enumerate(names) if n == name]
+        if len(same) < 2:
+            continue
+        leaves = [_leaves(records[i].get("config") or {}) for i in same]
+        differ = sorted(k for k in set().union(*leaves) if len({leaf.get(k) for leaf in leaves}) > 1)
+        for i, leaf in zip(same, leaves):
+            if differ:
+                out[i] = f"{name} " + " ".join(f"{k}={leaf.get(k)}" for k in differ)
+            else:
+                out[i] = f"{name} data={(records[i].get('keys') or {}).get('dataset')}"
+    return out
+
+
+def points(records: list[dict]) -> list[dict[str, Any]]:
+    """The successful records compared in one table, each a `point` named by the job keys that
+    vary among them. Records that those keys do not tell apart (two runs of one quant with
+    other `train.*` options, or on other data) are named for what differs, never the same."""
+    keys = varying_keys(records)
+    out = [point(r, keys) for r in records]
+    for p, name in zip(out, _tell_apart([p["variant"] for p in out], records)):
+        p["variant"] = name
+    return out
+
+
+# How a GPU row's peak memory was read (the record's vram_method), as the report names it.
+MEMORY_KINDS = {"nvml_process": "VRAM", "nvml_device_used": "device VRAM (all processes)", None: "VRAM unmeasured"}
+
+
 def point(record: dict, keys: list[str]) -> dict[str, Any]:
     """One successful record as flat figures, one per column of `harness.record.COLUMNS`,
     plus what names and explains them. Peak memory is the device the model runs on: VRAM on
-    a GPU, RSS on the CPU (named in `memory_kind`)."""
+    a GPU (the process's, or the whole device's where NVML could not tell the process apart),
+    RSS on the CPU; `memory_kind` names which. A GPU row without a VRAM figure is unmeasured,
+    never its host RSS."""
     m = record["metrics"]
-    on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda" and m.get("peak_vram_mib") is not None
+    on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda"
     intervals = {}
     for key in ("accuracy", "decode_tokens_per_s", "prefill_tokens_per_s"):
         low, high = m.get(f"{key}_ci95") or (None, None)
@@ -85,7 +136,7 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
         **figures,
         **intervals,
         "peak_memory_mib": m.get("peak_vram_mib") if on_gpu else m.get("peak_rss_mib"),
-        "memory_kind": "VRAM" if on_gpu else "RSS",
+        "memory_kind": MEMORY_KINDS[m.get("vram_method")] if on_gpu else "RSS",
         "energy_method": m.get("energy_method"),
         "energy_unmeasured_reason": m.get("energy_unmeasured_reason"),
         "energy_estimate_method": m.get("energy_estimate_method"),

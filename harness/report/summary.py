@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.record import OK, SKIPPED, TERMINAL, shown_in
 from harness.report.pareto import frontier_memberships
-from harness.report.records import cell, failures, point, read_sweep_records, shared_caption, varying_keys
+from harness.report.records import cell, failures, points, read_sweep_records, shared_caption
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,10 @@ COLUMNS = shown_in(TERMINAL)
 def rows(records: list[dict]) -> list[list[str]]:
     """One row per successful record: variant, COLUMNS, the Pareto frontiers it is on."""
     ok = [r for r in records if r.get("status") == OK]
-    keys = varying_keys(ok)
-    points = [point(r, keys) for r in ok]
+    compared = points(ok)
     return [
         [p["variant"], *(cell(p, c.key, c.fmt) for c in COLUMNS), " ".join(on)]
-        for p, on in zip(points, frontier_memberships(points))
+        for p, on in zip(compared, frontier_memberships(compared))
     ]
 
 

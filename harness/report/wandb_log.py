@@ -28,7 +28,7 @@ from harness import live
 from harness.errors import ConfigError
 from harness.record import scalar_figures
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
-from harness.report.records import RECORD, point, varying_keys
+from harness.report.records import RECORD, points
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +217,10 @@ def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group
             return
         import wandb
 
-        points = [point(r, varying_keys(ok)) for r in ok]
-        columns = list(points[0]) + ["pareto_frontiers"]
+        compared = points(ok)
+        columns = list(compared[0]) + ["pareto_frontiers"]
         table = wandb.Table(columns=columns, data=[
-            [p[c] for c in columns[:-1]] + [" ".join(on)] for p, on in zip(points, frontier_memberships(points))
+            [p[c] for c in columns[:-1]] + [" ".join(on)] for p, on in zip(compared, frontier_memberships(compared))
         ])
         plots = {
             f"pareto/accuracy_vs_{cost.key}": wandb.plot.scatter(table, cost.key, ACCURACY.key, title=f"accuracy vs {cost.label}")

@@ -13,7 +13,7 @@ from harness.record import REPORT, SKIPPED, Column, shown_in
 from harness.report.pareto import (
     ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, interval, versus,
 )
-from harness.report.records import by_hardware, cell, failures, point, shared_caption, varying_keys
+from harness.report.records import by_hardware, cell, failures, points, shared_caption
 
 NOISE_NOTE = (
     "Accuracy carries its 95% Wilson interval and decode/prefill tok/s the 95% interval of their median over "
@@ -56,7 +56,7 @@ def _headers() -> list[str]:
     return [c.header for c in TABLE] + ["Pareto frontiers", "vs baseline"]
 
 
-def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -> Path | None:
+def plot_tradeoff(compared: list[dict], cost: Objective, title: str, path: Path) -> Path | None:
     """Accuracy against one cost, every variant labelled, the frontier drawn as a step line.
     None when no variant measured this cost (energy on most VMs)."""
     import matplotlib
@@ -64,13 +64,13 @@ def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [i for i, p in enumerate(points) if p.get(cost.key) is not None and p.get(ACCURACY.key) is not None]
+    shown = [i for i, p in enumerate(compared) if p.get(cost.key) is not None and p.get(ACCURACY.key) is not None]
     if not shown:
         return None
-    best = set(frontier(points, [ACCURACY, cost]))
+    best = set(frontier(compared, [ACCURACY, cost]))
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     for i in shown:
-        p = points[i]
+        p = compared[i]
         on = i in best
         (x_low, x_high), (y_low, y_high) = interval(p, cost.key), interval(p, ACCURACY.key)
         ax.errorbar(p[cost.key], p[ACCURACY.key], xerr=[[p[cost.key] - x_low], [x_high - p[cost.key]]],
@@ -79,7 +79,7 @@ def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -
         ax.scatter(p[cost.key], p[ACCURACY.key], s=70 if on else 40, color="tab:red" if on else "tab:blue",
                    zorder=3, edgecolor="black", linewidth=0.5)
         ax.annotate(p["variant"], (p[cost.key], p[ACCURACY.key]), textcoords="offset points", xytext=(6, 5), fontsize=8)
-    front = sorted((points[i][cost.key], points[i][ACCURACY.key]) for i in best)
+    front = sorted((compared[i][cost.key], compared[i][ACCURACY.key]) for i in best)
     if len(front) > 1:
         ax.step([x for x, _ in front], [y for _, y in front], where="post" if cost.maximize else "pre",
                 color="tab:red", linewidth=1.2, alpha=0.7, label="Pareto frontier")
@@ -98,14 +98,13 @@ def plot_tradeoff(points: list[dict], cost: Objective, title: str, path: Path) -
 def sections(records: list[dict], out_dir: Path) -> list[Section]:
     out = []
     for hardware, group in sorted(by_hardware(records).items()):
-        keys = varying_keys(group)
-        points = [point(r, keys) for r in group]
+        compared = points(group)
         plots = [
-            plot_tradeoff(points, cost, f"{hardware}: accuracy vs {cost.label}", out_dir / f"{hardware}_accuracy_vs_{cost.key}.png")
+            plot_tradeoff(compared, cost, f"{hardware}: accuracy vs {cost.label}", out_dir / f"{hardware}_accuracy_vs_{cost.key}.png")
             for cost in COSTS
         ]
-        out.append(Section(hardware, shared_caption(group), points, frontier_memberships(points),
-                           baseline_index(points), [p for p in plots if p]))
+        out.append(Section(hardware, shared_caption(group), compared, frontier_memberships(compared),
+                           baseline_index(compared), [p for p in plots if p]))
     return out
 
 
@@ -121,10 +120,15 @@ def _energy_note(points: list[dict]) -> str:
     return note
 
 
+def memory_kinds(s: Section) -> str:
+    """What a section's peak-memory column holds ('VRAM', 'RSS', ...), each kind its rows hold."""
+    return " or ".join(dict.fromkeys(p["memory_kind"] for p in s.points))
+
+
 def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
     lines = [f"# {title}", ""]
     for s in secs:
-        lines += [f"## {s.hardware}", "", f"{s.caption}; peak memory is {s.points[0]['memory_kind']}."
+        lines += [f"## {s.hardware}", "", f"{s.caption}; peak memory is {memory_kinds(s)}."
                   + (f" Baseline: {s.points[s.baseline]['variant']} (largest artifact)." if s.baseline is not None else ""), ""]
         lines.append("| " + " | ".join(_headers()) + " |")
         lines.append("|" + "---|" * len(_headers()))
@@ -160,7 +164,7 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
     body = [f"<h1>{e(title)}</h1>", "<p class=note>Bold variants are on at least one Pareto frontier "
             "(no other variant is both at least as accurate and cheaper on that cost).</p>"]
     for s in secs:
-        body.append(f"<h2>{e(s.hardware)}</h2><p>{e(s.caption)}; peak memory is {e(s.points[0]['memory_kind'])}.</p>")
+        body.append(f"<h2>{e(s.hardware)}</h2><p>{e(s.caption)}; peak memory is {e(memory_kinds(s))}.</p>")
         body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in _headers()) + "</tr>")
         for row, on in zip(_table_rows(s), s.on_frontier):
             body.append(f"<tr class={'frontier' if on else 'dominated'}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
