@@ -24,6 +24,7 @@ from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
 from harness.models import ModelConfig
 from harness.record import OBJECTIVES
+from harness.report.decision import ReportConfig
 from harness.report.wandb_log import LoggerConfig
 from harness.train.config import TrainConfig
 
@@ -57,6 +58,8 @@ class JobConfig:
     measure: MeasureConfig = MISSING
     paths: PathsConfig = MISSING
     logger: LoggerConfig = MISSING
+    # How the sweep's report judges its variants (baseline, non-inferiority gate).
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Re-measure even when a finished record for this job exists.
     force: bool = False
     # Each build stage (base model, fine-tune, merge, quantize) runs in a spawned process

@@ -22,6 +22,9 @@ class HardwareConfig:
     # Optional: watts per busy core (package TDP / cores) for a CPU-time energy *estimate*,
     # reported apart from measured energy, where no counter can be read.
     cpu_watts_per_core: Optional[float] = None
+    # What an hour of this machine costs you (cloud price or amortised hardware), for the cost
+    # per million queries at its measured capacity; null: no cost figure.
+    usd_per_hour: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -30,6 +33,8 @@ class HardwareConfig:
             raise ConfigError(f"hardware.threads={self.threads} must be >= 0 (0 = all cores)")
         if self.cpu_watts_per_core is not None and self.cpu_watts_per_core <= 0:
             raise ConfigError("hardware.cpu_watts_per_core must be > 0 (or null for no estimate)")
+        if self.usd_per_hour is not None and self.usd_per_hour <= 0:
+            raise ConfigError("hardware.usd_per_hour must be > 0 (or null for no cost figure)")
 
     @property
     def threads_used(self) -> int:

@@ -58,6 +58,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
             "lineage": prepared.lineage,
             "config": resolved_config,
             "machine": prepared.machine,
+            "bandwidth": prepared.bandwidth,
             "measure_version": MEASURE_VERSION,
             "environment": environment(REPO_ROOT, job.quant.PACKAGES),
             "started_at": started.isoformat(timespec="seconds"),

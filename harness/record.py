@@ -25,8 +25,10 @@ TERMINAL, REPORT = "terminal", "report"
 # process holds only its runtime (no torch beside llama.cpp); RSS before load and over it.
 # 3: measure.max_eval_samples spreads its queries over the split (it took the first ones).
 # 4: transformers' batched accuracy pass runs the prompts' shared prefix once, as llama.cpp's
-# does (its queries/s change, and batch rounding may flip a near tie).
-MEASURE_VERSION = 4
+# does (its queries/s change, and batch rounding may flip a near tie). 5: a load curve
+# (measure.concurrency) runs beside the accuracy pass, inside its memory window; a CPU job's
+# processes see no GPU; VRAM and torch peaks per phase.
+MEASURE_VERSION = 5
 
 
 def figure(header: str = "", fmt: str = "{:.3f}", maximize: Optional[bool] = None, shown: tuple[str, ...] = (),
@@ -70,6 +72,9 @@ class Latency:
     mean_generated_tokens: Optional[float] = figure()
     # hosted: requests in flight at once
     concurrency: Optional[int] = figure()
+    # Throughput, p50/p95 latency, accuracy and agreement with batch 1 at each level of
+    # measure.concurrency: [{"concurrency", "queries_per_s", "latency_p50_ms", ...}]
+    load_curve: list = detail(list)
 
 
 @dataclass

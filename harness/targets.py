@@ -21,11 +21,10 @@ from typing import Any, Callable, Optional, Protocol
 from harness.config import JobConfig
 from harness.formats import BuildInputs, QuantConfig, parameter_count
 from harness.isolated import isolated_build, run_isolated
+from harness.measure.bandwidth import memory_bandwidth
 from harness.measure.machine import machine_identity
 from harness.record import MEASURE_VERSION
 from harness.store import cache_key, cached_dir, dir_size_mib, read_json
-
-ARTIFACT_INFO = "artifact.json"
 
 
 @dataclass
@@ -38,6 +37,8 @@ class Prepared:
     keys: dict[str, str]
     # the identity of the machine that measures (None: a remote endpoint's)
     machine: Optional[dict]
+    # that machine's measured memory bandwidth (harness.measure.bandwidth; None: an endpoint)
+    bandwidth: Optional[dict] = None
     # Where the measured thing came from, upstream first: each stage's output as
     # {"stage", "key", "path"} (dataset -> model -> artifact), for W&B's lineage.
     lineage: list[dict] = dataclasses.field(default_factory=list)
@@ -50,8 +51,11 @@ def link(stage: str, key: str, path: Path) -> dict:
 def record_key(artifact_key: str, data_key: str, job: JobConfig, threads: int, system: str, machine: dict,
                version: int = MEASURE_VERSION) -> str:
     """A record is reused only for the same artifact, data, hardware and measurement config,
-    measured on the same kind of machine by the same version of the measurement code."""
-    return cache_key("record", artifact_key, data_key, job.hardware, job.measure, threads, system, machine, version)
+    measured on the same kind of machine by the same version of the measurement code. What
+    only the report reads (the machine's price, the latency objective) is no measurement's input."""
+    hardware = {k: v for k, v in dataclasses.asdict(job.hardware).items() if k != "usd_per_hour"}
+    measure = {k: v for k, v in dataclasses.asdict(job.measure).items() if k != "slo_p95_ms"}
+    return cache_key("record", artifact_key, data_key, hardware, measure, threads, system, machine, version)
 
 
 class Target(Protocol):
@@ -187,6 +191,7 @@ class LocalTarget:
         job.quant.verify(artifact.path)
         machine = machine_identity(job.hardware.device)
         key = record_key(artifact.key, data_dir.name, job, threads, system, machine)
+        bandwidth = memory_bandwidth(self.cache, machine, job.hardware.device, threads, job.build_timeout_s)
 
         return Prepared(
             measure=local_measurement(job, artifact.path, lambda: AutoTokenizer.from_pretrained(model_dir), data_dir,
@@ -195,6 +200,7 @@ class LocalTarget:
             keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
                   "record": key},
             machine=machine,
+            bandwidth=bandwidth,
             lineage=[link("dataset", data_dir.name, data_dir), link("model", model_key, model_dir),
                      link("artifact", artifact.key, artifact.path)],
         )
@@ -267,6 +273,8 @@ class AsGivenTarget:
             keys={"dataset": data_dir.name, "artifact": key,
                   "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine)},
             machine=machine,
+            bandwidth=memory_bandwidth(Path(job.paths.cache_dir).resolve(), machine, job.hardware.device,
+                                       job.hardware.threads_used, job.build_timeout_s),
             lineage=[link("dataset", data_dir.name, data_dir), link("artifact", key, self.path)],
         )
 

@@ -3,6 +3,8 @@ that a report never compares figures from two machines as if they were one."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from harness.config import register_configs
 from harness.measure.machine import cpu_facts, machine_identity, visible_device
 from harness.record import MEASURE_VERSION
@@ -36,6 +38,10 @@ def test_a_record_is_reused_only_on_the_same_machine_and_measurement_version():
     assert record_key("artifact", "data", job, 2, "system", there) != key  # another CPU: measured again
     assert record_key("artifact", "data", job, 2, "system", {**here, "ram_gib": 64}) != key
     assert record_key("artifact", "data", job, 2, "system", here, version=MEASURE_VERSION + 1) != key
+    # the price and the latency objective are the report's: changing them re-measures nothing
+    repriced = dataclasses.replace(job, hardware=dataclasses.replace(job.hardware, usd_per_hour=3.0),
+                                   measure=dataclasses.replace(job.measure, slo_p95_ms=50.0))
+    assert record_key("artifact", "data", repriced, 2, "system", here) == key
 
 
 def test_nvml_watches_the_gpu_cuda_uses():

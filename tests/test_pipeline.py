@@ -92,6 +92,10 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
         assert (m["eval_batch_size"], m["latency_samples"]) == (8, 5)
         assert m["accuracy_pass_peak_rss_mib"] > 0 and 0 <= m["batch_agreement"] <= 1
         assert m["decode_tokens_per_s_by_batch"]["4"] > 0
+        # capacity under load: the 5 batch-1 queries again, 4 and 16 at a time
+        assert [level["concurrency"] for level in m["load_curve"]] == [1, 4, 16]
+        assert all(level["queries_per_s"] > 0 and 0 <= level["agreement"] <= 1 for level in m["load_curve"])
+        assert record["bandwidth"]["gb_per_s"] > 0 and "numpy copy" in record["bandwidth"]["method"]
         timed = [json.loads(line)["latency_ms"] for line in open(Path(record["record_dir"]) / "predictions.jsonl")]
         assert len(timed) == n and sum(ms is not None for ms in timed) == 5
     assert fp32["metrics"]["model_mib"] > gguf["metrics"]["model_mib"] > 0
@@ -100,6 +104,7 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     report = next(seeded.glob("multirun/*/*/report"))
     md = (report / "report.md").read_text()
     assert "| fp32 |" in md and "baseline" in md and "x decode tok/s" in md
+    assert "### Against the baseline, and serving cost" in md and "Against fp32, paired query by query" in md
     assert (report / "report.html").is_file() and (report / "report.csv").is_file()
     # offline W&B: one run per job with its curve and metrics, one summary run, and W&B's own
     # sync tool accepts them

@@ -11,6 +11,7 @@ import pytest
 
 from harness.report import results
 from harness.report.__main__ import main as report_main
+from harness.report.decision import ReportConfig
 from harness.report.records import points
 
 from .conftest import REPO
@@ -40,7 +41,7 @@ def _record(quant: str, acc: float, epochs: int, key: str, runtime: str = "llama
 
 def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically(tmp_path):
     rows = results.rows_from_records([_record("fp32", 0.80, 1, "a", "transformers"), _record("gguf_q4km", 0.79, 1, "b")],
-                                     "make run")
+                                     "make run", ReportConfig())
     csv_path = tmp_path / "default.csv"
     results.write_csv(rows, csv_path)
     md = results.write_page(csv_path, "make run on the embedded model").read_text()

@@ -37,6 +37,12 @@ class MeasureConfig:
     # Decode throughput at these batch sizes too, for runtimes that batch (transformers);
     # others report null for sizes above 1.
     batch_sizes: list[int] = field(default_factory=lambda: [1])
+    # Capacity under load: the batch-1 pass's queries answered again this many at a time (a
+    # static batch per level, each query waiting for its batch), on runtimes that batch;
+    # throughput, p50/p95 latency, accuracy and agreement with batch 1 at each level.
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    # The latency objective: capacity is the highest throughput whose p95 stays under it.
+    slo_p95_ms: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
@@ -46,5 +52,9 @@ class MeasureConfig:
                 raise ConfigError(f"measure.{name} must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError("measure.batch_sizes must be a non-empty list of sizes >= 1, e.g. [1,8,32]")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ConfigError("measure.concurrency must be a non-empty list of levels >= 1, e.g. [1,4,16]")
+        if self.slo_p95_ms <= 0:
+            raise ConfigError("measure.slo_p95_ms must be > 0 (milliseconds)")
 
 

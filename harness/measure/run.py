@@ -187,6 +187,45 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
     }
 
 
+def load_curve(rt: Runtime, prompts: list[list[int]], timed: list[int], answers: list[Answer], levels: list[int],
+               max_new_tokens: int, trie: Optional[AnswerTrie], correct: Callable[[int, str], bool]) -> list[dict]:
+    """Throughput, latency and accuracy at each concurrency level, over the batch-1 pass's
+    queries (`timed`, answered as `answers`). Level 1 is that pass; a higher level answers the
+    same queries that many at a time, each batch static (a query waits for its whole batch, as
+    it would on a server that batches without admitting new requests mid-batch); runtimes that
+    cannot batch have level 1 only. `agreement`: the share of answers equal to batch 1's."""
+    from harness.live import Progress
+
+    def level(concurrency: int, texts: list[str], latencies_ms: list[float], seconds: float) -> dict:
+        return {"concurrency": concurrency, "queries_per_s": len(texts) / seconds,
+                "latency_p50_ms": percentile(latencies_ms, 50), "latency_p95_ms": percentile(latencies_ms, 95),
+                "accuracy": sum(correct(i, t) for i, t in zip(timed, texts)) / len(texts),
+                "agreement": sum(t == a.text for t, a in zip(texts, answers)) / len(texts)}
+
+    curve = []
+    if 1 in levels:
+        curve.append(level(1, [a.text for a in answers], [a.latency_s * 1000 for a in answers],
+                           sum(a.latency_s for a in answers)))
+    if not isinstance(rt, BatchingRuntime):
+        return curve
+    for concurrency in sorted(set(levels) - {1}):
+        texts: list[str] = []
+        latencies_ms: list[float] = []
+        with Progress(len(timed), f"load ({rt.name}, {concurrency} at a time)", "query") as bar:
+            for start in range(0, len(timed), concurrency):
+                chunk = timed[start : start + concurrency]
+                t0 = time.perf_counter()
+                ids = rt.generate_batch([prompts[i] for i in chunk], max_new_tokens, STOP, trie)
+                waited_ms = (time.perf_counter() - t0) * 1000
+                texts += [rt.detokenize(x) for x in ids]
+                latencies_ms += [waited_ms] * len(chunk)
+                bar.update(len(chunk))
+        # a batch's queries are served together: the level's seconds are its batches' seconds
+        batch_seconds = sum(latencies_ms[i] for i in range(0, len(latencies_ms), concurrency)) / 1000
+        curve.append(level(concurrency, texts, latencies_ms, batch_seconds))
+    return curve
+
+
 def test_rows(data_dir: Path, cfg: MeasureConfig) -> list[dict]:
     rows = read_split(data_dir, "test")
     # the split is ordered by intent and language: a cut would be a few cells, a spread is all
@@ -245,15 +284,20 @@ def measure(spec: MeasureSpec) -> dict:
     # The batched accuracy pass comes last, outside the memory windows above (torch's peaks
     # included: they were read as that window closed): its padded batches would charge a
     # serving-at-batch-1 footprint with memory it never needs. It has figures of its own.
+    def correct(i: int, text: str) -> bool:
+        return parse_answer(text, spec.labels) == rows[i]["intent"]
+
     batch_memory = {}
     if batch == 1:
         texts = [a.text for a in answers]
         accuracy_pass_s = batch1_s
+        curve = load_curve(rt, prompts, timed, answers, spec.measure.concurrency, max_new, trie, correct)
     else:
         with PeakRSSSampler() as batch_rss, GpuMemoryTracker(spec.hardware.device) as batch_vram:
             t0 = time.perf_counter()
             texts = batched_answers(rt, prompts, batch, max_new, trie)
             accuracy_pass_s = time.perf_counter() - t0
+            curve = load_curve(rt, prompts, timed, answers, spec.measure.concurrency, max_new, trie, correct)
         batch_vram_figures = batch_vram.report()
         batch_memory = {"accuracy_pass_peak_rss_mib": batch_rss.peak_mib,
                         "accuracy_pass_peak_vram_mib": batch_vram_figures["peak_vram_mib"],
@@ -283,6 +327,7 @@ def measure(spec: MeasureSpec) -> dict:
             latency_samples=len(answers),
             eval_batch_size=batch,
             accuracy_pass_queries_per_s=len(rows) / accuracy_pass_s,
+            load_curve=curve,
             mean_prompt_tokens=sum(a.prompt_tokens for a in answers) / len(answers),
             mean_generated_tokens=generated / len(answers),
         ),

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from harness.report import results
+from harness.report.decision import ReportConfig
 from harness.report.records import collect
 from harness.report.summary import print_table
 from harness.report.write import write_report
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help="with --results: the command that produced the records")
     parser.add_argument("--render", type=Path, metavar="CSV", help="render a results page again from its CSV")
     parser.add_argument("--readme", type=Path, help="with --results or --render: refresh this README's copy of the table")
+    parser.add_argument("--baseline", help="the variant the others are compared with (default: the largest artifact)")
+    parser.add_argument("--min-relative-accuracy", type=float, default=ReportConfig.min_relative_accuracy,
+                        help="the gate: lower 95%% bound of accuracy relative to the baseline's (default %(default)s)")
     args = parser.parse_args(argv)
+    cfg = ReportConfig(args.baseline, args.min_relative_accuracy)
     if args.render:
         render(args.render, args.readme)
         return 0
@@ -55,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     records = collect(args.dirs)
     if not records:
         parser.error(f"no record.json under {', '.join(map(str, args.dirs))} (run a sweep first: make run)")
-    print_table(records, args.title)
+    print_table(records, args.title, cfg)
     if args.results:
         csv_path = args.results.with_suffix(".csv")
-        results.write_csv(results.rows_from_records(records, args.command), csv_path)
+        results.write_csv(results.rows_from_records(records, args.command, cfg), csv_path)
         render(csv_path, args.readme, args.title)
         return 0
-    out = write_report(records, args.out, args.title)
+    out = write_report(records, args.out, args.title, cfg)
     print(f"report: {out / 'report.html'} (also report.md, report.csv and the plots)")
     return 0
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness.record import OK
-from harness.report.records import cell, points
+from harness.report import decision
+from harness.report.decision import ReportConfig
+from harness.report.records import by_hardware, cell, points
 
 # What a row says of where its figures come from; a page states each once, above its table.
 PROVENANCE = ("model", "train", "hardware", "machine", "test_queries", "dataset", "measure_version", "measured_on",
@@ -28,9 +30,14 @@ FIGURES = ("size_mib", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "i
 LANGUAGE_PREFIX = "accuracy_"
 
 
-def rows_from_records(records: list[dict], command: str) -> list[dict[str, Any]]:
-    """One row per successful record, in the records' order."""
+def rows_from_records(records: list[dict], command: str, cfg: ReportConfig) -> list[dict[str, Any]]:
+    """One row per successful record, in the records' order, with its comparison against its
+    hardware group's baseline and its serving cost (harness.report.decision)."""
     ok = [r for r in records if r.get("status") == OK]
+    judged: dict[str, dict] = {}
+    for group in by_hardware(ok).values():
+        for record, row in zip(group, decision.decisions(group, points(group), cfg)):
+            judged[record["keys"]["record"]] = {k: v for k, v in row.items() if k != "variant"}
     out = []
     for record, p in zip(ok, points(ok)):
         env = record.get("environment") or {}
@@ -50,6 +57,7 @@ def rows_from_records(records: list[dict], command: str) -> list[dict[str, Any]]
             "measured_on": (env.get("measured_at") or "")[:10],
             "commit": (env.get("git_commit") or "")[:12],
             "command": command,
+            **judged[record["keys"]["record"]],
         })
     return out
 
@@ -132,6 +140,11 @@ def page(title: str, rows: list[dict[str, Any]], csv_name: str) -> str:
         "process's peak (RSS on a CPU, VRAM on a GPU). Batch agreement is the share of batch-1 answers the "
         "batched accuracy pass reproduced. J/query is 'unmeasured' where no energy counter could be read.",
         "",
+        "## Against the baseline, and serving cost",
+        "",
+        decision.caption(rows),
+        "",
+        decision.markdown(rows),
     ])
 
 

@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.record import OK, SKIPPED, TERMINAL, shown_in
 from harness.report.pareto import frontier_memberships
-from harness.report.records import cell, failures, points, read_sweep_records, shared_caption
+from harness.report import decision
+from harness.report.decision import ReportConfig
+from harness.report.records import by_hardware, cell, failures, points, read_sweep_records, shared_caption
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ def rows(records: list[dict]) -> list[list[str]]:
     ]
 
 
-def print_table(records: list[dict], title: str) -> None:
+def print_table(records: list[dict], title: str, cfg: ReportConfig | None = None) -> None:
+    """The results table, then for each hardware group each variant against its baseline."""
     from rich.console import Console
     from rich.table import Table
 
@@ -46,6 +49,16 @@ def print_table(records: list[dict], title: str) -> None:
         table.add_row(*row)
     if table.row_count:
         console.print(table)
+    for hardware, group in sorted(by_hardware(records).items()):
+        if len(group) < 2:
+            continue
+        judged = decision.decisions(group, points(group), cfg or ReportConfig())
+        against = Table(title=f"{hardware}: against the baseline, and serving cost", caption=decision.caption(judged))
+        for header in decision.HEADERS:
+            against.add_column(header, justify="left" if header in ("variant", "verdict", "gate") else "right")
+        for row in judged:
+            against.add_row(*decision.cells(row))
+        console.print(against)
     for line in failures(records, SKIPPED):
         console.print(f"[yellow]SKIPPED[/] {line}", highlight=False)
     for line in failures(records):
@@ -76,8 +89,9 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = read_sweep_records(sweep_dir)
-        print_table(records, f"sweep {sweep_dir}")
-        report_dir = write_report(records, sweep_dir / "report", title=f"sweep {sweep_group(sweep_dir)}")
+        cfg = ReportConfig(**OmegaConf.to_container(config.report, resolve=True))
+        print_table(records, f"sweep {sweep_dir}", cfg)
+        report_dir = write_report(records, sweep_dir / "report", title=f"sweep {sweep_group(sweep_dir)}", cfg=cfg)
         log.info("report: %s", report_dir / "report.html")
         logger = LoggerConfig(**OmegaConf.to_container(config.logger, resolve=True))
         log_sweep(records, report_dir, logger, group=sweep_group(sweep_dir))

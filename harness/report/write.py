@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.record import REPORT, SKIPPED, Column, shown_in
-from harness.report.pareto import (
-    ACCURACY, COSTS, Objective, baseline_index, frontier, frontier_memberships, interval, versus,
-)
+from harness.report import decision
+from harness.report.decision import ReportConfig
+from harness.report.pareto import ACCURACY, COSTS, Objective, frontier, frontier_memberships, interval, versus
 from harness.report.records import by_hardware, cell, failures, points, shared_caption
 
 NOISE_NOTE = (
@@ -41,6 +41,8 @@ class Section:
     on_frontier: list[list[str]]
     baseline: int | None
     plots: list[Path]
+    # each variant against the baseline, and what serving it costs (harness.report.decision)
+    decisions: list[dict]
 
 
 def _table_rows(section: Section) -> list[list[str]]:
@@ -95,16 +97,48 @@ def plot_tradeoff(compared: list[dict], cost: Objective, title: str, path: Path)
     return path
 
 
-def sections(records: list[dict], out_dir: Path) -> list[Section]:
+def plot_load(group: list[dict], compared: list[dict], path: Path) -> Path | None:
+    """Throughput against p95 latency at each concurrency level, one line per variant, the
+    latency objective drawn; None when no record has a load curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [(p["variant"], r["metrics"].get("load_curve") or []) for r, p in zip(group, compared)]
+    if not any(curve for _, curve in curves):
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for name, curve in curves:
+        if curve:
+            ax.plot([c["latency_p95_ms"] for c in curve], [c["queries_per_s"] for c in curve], marker="o", label=name)
+            for c in curve:
+                ax.annotate(str(c["concurrency"]), (c["latency_p95_ms"], c["queries_per_s"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+    slo = ((group[0].get("config") or {}).get("measure") or {}).get("slo_p95_ms")
+    if slo:
+        ax.axvline(slo, color="tab:red", linestyle="--", linewidth=1, label=f"p95 objective {slo:g} ms")
+    ax.set_xlabel("p95 latency (ms), each point a concurrency level")
+    ax.set_ylabel("queries/s")
+    ax.set_title("capacity under load", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sections(records: list[dict], out_dir: Path, cfg: ReportConfig) -> list[Section]:
     out = []
     for hardware, group in sorted(by_hardware(records).items()):
         compared = points(group)
         plots = [
             plot_tradeoff(compared, cost, f"{hardware}: accuracy vs {cost.label}", out_dir / f"{hardware}_accuracy_vs_{cost.key}.png")
             for cost in COSTS
-        ]
+        ] + [plot_load(group, compared, out_dir / f"{hardware}_load.png")]
         out.append(Section(hardware, shared_caption(group), compared, frontier_memberships(compared),
-                           baseline_index(compared), [p for p in plots if p]))
+                           decision.baseline_of(compared, cfg), [p for p in plots if p], decision.decisions(group, compared, cfg)))
     return out
 
 
@@ -129,11 +163,13 @@ def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[s
     lines = [f"# {title}", ""]
     for s in secs:
         lines += [f"## {s.hardware}", "", f"{s.caption}; peak memory is {memory_kinds(s)}."
-                  + (f" Baseline: {s.points[s.baseline]['variant']} (largest artifact)." if s.baseline is not None else ""), ""]
+                  + (f" Baseline: {s.points[s.baseline]['variant']}." if s.baseline is not None else ""), ""]
         lines.append("| " + " | ".join(_headers()) + " |")
         lines.append("|" + "---|" * len(_headers()))
         lines += ["| " + " | ".join(r) + " |" for r in _table_rows(s)]
         lines += ["", MEMORY_NOTE, "", NOISE_NOTE]
+        lines += ["", "### Against the baseline, and serving cost", "", decision.caption(s.decisions), "",
+                  decision.markdown(s.decisions).rstrip("\n")]
         note = _energy_note(s.points)
         lines += ["", note] if note else []
         lines += [""] + [f"![{p.stem}]({p.name})" for p in s.plots] + [""]
@@ -170,6 +206,9 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
             body.append(f"<tr class={'frontier' if on else 'dominated'}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         body.append("</table>")
         body.append(f"<p class=note>{e(MEMORY_NOTE)}</p><p class=note>{e(NOISE_NOTE)}</p>")
+        body.append(f"<h3>Against the baseline, and serving cost</h3><p class=note>{e(decision.caption(s.decisions))}</p>")
+        body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in decision.HEADERS) + "</tr>" + "".join(
+            "<tr>" + "".join(f"<td>{e(c)}</td>" for c in decision.cells(d)) + "</tr>" for d in s.decisions) + "</table>")
         note = _energy_note(s.points)
         if note:
             body.append(f"<p class=note>{e(note)}</p>")
@@ -183,10 +222,10 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
     return f"<!doctype html><html><head><meta charset=utf-8><title>{e(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
 
 
-def write_report(records: list[dict], out_dir: Path, title: str) -> Path:
+def write_report(records: list[dict], out_dir: Path, title: str, cfg: ReportConfig | None = None) -> Path:
     """Write report.md, report.csv, the plots and report.html into out_dir; return out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    secs = sections(records, out_dir)
+    secs = sections(records, out_dir, cfg or ReportConfig())
     failed, skipped = failures(records), failures(records, SKIPPED)
     (out_dir / "report.md").write_text(markdown(title, secs, failed, skipped), encoding="utf-8")
     write_csv(secs, out_dir / "report.csv")

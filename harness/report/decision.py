@@ -1,0 +1,164 @@
+"""The table a team choosing a model reads: is each variant as good as the baseline, in every
+language, and what does serving it cost? One row per variant of one hardware group: the
+paired comparison with the baseline (flips, exact McNemar p, the cluster-bootstrap interval
+of the difference, the verdict), the non-inferiority gate overall and per language, capacity
+under the latency objective, dollars per million queries at the configured machine price, and
+decode speed as a share of the measured memory bandwidth. The same rows feed the terminal,
+the report and the committed results pages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.errors import ConfigError
+from harness.report.compare import compare
+from harness.report.pareto import baseline_index
+from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
+
+
+@dataclass
+class ReportConfig:
+    """The `report` section of a job's config: how a sweep's report judges its variants."""
+
+    # The variant the others are compared with, as the report names it (e.g. fp32); None: the
+    # largest artifact, the unquantized one where there is one.
+    baseline: Optional[str] = None
+    # The gate: a variant passes when the lower 95% bound of its accuracy relative to the
+    # baseline's is at least this, overall and in every language.
+    min_relative_accuracy: float = 0.99
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_relative_accuracy <= 1.5:
+            raise ConfigError(f"report.min_relative_accuracy={self.min_relative_accuracy} must be in (0, 1.5]: "
+                              "e.g. 0.99 for 99% of the baseline's accuracy")
+
+
+def _predictions(record: dict) -> Optional[list[dict]]:
+    path = Path(record.get("record_dir") or "") / "predictions.jsonl"
+    if not record.get("record_dir") or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _config(record: dict, section: str, key: str) -> Any:
+    return ((record.get("config") or {}).get(section) or {}).get(key)
+
+
+def baseline_of(compared: list[dict], cfg: ReportConfig) -> int:
+    if cfg.baseline is None:
+        return baseline_index(compared)
+    names = [p["variant"] for p in compared]
+    if cfg.baseline not in names:
+        raise ConfigError(f"report.baseline={cfg.baseline!r} is not among this report's variants: {', '.join(names)}")
+    return names.index(cfg.baseline)
+
+
+def serving_figures(record: dict) -> dict[str, Any]:
+    """Capacity under the record's latency objective, its cost at the configured price, and its
+    share of the measured memory bandwidth (None where an input is missing)."""
+    m = record["metrics"]
+    slo = _config(record, "measure", "slo_p95_ms")
+    level = capacity_at(m.get("load_curve") or [], slo) if slo else None
+    price = _config(record, "hardware", "usd_per_hour")
+    bandwidth = (record.get("bandwidth") or {}).get("gb_per_s")
+    share = None
+    if bandwidth and m.get("model_mib") and m.get("decode_tokens_per_s"):
+        share = bandwidth_share(m["model_mib"], m["decode_tokens_per_s"], bandwidth)
+    return {
+        "slo_p95_ms": slo,
+        "capacity_queries_per_s": level["queries_per_s"] if level else None,
+        "capacity_concurrency": level["concurrency"] if level else None,
+        "usd_per_hour": price,
+        "usd_per_million_queries": usd_per_million_queries(price, level["queries_per_s"]) if level and price else None,
+        "bandwidth_share": share,
+    }
+
+
+def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
+    """One row per variant (the records and their `points`, in the same order)."""
+    base = baseline_of(compared, cfg)
+    base_rows = _predictions(records[base])
+    hosted = [(p["variant"], r["metrics"]["cost_usd_per_query"]) for r, p in zip(records, compared)
+              if r["metrics"].get("cost_usd_per_query")]
+    out = []
+    for i, (record, p) in enumerate(zip(records, compared)):
+        row: dict[str, Any] = {"variant": p["variant"], "baseline": compared[base]["variant"],
+                               "min_relative_accuracy": cfg.min_relative_accuracy, **serving_figures(record)}
+        rows = _predictions(record)
+        if i == base:
+            row["verdict"] = "baseline"
+        elif rows is not None and base_rows is not None:
+            try:
+                c = compare(base_rows, rows, cfg.min_relative_accuracy)
+            except ValueError:  # another test split: nothing to pair
+                row["verdict"] = "not comparable (another test split)"
+                out.append(row)
+                continue
+            o = c.overall
+            row.update({
+                "fixed": o.fixed, "broken": o.broken, "mcnemar_p": o.mcnemar_p,
+                "accuracy_difference": o.difference, "accuracy_difference_ci95_low": o.difference_ci95[0],
+                "accuracy_difference_ci95_high": o.difference_ci95[1], "verdict": o.verdict,
+                "relative_accuracy_ci95_low": o.relative_ci95[0], "gate": "pass" if c.passes else "fail",
+                "gate_failing_languages": " ".join(c.failing_languages), "hurt_most": c.hurt_most or "",
+            })
+        price = row["usd_per_hour"]
+        for name, per_query in hosted:
+            if price and name != p["variant"]:
+                row[f"break_even_per_month_vs_{name}"] = break_even_queries_per_month(price, per_query)
+        out.append(row)
+    return out
+
+
+def _fmt(row: dict, key: str, fmt: str, missing: str = "") -> str:
+    value = row.get(key)
+    return missing if value is None or value == "" else fmt.format(value)
+
+
+HEADERS = ["variant", "fixed / broken", "McNemar p", "difference (95% CI)", "verdict", "gate", "relative low",
+           "languages failing", "hurt most", "capacity q/s (at)", "USD / M queries", "bandwidth"]
+
+
+def cells(row: dict) -> list[str]:
+    """A decision row as table cells; the baseline's comparison cells are empty."""
+    compared = row.get("verdict") not in (None, "baseline")
+    diff = ("{:+.3f} ({:+.3f} to {:+.3f})".format(row["accuracy_difference"], row["accuracy_difference_ci95_low"],
+                                                  row["accuracy_difference_ci95_high"]) if compared else "")
+    capacity = ("unmeasured" if row.get("capacity_queries_per_s") is None else
+                "{:.1f} ({} at a time)".format(row["capacity_queries_per_s"], row["capacity_concurrency"]))
+    return [
+        row["variant"],
+        "{} / {}".format(row["fixed"], row["broken"]) if compared else "",
+        _fmt(row, "mcnemar_p", "{:.3f}") if compared else "",
+        diff,
+        row.get("verdict") or "unmeasured",
+        row.get("gate") or "",
+        _fmt(row, "relative_accuracy_ci95_low", "{:.3f}"),
+        _fmt(row, "gate_failing_languages", "{}"),
+        _fmt(row, "hurt_most", "{}"),
+        capacity,
+        _fmt(row, "usd_per_million_queries", "{:.2f}", "unmeasured"),
+        _fmt(row, "bandwidth_share", "{:.0%}", "unmeasured"),
+    ]
+
+
+def caption(rows: list[dict]) -> str:
+    r = rows[0]
+    price = f"${r['usd_per_hour']:g} per machine-hour (hardware.usd_per_hour)" if r.get("usd_per_hour") else \
+        "no machine price (set hardware.usd_per_hour)"
+    return (f"Against {r['baseline']}, paired query by query. Difference: the 95% interval from a bootstrap over "
+            f"phrasing clusters; verdict from that interval. Gate: the lower 95% bound of accuracy relative to "
+            f"the baseline's is at least {r['min_relative_accuracy']:g}, overall and in every language. "
+            f"Capacity: the highest throughput whose p95 latency is at most {_fmt(r, 'slo_p95_ms', '{:g}')} ms "
+            f"(measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per second while decoding, as a "
+            "share of the measured memory bandwidth.")
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

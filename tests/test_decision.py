@@ -1,0 +1,129 @@
+"""Decision-grade comparison on cases with known answers: the exact McNemar p and the paired
+bootstrap interval against independent computations, a worse variant that fails the gate, a
+noise-only difference reported indistinguishable, and serving cost worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from harness.report.__main__ import main as report_main
+from harness.report.compare import BETTER, SAME, WORSE, compare, mcnemar_exact_p, paired, paired_bootstrap
+from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
+
+
+def test_exact_mcnemar_p_is_the_two_sided_binomial_test_of_the_flips():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for fixed, broken in ((143, 103), (45, 22), (0, 5), (7, 7), (1, 0)):
+        assert mcnemar_exact_p(fixed, broken) == pytest.approx(
+            scipy_stats.binomtest(fixed, fixed + broken, 0.5).pvalue, rel=1e-9)
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert round(mcnemar_exact_p(143, 103), 3) == 0.013  # the two-epoch comparison in docs/findings.md
+
+
+def test_with_one_query_per_cluster_the_bootstrap_interval_is_the_paired_normal_one():
+    """Independent queries: the bootstrap's interval matches the textbook paired-difference
+    interval, diff +- 1.96 sqrt((b + c)/n - diff^2) / sqrt(n)."""
+    rng = random.Random(1)
+    n, fixed, broken = 4000, 300, 200
+    outcomes = [(False, True)] * fixed + [(True, False)] * broken + [(True, True)] * 3000 + [(False, False)] * 500
+    rng.shuffle(outcomes)
+    base, var = [b for b, _ in outcomes], [v for _, v in outcomes]
+    (low, high), _ = paired_bootstrap(base, var, [str(i) for i in range(n)])
+    diff = (fixed - broken) / n
+    half = 1.959964 * math.sqrt(((fixed + broken) / n - diff**2) / n)
+    assert low == pytest.approx(diff - half, abs=0.003) and high == pytest.approx(diff + half, abs=0.003)
+
+
+def test_clusters_that_fail_together_widen_the_interval():
+    """Ten queries per phrasing, flipping together: the effective sample is the phrasings."""
+    base, var, clusters = [], [], []
+    for c in range(200):
+        b, v = (False, True) if c < 15 else (True, False) if c < 25 else (True, True)
+        base += [b] * 10
+        var += [v] * 10
+        clusters += [f"p{c}"] * 10
+    (low, high), _ = paired_bootstrap(base, var, clusters)
+    (q_low, q_high), _ = paired_bootstrap(base, var, [str(i) for i in range(len(base))])
+    assert (high - low) > 2.5 * (q_high - q_low)
+
+
+def _rows(correct: list[bool], languages: list[str]) -> list[dict]:
+    return [{"text": f"query {i}", "template_id": f"{lang}.intent.{i // 2}", "language": lang, "correct": ok}
+            for i, (ok, lang) in enumerate(zip(correct, languages))]
+
+
+def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_hurt_most():
+    rng = random.Random(0)
+    languages = ["de", "en", "hr"] * 400
+    base = [rng.random() < 0.8 for _ in languages]
+    noise = list(base)
+    right, wrong = [i for i, ok in enumerate(base) if ok], [i for i, ok in enumerate(base) if not ok]
+    for i in rng.sample(right, 10) + rng.sample(wrong, 10):  # ten broken, ten fixed, at random
+        noise[i] = not noise[i]
+    same = compare(_rows(base, languages), _rows(noise, languages), 0.95)
+    assert same.overall.verdict == SAME and same.passes
+    worse = list(base)
+    for i, lang in enumerate(languages):
+        if lang == "hr" and worse[i] and rng.random() < 0.3:  # Croatian loses about 30% of its right answers
+            worse[i] = False
+    hurt = compare(_rows(base, languages), _rows(worse, languages), 0.99)
+    assert hurt.overall.verdict == WORSE and not hurt.passes
+    assert hurt.failing_languages == ["hr"] and hurt.hurt_most == "hr"
+    assert hurt.by_language["en"].fixed == hurt.by_language["en"].broken == 0
+    assert paired([False] * 50 + [True] * 50, [True] * 100, [str(i) for i in range(100)]).verdict == BETTER
+
+
+def test_serving_cost_worked_by_hand():
+    curve = [{"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
+             {"concurrency": 4, "queries_per_s": 9.0, "latency_p50_ms": 420, "latency_p95_ms": 800},
+             {"concurrency": 16, "queries_per_s": 12.0, "latency_p50_ms": 1300, "latency_p95_ms": 1600}]
+    assert capacity_at(curve, 1000)["concurrency"] == 4 and capacity_at(curve, 2000)["concurrency"] == 16
+    assert capacity_at(curve, 100) is None
+    # $0.10 an hour at 9 queries a second: 32,400 queries an hour, $3.086 per million
+    assert usd_per_million_queries(0.10, 9.0) == pytest.approx(0.10 / 32_400 * 1e6)
+    assert round(usd_per_million_queries(0.10, 9.0), 3) == 3.086
+    # $73 a month against $0.0002 a query: 365,000 queries a month
+    assert break_even_queries_per_month(0.10, 0.0002) == pytest.approx(365_000)
+    # 101 MiB read per token at 90 tok/s over 20 GB/s: 47.7%
+    assert bandwidth_share(101, 90, 20) == pytest.approx(101 * 2**20 * 90 / 20e9)
+
+
+def _record(tmp_path, name: str, correct: list[bool], languages: list[str], size: float, qps: float) -> None:
+    job_dir = tmp_path / "sweep" / f"0_{name}"
+    accuracy = sum(correct) / len(correct)
+    job_dir.mkdir(parents=True)
+    with open(job_dir / "predictions.jsonl", "w") as f:
+        for row in _rows(correct, languages):
+            f.write(json.dumps(row) + "\n")
+    record = {
+        "status": "ok", "record_dir": str(job_dir),
+        "job": {"model": "m", "quant": name, "format": name, "train": "full", "hardware": "cpu"},
+        "artifact": {"size_mib": size},
+        "metrics": {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.03, accuracy + 0.03], "decode_tokens_per_s": 90.0,
+                    "model_mib": size, "peak_rss_mib": 200.0,
+                    "load_curve": [{"concurrency": 1, "queries_per_s": qps, "latency_p50_ms": 200, "latency_p95_ms": 300}]},
+        "config": {"hardware": {"device": "cpu", "usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
+        "keys": {"record": name, "dataset": "d"},
+        "bandwidth": {"gb_per_s": 20.0, "method": "numpy copy"},
+    }
+    (job_dir / "record.json").write_text(json.dumps(record))
+
+
+def test_the_report_shows_flips_verdict_gate_capacity_cost_and_bandwidth(tmp_path):
+    rng = random.Random(3)
+    languages = ["de", "en"] * 300
+    base = [rng.random() < 0.85 for _ in languages]
+    worse = [ok and (lang == "en" or rng.random() < 0.6) for ok, lang in zip(base, languages)]
+    _record(tmp_path, "fp32", base, languages, 513, 4.0)
+    _record(tmp_path, "gguf_q4km", worse, languages, 101, 9.0)
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| gguf_q4km |") and "worse" in line)
+    flips = sum(b and not w for b, w in zip(base, worse))
+    assert f"| 0 / {flips} |" in row and "| fail |" in row and "| de |" in row
+    assert "| 9.0 (1 at a time) | 3.09 |" in row and f"| {101 * 2**20 * 90 / 20e9:.0%} |" in row
+    assert "Against fp32" in md and "$0.1 per machine-hour" in md
