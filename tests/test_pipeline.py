@@ -118,7 +118,9 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     for run_file in runs:
         records = wandb_run_records(run_file)
         run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-        if run.job_type == "sweep-summary":
+        if run.job_type == "sweep-summary":  # every job in one table
+            assert any(r.artifact.type == "run_table" and r.artifact.name.endswith("-jobs") for r in records
+                       if r.WhichOneof("record_type") == "artifact")
             continue
         assert run.job_type == "evaluate" and {"fp32", "gguf_q8_0"} & set(run.tags)
         artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]

@@ -225,7 +225,7 @@ def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group
         plots = {
             f"pareto/accuracy_vs_{cost.key}": wandb.plot.scatter(table, cost.key, ACCURACY.key, title=f"accuracy vs {cost.label}")
             for cost in COSTS
-            if any(p.get(cost.key) is not None for p in points)
+            if any(p.get(cost.key) is not None for p in compared)
         }
         images = {f"report/{png.stem}": wandb.Image(str(png)) for png in sorted(report_dir.glob("*.png"))}
         run.log({"jobs": table, **plots, **images})
