@@ -20,7 +20,7 @@ LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 LLAMA_TOOLS_DONE := $(VENV)/.llama-tools-done
 
-.PHONY: setup cuda-check lock llama-tools run demo search report sync serve-local hosted-local test test-full data-stats bench-fidelity clean
+.PHONY: setup cuda-check lock llama-tools run demo search report sync serve-local hosted-local test test-full format data-stats bench-fidelity clean
 
 # GPU=1 sets up for CUDA (the default where nvidia-smi is on the PATH): the CUDA torch already
 # on the machine is kept (or PyPI's CUDA build is installed), and llama.cpp is built with CUDA,
@@ -118,7 +118,14 @@ hosted-local: setup
 		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
 test: setup llama-tools
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+# Lint fixes and formatting, as `make test` checks them.
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 # Also the slow end-to-end tests on the real embedded model.
 test-full: setup llama-tools

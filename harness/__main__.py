@@ -41,8 +41,9 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     from harness.formats import quant_name
     from harness.pipeline import run_job, write_job_record
     from harness.record import FAILED, OK, SKIPPED, JobInfo, unfinished_record
+    from harness.report.config import LoggerConfig
     from harness.report.summary import print_table, sweep_group
-    from harness.report.wandb_log import LoggerConfig, job_run, log_job, run_name
+    from harness.report.wandb_log import job_run, log_job, run_name
 
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
@@ -90,8 +91,10 @@ def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[floa
 
     values = [point(record, []).get(name) for name in objectives] if record["status"] == "ok" else [None]
     if None in values:
-        log.info("no objective values for an optimising sweeper (it records a failed trial): %s",
-                 record.get("error") or f"unmeasured among {objectives}")
+        log.info(
+            "no objective values for an optimising sweeper (it records a failed trial): %s",
+            record.get("error") or f"unmeasured among {objectives}",
+        )
         return None
     return tuple(float(v) for v in values)
 

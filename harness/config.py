@@ -2,7 +2,7 @@
 
 Each group's schema lives next to the code that uses it (`models.ModelConfig`,
 `formats.*` for `quant`, `hardware.HardwareConfig`, `data.config`, `train.config`,
-`measure.config`, `report.wandb_log.LoggerConfig`); `JobConfig` registers them all in
+`measure.config`, `report.config`, `runtimes.config`); `JobConfig` registers them all in
 Hydra's ConfigStore, so YAML presets and command-line overrides are type-checked when the
 job is composed. `quant` is the one group whose schema depends on a value, its format: it is
 parsed against that format's own dataclass right after composition, before any work. Every
@@ -24,8 +24,7 @@ from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
 from harness.models import ModelConfig
 from harness.record import OBJECTIVES
-from harness.report.decision import ReportConfig
-from harness.report.wandb_log import LoggerConfig
+from harness.report.config import LoggerConfig, ReportConfig
 from harness.train.config import TrainConfig
 
 
@@ -78,14 +77,17 @@ class JobConfig:
         hosted = self.model.source == "api"
         if hosted != self.quant.HOSTED:
             raise ConfigError(
-                f"model={self.model.name} is a hosted model, measured as served: quant={self.quant.name} does not apply "
-                "to it; drop the quant override for this model (sweep hosted and local models separately)"
-                if hosted else f"quant={self.quant.name} is only for hosted models (model.source=api, e.g. model=local_server)"
+                f"model={self.model.name} is a hosted model, measured as served: quant={self.quant.name} "
+                "does not apply to it; drop the quant override for this model "
+                "(sweep hosted and local models separately)"
+                if hosted
+                else f"quant={self.quant.name} is only for hosted models (model.source=api, e.g. model=local_server)"
             )
         if hosted and self.train.method != "none":
             raise ConfigError(
-                f"model={self.model.name} is a hosted model, measured as served: train={self.train.name} does not apply "
-                "to it; drop the train override for this model (sweep hosted and local models separately)"
+                f"model={self.model.name} is a hosted model, measured as served: train={self.train.name} "
+                "does not apply to it; drop the train override for this model "
+                "(sweep hosted and local models separately)"
             )
         as_given = self.quant.AS_GIVEN
         if as_given and self.model.source not in ("gguf", "local"):

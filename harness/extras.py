@@ -61,7 +61,7 @@ def chosen_plugins(argv: Sequence[str], conf_dir: Path) -> list[tuple[str, str]]
     defaults_file = config_dir / f"{config_name.removesuffix('.yaml')}.yaml"
     if defaults_file.is_file():
         for entry in (yaml.safe_load(defaults_file.read_text()) or {}).get("defaults", []):
-            for key, choice in (entry.items() if isinstance(entry, dict) else []):
+            for key, choice in entry.items() if isinstance(entry, dict) else []:
                 group = str(key).removeprefix("override ").strip()
                 if group.startswith("hydra/") and isinstance(choice, str):
                     chosen.append((group, choice))

@@ -26,10 +26,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 # ggml's scalar gguf_type values (gguf.h): the suffix of each one's getter, and its C type.
-_SCALARS = {0: ("u8", ctypes.c_uint8), 1: ("i8", ctypes.c_int8), 2: ("u16", ctypes.c_uint16),
-            3: ("i16", ctypes.c_int16), 4: ("u32", ctypes.c_uint32), 5: ("i32", ctypes.c_int32),
-            6: ("f32", ctypes.c_float), 7: ("bool", ctypes.c_bool), 10: ("u64", ctypes.c_uint64),
-            11: ("i64", ctypes.c_int64), 12: ("f64", ctypes.c_double)}
+_SCALARS = {
+    0: ("u8", ctypes.c_uint8),
+    1: ("i8", ctypes.c_int8),
+    2: ("u16", ctypes.c_uint16),
+    3: ("i16", ctypes.c_int16),
+    4: ("u32", ctypes.c_uint32),
+    5: ("i32", ctypes.c_int32),
+    6: ("f32", ctypes.c_float),
+    7: ("bool", ctypes.c_bool),
+    10: ("u64", ctypes.c_uint64),
+    11: ("i64", ctypes.c_int64),
+    12: ("f64", ctypes.c_double),
+}
 _STRING = 8
 _MAX_DIMS = 4  # GGML_MAX_DIMS: gguf_get_tensor_ne's array length
 

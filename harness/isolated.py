@@ -57,8 +57,15 @@ def _pump(source, log_file) -> None:
         log_file.flush()
 
 
-def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], work_dir: Path, timeout_s: float,
-                 limit_name: str, device: str) -> Any:
+def run_isolated(
+    stage: str,
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    work_dir: Path,
+    timeout_s: float,
+    limit_name: str,
+    device: str,
+) -> Any:
     """Call `fn(**kwargs)` in a child process; its return value, or StageFailed. `stage`
     names the work in messages and on the child's command line; the call, the result and
     the log are kept in `work_dir` as `<stage>_call.pkl`, `<stage>_result.json` and
@@ -89,7 +96,9 @@ def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], wor
                     proc.kill()
                     proc.wait()
                     pump.join()
-                    raise StageFailed(f"{stage} timed out after {timeout_s:g} s ({limit_name})", _tail(log_path)) from None
+                    raise StageFailed(
+                        f"{stage} timed out after {timeout_s:g} s ({limit_name})", _tail(log_path)
+                    ) from None
         pump.join()
         events.forward()
     if code != 0:
@@ -101,8 +110,9 @@ def run_isolated(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], wor
     return json.loads(result_path.read_text())
 
 
-def isolated_build(stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float,
-                   device: str) -> Callable[[Path], None]:
+def isolated_build(
+    stage: str, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float, device: str
+) -> Callable[[Path], None]:
     """A `cached_dir` build that runs `fn(**kwargs, out=...)` in a spawned process on `device`,
     keeping its log beside what it builds."""
 

@@ -18,7 +18,7 @@ from omegaconf import MISSING
 
 from harness.errors import ConfigError
 from harness.isolated import isolated_build
-from harness.runtimes.openai_compatible import ApiConfig
+from harness.runtimes.config import ApiConfig
 from harness.store import cache_key, cached_dir, file_digest
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ class ModelConfig:
         elif self.source == "hf":
             if not self.hf_id:
                 raise ConfigError(
-                    f"model={self.name}: source=hf needs model.hf_id, "
-                    "e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
+                    f"model={self.name}: source=hf needs model.hf_id, e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
                 )
         elif self.source == "local":
             if not self.path:
@@ -72,9 +71,7 @@ class ModelConfig:
             if self.api is None:
                 raise ConfigError(f"model={self.name}: source=api needs model.api (base_url, model_name, ...)")
         else:
-            raise ConfigError(
-                f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, gguf, api"
-            )
+            raise ConfigError(f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, gguf, api")
 
 
 def embedded_gguf_path(model: ModelConfig) -> Path:

@@ -35,9 +35,11 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     target = target_for(job)
     target.preflight()
     if job.train.method == "none" and job.measure.decoding == "free" and job.model.source != "api":
-        log.warning("train=none: a model not fine-tuned here may not write the answer format, and a free answer "
-                    "that is not one is invalid; measure.decoding=labels gives the zero-shot baseline "
-                    "(greedy within the label set)")
+        log.warning(
+            "train=none: a model not fine-tuned here may not write the answer format, and a free answer "
+            "that is not one is invalid; measure.decoding=labels gives the zero-shot baseline "
+            "(greedy within the label set)"
+        )
     cache = Path(job.paths.cache_dir).resolve()
     data_dir = build_dataset(job.dataset, sorted(job.language.codes), cache)
     labels = read_labels(data_dir)

@@ -21,7 +21,9 @@ def sweep_size(overrides: Sequence[str], params: Optional[dict[str, Any]]) -> Op
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in (params or {}).items()), *overrides])
+        parsed = OverridesParser.create().parse_overrides(
+            [*(f"{k}={v}" for k, v in (params or {}).items()), *overrides]
+        )
     except Exception:  # a sweep syntax this count does not know: no count rather than a wrong one
         return None
     choices: dict[str, int] = {}
@@ -60,5 +62,10 @@ class SweepProgress(Callback):
             return
         k, elapsed = num + 1, time.monotonic() - self.started
         left = eta_s(num, self.total, elapsed) if self.total else None
-        log.info("job %d%s, %s elapsed%s", k, f" of {self.total}" if self.total else "", _minutes(elapsed),
-                 f", about {_minutes(left)} left" if left is not None else "")
+        log.info(
+            "job %d%s, %s elapsed%s",
+            k,
+            f" of {self.total}" if self.total else "",
+            _minutes(elapsed),
+            f", about {_minutes(left)} left" if left is not None else "",
+        )

@@ -22,7 +22,7 @@ def system_prompt(base: str, labels: Sequence[str], list_labels: bool) -> str:
     model has to be told them, at the cost of a longer prompt."""
     if not list_labels:
         return base
-    return f"{base} Labels: {', '.join(labels)}. Reply only with {{\"{ANSWER_KEY}\": \"<label>\"}}."
+    return f'{base} Labels: {", ".join(labels)}. Reply only with {{"{ANSWER_KEY}": "<label>"}}.'
 
 
 def messages(query: str, system: str, shots: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
@@ -41,9 +41,7 @@ def render_prompt(tokenizer: Any, query: str, system: str) -> str:
     """The text the model sees before its answer: the chat template when the tokenizer has
     one, otherwise a plain two-line layout."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(
-            messages(query, system), add_generation_prompt=True, tokenize=False
-        )
+        return tokenizer.apply_chat_template(messages(query, system), add_generation_prompt=True, tokenize=False)
     return f"{system}\nQuery: {query}\nAnswer: "
 
 

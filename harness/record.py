@@ -31,8 +31,13 @@ TERMINAL, REPORT = "terminal", "report"
 MEASURE_VERSION = 5
 
 
-def figure(header: str = "", fmt: str = "{:.3f}", maximize: Optional[bool] = None, shown: tuple[str, ...] = (),
-           default: Any = None) -> Any:
+def figure(
+    header: str = "",
+    fmt: str = "{:.3f}",
+    maximize: Optional[bool] = None,
+    shown: tuple[str, ...] = (),
+    default: Any = None,
+) -> Any:
     """A record field with its column spec. `maximize`: an objective a sweeper may optimise
     (True: higher is better, False: lower); `shown`: the tables with a column for it."""
     return field(default=default, metadata={"header": header, "fmt": fmt, "maximize": maximize, "shown": shown})
@@ -172,9 +177,17 @@ class Column:
 
 def _metric_columns() -> list[Column]:
     return [
-        Column(f.name, f.metadata["header"] or f.name, f.metadata["fmt"], f.metadata["maximize"], f.metadata["shown"],
-               ("metrics", f.name))
-        for section in SECTIONS for f in dataclasses.fields(section) if "header" in f.metadata
+        Column(
+            f.name,
+            f.metadata["header"] or f.name,
+            f.metadata["fmt"],
+            f.metadata["maximize"],
+            f.metadata["shown"],
+            ("metrics", f.name),
+        )
+        for section in SECTIONS
+        for f in dataclasses.fields(section)
+        if "header" in f.metadata
     ]
 
 
@@ -188,13 +201,30 @@ COLUMNS: tuple[Column, ...] = (
     Column("train_wall_s", "train s", "{:.0f}", None, (), ("train", "train_wall_s")),
     *_metric_columns(),
     Column(("accuracy_ci95_low", "accuracy_ci95_high"), "accuracy 95% CI", "{:.2f}-{:.2f}", None, (TERMINAL, REPORT)),
-    Column(("decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high"), "decode 95% CI", "{:.0f}-{:.0f}", None,
-           (TERMINAL, REPORT)),
+    Column(
+        ("decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high"),
+        "decode 95% CI",
+        "{:.0f}-{:.0f}",
+        None,
+        (TERMINAL, REPORT),
+    ),
     Column("peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT)),
 )
-_ORDER = ("size_mib", "bits_per_weight", "accuracy", "accuracy_ci95_low", "macro_f1", "invalid_rate",
-          "decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "prefill_tokens_per_s", "latency_p50_ms",
-          "peak_memory_mib", "peak_rss_over_baseline_mib", "energy_j_per_query")
+_ORDER = (
+    "size_mib",
+    "bits_per_weight",
+    "accuracy",
+    "accuracy_ci95_low",
+    "macro_f1",
+    "invalid_rate",
+    "decode_tokens_per_s",
+    "decode_tokens_per_s_ci95_low",
+    "prefill_tokens_per_s",
+    "latency_p50_ms",
+    "peak_memory_mib",
+    "peak_rss_over_baseline_mib",
+    "energy_j_per_query",
+)
 
 
 def _rank(c: Column) -> int:

@@ -48,8 +48,15 @@ def link(stage: str, key: str, path: Path) -> dict:
     return {"stage": stage, "key": key, "path": str(path.resolve())}
 
 
-def record_key(artifact_key: str, data_key: str, job: JobConfig, threads: int, system: str, machine: dict,
-               version: int = MEASURE_VERSION) -> str:
+def record_key(
+    artifact_key: str,
+    data_key: str,
+    job: JobConfig,
+    threads: int,
+    system: str,
+    machine: dict,
+    version: int = MEASURE_VERSION,
+) -> str:
     """A record is reused only for the same artifact, data, hardware and measurement config,
     measured on the same kind of machine by the same version of the measurement code. What
     only the report reads (the machine's price, the latency objective) is no measurement's input."""
@@ -70,8 +77,9 @@ def target_for(job: JobConfig) -> Target:
     return AsGivenTarget(job) if job.quant.AS_GIVEN else LocalTarget(job)
 
 
-def local_measurement(job: JobConfig, artifact: Path, load_tokenizer: Callable[[], Any], data_dir: Path, system: str,
-                      labels: list[str]) -> Callable[[Path], dict]:
+def local_measurement(
+    job: JobConfig, artifact: Path, load_tokenizer: Callable[[], Any], data_dir: Path, system: str, labels: list[str]
+) -> Callable[[Path], dict]:
     """The measurement of a local artifact, in a spawned process that holds only the runtime."""
     from harness.measure.run import MeasureSpec, measure, test_rows
     from harness.prompt import render_prompt
@@ -81,12 +89,20 @@ def local_measurement(job: JobConfig, artifact: Path, load_tokenizer: Callable[[
         tokenizer = load_tokenizer()
         prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
         spec = MeasureSpec(
-            artifact=str(artifact), prompts=prompts, data_dir=str(data_dir), quant=job.quant,
-            hardware=job.hardware, measure=job.measure, threads=job.hardware.threads_used, system=system,
-            labels=labels, out_dir=str(out),
+            artifact=str(artifact),
+            prompts=prompts,
+            data_dir=str(data_dir),
+            quant=job.quant,
+            hardware=job.hardware,
+            measure=job.measure,
+            threads=job.hardware.threads_used,
+            system=system,
+            labels=labels,
+            out_dir=str(out),
         )
-        return run_isolated("measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s",
-                            job.hardware.device)
+        return run_isolated(
+            "measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s", job.hardware.device
+        )
 
     return run
 
@@ -98,8 +114,9 @@ class Artifact:
     info: dict
 
 
-def build_artifact(quant: QuantConfig, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path,
-                   timeout_s: float) -> Artifact:
+def build_artifact(
+    quant: QuantConfig, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path, timeout_s: float
+) -> Artifact:
     """The artifact of `quant` built from the checkpoint `model_dir` (or from the artifact the
     format builds it from), cached under (its source's key, the format's key parts, the
     tool's version)."""
@@ -112,9 +129,12 @@ def build_artifact(quant: QuantConfig, model_dir: Path, model_key: str, inputs: 
     tool, version = quant.tool()
     key = cache_key("artifact", source_key, quant.key_parts(inputs), version)
     directory = cached_dir(
-        cache_root, "artifact", key,
-        isolated_build(f"quantize-{quant.name}", quant.build, {"source": source_dir, "inputs": inputs}, timeout_s,
-                       inputs.device),
+        cache_root,
+        "artifact",
+        key,
+        isolated_build(
+            f"quantize-{quant.name}", quant.build, {"source": source_dir, "inputs": inputs}, timeout_s, inputs.device
+        ),
     )
     path = quant.artifact_path(directory)
     size_mib = dir_size_mib(path) if path.is_file() else sum(dir_size_mib(p) for p in path.glob("*.safetensors"))
@@ -161,16 +181,34 @@ class LocalTarget:
         from harness.train.finetune import TRAINING_VERSION, fine_tune
 
         adapter_key = cache_key(
-            "adapter", base_key, data_dir.name, job.train.key_inputs(), system, job.hardware.device, _numerics_versions(),
+            "adapter",
+            base_key,
+            data_dir.name,
+            job.train.key_inputs(),
+            system,
+            job.hardware.device,
+            _numerics_versions(),
             TRAINING_VERSION,
         )
         # one spawned process trains the adapter and merges it: the merge always follows, and a
         # second process would pay torch's and peft's imports again
         tuned = cached_dir(
-            self.cache, "adapter", adapter_key,
-            isolated_build("fine-tune", fine_tune, {"base_dir": base_dir, "data_dir": data_dir, "cfg": job.train,
-                                                    "system": system, "device": job.hardware.device}, job.build_timeout_s,
-                           job.hardware.device),
+            self.cache,
+            "adapter",
+            adapter_key,
+            isolated_build(
+                "fine-tune",
+                fine_tune,
+                {
+                    "base_dir": base_dir,
+                    "data_dir": data_dir,
+                    "cfg": job.train,
+                    "system": system,
+                    "device": job.hardware.device,
+                },
+                job.build_timeout_s,
+                job.hardware.device,
+            ),
             force=job.train.force,
         )
         facts = {"adapter_key": adapter_key, **read_json(tuned / "adapter" / "train_log.json")}
@@ -185,8 +223,15 @@ class LocalTarget:
         threads = job.hardware.threads_used
         base_dir, base_key = base_model_dir(job.model, self.cache, job.build_timeout_s)
         model_dir, model_key, train_facts = self._trained(base_dir, base_key, data_dir, system)
-        inputs = BuildInputs(str(data_dir), system, threads, job.hardware.device, job.paths.llama_cpp_dir,
-                             job.paths.llama_cpp_bin, str(self.cache))
+        inputs = BuildInputs(
+            str(data_dir),
+            system,
+            threads,
+            job.hardware.device,
+            job.paths.llama_cpp_dir,
+            job.paths.llama_cpp_bin,
+            str(self.cache),
+        )
         artifact = build_artifact(job.quant, model_dir, model_key, inputs, self.cache, job.build_timeout_s)
         job.quant.verify(artifact.path)
         machine = machine_identity(job.hardware.device)
@@ -194,15 +239,25 @@ class LocalTarget:
         bandwidth = memory_bandwidth(self.cache, machine, job.hardware.device, threads, job.build_timeout_s)
 
         return Prepared(
-            measure=local_measurement(job, artifact.path, lambda: AutoTokenizer.from_pretrained(model_dir), data_dir,
-                                      system, labels),
-            artifact_info={**artifact.info, "weights_origin": weights_origin(job.model)}, train_facts=train_facts,
-            keys={"dataset": data_dir.name, "base": base_key, "model": model_key, "artifact": artifact.key,
-                  "record": key},
+            measure=local_measurement(
+                job, artifact.path, lambda: AutoTokenizer.from_pretrained(model_dir), data_dir, system, labels
+            ),
+            artifact_info={**artifact.info, "weights_origin": weights_origin(job.model)},
+            train_facts=train_facts,
+            keys={
+                "dataset": data_dir.name,
+                "base": base_key,
+                "model": model_key,
+                "artifact": artifact.key,
+                "record": key,
+            },
             machine=machine,
             bandwidth=bandwidth,
-            lineage=[link("dataset", data_dir.name, data_dir), link("model", model_key, model_dir),
-                     link("artifact", artifact.key, artifact.path)],
+            lineage=[
+                link("dataset", data_dir.name, data_dir),
+                link("model", model_key, model_dir),
+                link("artifact", artifact.key, artifact.path),
+            ],
         )
 
 
@@ -262,19 +317,33 @@ class AsGivenTarget:
         # the rendered prompts are keyed by the record (its system prompt, the test split); the
         # file and the runtime that runs it, here
         runtime = "llama_cpp_python" if self.is_gguf else "transformers"
-        key = cache_key("as_is", facts["sha256"], facts["chat_template_from"], runtime,
-                        importlib.metadata.version(runtime))
+        key = cache_key(
+            "as_is", facts["sha256"], facts["chat_template_from"], runtime, importlib.metadata.version(runtime)
+        )
         machine = machine_identity(job.hardware.device)
         return Prepared(
             measure=local_measurement(job, self.path, self._tokenizer, data_dir, system, labels),
-            artifact_info={"format": "gguf" if self.is_gguf else "checkpoint", "bits": None, **facts,
-                           "tool": "as given", "quantize_wall_s": None},
+            artifact_info={
+                "format": "gguf" if self.is_gguf else "checkpoint",
+                "bits": None,
+                **facts,
+                "tool": "as given",
+                "quantize_wall_s": None,
+            },
             train_facts=None,
-            keys={"dataset": data_dir.name, "artifact": key,
-                  "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine)},
+            keys={
+                "dataset": data_dir.name,
+                "artifact": key,
+                "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine),
+            },
             machine=machine,
-            bandwidth=memory_bandwidth(Path(job.paths.cache_dir).resolve(), machine, job.hardware.device,
-                                       job.hardware.threads_used, job.build_timeout_s),
+            bandwidth=memory_bandwidth(
+                Path(job.paths.cache_dir).resolve(),
+                machine,
+                job.hardware.device,
+                job.hardware.threads_used,
+                job.build_timeout_s,
+            ),
             lineage=[link("dataset", data_dir.name, data_dir), link("artifact", key, self.path)],
         )
 
@@ -299,11 +368,19 @@ class HostedTarget:
 
         api, job = self.api, self.job
         # what answers is the endpoint's machine, not this one: no machine in the key
-        key = cache_key("record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system, MEASURE_VERSION)
+        key = cache_key(
+            "record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system, MEASURE_VERSION
+        )
         return Prepared(
             measure=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
-            artifact_info={"format": job.quant.format, "size_mib": None, "bits_per_weight": None,
-                           "tool": job.quant.RUNTIME, "base_url": api.base_url, "model_name": api.model_name},
+            artifact_info={
+                "format": job.quant.format,
+                "size_mib": None,
+                "bits_per_weight": None,
+                "tool": job.quant.RUNTIME,
+                "base_url": api.base_url,
+                "model_name": api.model_name,
+            },
             train_facts=None,
             keys={"dataset": data_dir.name, "record": key},
             machine=None,

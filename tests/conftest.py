@@ -63,7 +63,9 @@ def tuned_cache(tiny_llama, tmp_path_factory) -> Path:
     about what happens after fine-tuning start from a copy (`seeded`) instead of training again."""
     out = tmp_path_factory.mktemp("tuned")
     # with its W&B run (offline), whose live training figures tests read from `out / "wandb"`
-    done = run_harness([*tiny_job_overrides(tiny_llama, out, logger="wandb"), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"])
+    done = run_harness(
+        [*tiny_job_overrides(tiny_llama, out, logger="wandb"), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "cache"
 
@@ -124,8 +126,11 @@ def wandb_history(path: Path) -> list[dict]:
     """The rows a W&B run file logged (`run.log`), in order, as {key: value}."""
     import json
 
-    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
-            for r in wandb_run_records(path) if r.WhichOneof("record_type") == "history"]
+    return [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in wandb_run_records(path)
+        if r.WhichOneof("record_type") == "history"
+    ]
 
 
 def wandb_run_records(path: Path) -> list:

@@ -26,8 +26,9 @@ def test_random_bytes_as_a_gguf_is_a_one_line_error_before_any_work(tiny_llama, 
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(os.urandom(4096))
     t0 = time.perf_counter()
-    done = run_harness(_as_is(tiny_llama, tmp_path, bogus, "model.source=gguf", "logger=none",
-                              f"hydra.run.dir={tmp_path / 'run'}"))
+    done = run_harness(
+        _as_is(tiny_llama, tmp_path, bogus, "model.source=gguf", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    )
     print(f"refused in {time.perf_counter() - t0:.1f} s")
     assert done.returncode == 1  # a plain failure, not a signal
     errors = [line for line in (done.stdout + done.stderr).splitlines() if "job failed" in line]
@@ -41,15 +42,24 @@ def test_random_bytes_as_a_gguf_is_a_one_line_error_before_any_work(tiny_llama, 
 def test_a_gguf_measured_as_is_scores_as_the_job_that_built_it(tiny_llama, seeded):
     """The Q8_0 file a job built, measured as a user's file: the same prompts (its chat
     template read from the file's metadata), the same answers, the same accuracy."""
-    built = run_harness([*tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0",
-                         f"hydra.run.dir={seeded / 'built'}"])
+    built = run_harness(
+        [*tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0", f"hydra.run.dir={seeded / 'built'}"]
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     original = json.loads((seeded / "built" / "record.json").read_text())
     gguf = next((seeded / "cache" / "artifact").glob("*/model-Q8_0.gguf"))
 
     # fine-tuned on this task, so its prompt names no labels, as in the job that built it
-    done = run_harness(_as_is(tiny_llama, seeded, gguf, "model.source=gguf", "model.list_labels=false",
-                              f"hydra.run.dir={seeded / 'as_is'}"))
+    done = run_harness(
+        _as_is(
+            tiny_llama,
+            seeded,
+            gguf,
+            "model.source=gguf",
+            "model.list_labels=false",
+            f"hydra.run.dir={seeded / 'as_is'}",
+        )
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((seeded / "as_is" / "record.json").read_text())
     assert record["job"]["model"] == "model-Q8_0" and record["job"]["quant"] == "as_is"
@@ -68,8 +78,17 @@ def test_a_gguf_measured_as_is_scores_as_the_job_that_built_it(tiny_llama, seede
 
 
 def test_a_checkpoint_directory_measured_as_is_on_transformers(tiny_llama, tmp_path):
-    done = run_harness(_as_is(tiny_llama, tmp_path, tiny_llama, "model.source=local", "model.name=tiny",
-                              f"hydra.run.dir={tmp_path / 'run'}", "logger=none"))
+    done = run_harness(
+        _as_is(
+            tiny_llama,
+            tmp_path,
+            tiny_llama,
+            "model.source=local",
+            "model.name=tiny",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        )
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     art = record["artifact"]
@@ -82,17 +101,21 @@ def test_a_checkpoint_without_weights_is_refused(tiny_llama, tmp_path):
     empty = tmp_path / "ckpt"
     empty.mkdir()
     (empty / "config.json").write_text((tiny_llama / "config.json").read_text())
-    done = run_harness(_as_is(tiny_llama, tmp_path, empty, "model.source=local", "logger=none",
-                              f"hydra.run.dir={tmp_path / 'run'}"))
+    done = run_harness(
+        _as_is(tiny_llama, tmp_path, empty, "model.source=local", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    )
     assert done.returncode == 1
     assert "has a config.json but no weights" in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model.source=gguf", "model.path=x.gguf", "quant=gguf_q4km", "train=none"], "use quant=as_is"),
-    (["model.source=gguf", "model.path=x.gguf", "quant=as_is"], "add train=none"),
-    (["quant=as_is", "train=none"], "needs model.source=gguf"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.source=gguf", "model.path=x.gguf", "quant=gguf_q4km", "train=none"], "use quant=as_is"),
+        (["model.source=gguf", "model.path=x.gguf", "quant=as_is"], "add train=none"),
+        (["quant=as_is", "train=none"], "needs model.source=gguf"),
+    ],
+)
 def test_as_is_goes_with_a_file_and_no_training(overrides, message):
     from harness.errors import ConfigError
 

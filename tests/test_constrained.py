@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from harness.errors import ConfigError
 from harness.formats.floating import FloatQuant
 from harness.formats.gguf import GGUFQuant
-from harness.errors import ConfigError
 from harness.hardware import HardwareConfig
 from harness.measure.run import batched_answers, greedy_answer, label_trie
 from harness.prompt import parse_answer, render_prompt
@@ -79,8 +79,14 @@ def test_constrained_answers_on_llama_cpp(random_model, smollm2_tokenizer, tmp_p
 
 
 def test_zero_shot_job_with_and_without_the_constraint(tiny_llama, tmp_path):
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, tmp_path), "train=none", "quant=gguf_q8_0",
-            "measure.decoding=free,labels", "measure.max_new_tokens=12"]
+    args = [
+        "--multirun",
+        *tiny_job_overrides(tiny_llama, tmp_path),
+        "train=none",
+        "quant=gguf_q8_0",
+        "measure.decoding=free,labels",
+        "measure.max_new_tokens=12",
+    ]
     done = run_harness(args)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("multirun/*/*/*/record.json"))]
@@ -92,4 +98,3 @@ def test_zero_shot_job_with_and_without_the_constraint(tiny_llama, tmp_path):
     # the sweep's report tells the two rows apart by what differs between them
     report = next(tmp_path.glob("multirun/*/*/report/report.md")).read_text()
     assert "| gguf_q8_0 free |" in report and "| gguf_q8_0 labels |" in report
-

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from harness.data.config import DatasetConfig
-from harness.data.synthetic import KNOWN_LANGUAGES
 from harness.data import synthetic
+from harness.data.config import DatasetConfig
 from harness.data.dataset import build_dataset, read_labels, read_split
+from harness.data.synthetic import KNOWN_LANGUAGES
 from harness.prompt import answer, parse_answer
 
 LANGS = sorted(KNOWN_LANGUAGES)
@@ -38,7 +38,10 @@ def test_each_split_uses_every_phrasing_it_has_room_for():
     bank = synthetic.load_bank("de")
     n = len(bank.intents["order_status"])
     rows = synthetic.generate(["de"], {"train": n, "validation": n, "test": n}, seed=0)
-    used = {split: {r["template_id"] for r in split_rows if r["intent"] == "order_status"} for split, split_rows in rows.items()}
+    used = {
+        split: {r["template_id"] for r in split_rows if r["intent"] == "order_status"}
+        for split, split_rows in rows.items()
+    }
     assert sum(len(u) for u in used.values()) == n  # every phrasing, each in one split
     assert len(used["test"]) == n // 3 and len(used["validation"]) == n // 10
 
@@ -73,7 +76,9 @@ def test_noise_includes_missing_diacritics_and_lower_case():
     rows = synthetic.generate(["hr"], {"train": 40, "validation": 1, "test": 1}, seed=0)["train"]
     texts = [r["text"] for r in rows]
     assert any(t == t.lower() for t in texts) and any(t != t.lower() for t in texts)
-    plain = [t for t in texts if synthetic.strip_accents(t) == t and any(w in t for w in ("narudzb", "zelim", "kosaric"))]
+    plain = [
+        t for t in texts if synthetic.strip_accents(t) == t and any(w in t for w in ("narudzb", "zelim", "kosaric"))
+    ]
     assert plain, "expected some Croatian queries typed without diacritics"
 
 

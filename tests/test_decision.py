@@ -19,7 +19,8 @@ def test_exact_mcnemar_p_is_the_two_sided_binomial_test_of_the_flips():
     scipy_stats = pytest.importorskip("scipy.stats")
     for fixed, broken in ((143, 103), (45, 22), (0, 5), (7, 7), (1, 0)):
         assert mcnemar_exact_p(fixed, broken) == pytest.approx(
-            scipy_stats.binomtest(fixed, fixed + broken, 0.5).pvalue, rel=1e-9)
+            scipy_stats.binomtest(fixed, fixed + broken, 0.5).pvalue, rel=1e-9
+        )
     assert mcnemar_exact_p(0, 0) == 1.0
     assert round(mcnemar_exact_p(143, 103), 3) == 0.013  # the two-epoch comparison in docs/findings.md
 
@@ -52,8 +53,10 @@ def test_clusters_that_fail_together_widen_the_interval():
 
 
 def _rows(correct: list[bool], languages: list[str]) -> list[dict]:
-    return [{"text": f"query {i}", "template_id": f"{lang}.intent.{i // 2}", "language": lang, "correct": ok}
-            for i, (ok, lang) in enumerate(zip(correct, languages))]
+    return [
+        {"text": f"query {i}", "template_id": f"{lang}.intent.{i // 2}", "language": lang, "correct": ok}
+        for i, (ok, lang) in enumerate(zip(correct, languages))
+    ]
 
 
 def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_hurt_most():
@@ -78,9 +81,11 @@ def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_
 
 
 def test_serving_cost_worked_by_hand():
-    curve = [{"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
-             {"concurrency": 4, "queries_per_s": 9.0, "latency_p50_ms": 420, "latency_p95_ms": 800},
-             {"concurrency": 16, "queries_per_s": 12.0, "latency_p50_ms": 1300, "latency_p95_ms": 1600}]
+    curve = [
+        {"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
+        {"concurrency": 4, "queries_per_s": 9.0, "latency_p50_ms": 420, "latency_p95_ms": 800},
+        {"concurrency": 16, "queries_per_s": 12.0, "latency_p50_ms": 1300, "latency_p95_ms": 1600},
+    ]
     assert capacity_at(curve, 1000)["concurrency"] == 4 and capacity_at(curve, 2000)["concurrency"] == 16
     assert capacity_at(curve, 100) is None
     # $0.10 an hour at 9 queries a second: 32,400 queries an hour, $3.086 per million
@@ -100,12 +105,18 @@ def _record(tmp_path, name: str, correct: list[bool], languages: list[str], size
         for row in _rows(correct, languages):
             f.write(json.dumps(row) + "\n")
     record = {
-        "status": "ok", "record_dir": str(job_dir),
+        "status": "ok",
+        "record_dir": str(job_dir),
         "job": {"model": "m", "quant": name, "format": name, "train": "full", "hardware": "cpu"},
         "artifact": {"size_mib": size},
-        "metrics": {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.03, accuracy + 0.03], "decode_tokens_per_s": 90.0,
-                    "model_mib": size, "peak_rss_mib": 200.0,
-                    "load_curve": [{"concurrency": 1, "queries_per_s": qps, "latency_p50_ms": 200, "latency_p95_ms": 300}]},
+        "metrics": {
+            "accuracy": accuracy,
+            "accuracy_ci95": [accuracy - 0.03, accuracy + 0.03],
+            "decode_tokens_per_s": 90.0,
+            "model_mib": size,
+            "peak_rss_mib": 200.0,
+            "load_curve": [{"concurrency": 1, "queries_per_s": qps, "latency_p50_ms": 200, "latency_p95_ms": 300}],
+        },
         "config": {"hardware": {"device": "cpu", "usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
         "keys": {"record": name, "dataset": "d"},
         "bandwidth": {"gb_per_s": 20.0, "method": "numpy copy"},

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
@@ -20,14 +19,20 @@ from tests.conftest import REPO, tiny_job_overrides
 
 # Every extra's distributions, by their import names.
 OPTIONAL = {
-    "gptqmodel": "gptqmodel", "optimum": "optimum", "bitsandbytes": "bitsandbytes", "openai": "openai",
-    "ray": "ray", "submitit": "submitit", "optuna": "optuna", "sqlalchemy": "sqlalchemy",
+    "gptqmodel": "gptqmodel",
+    "optimum": "optimum",
+    "bitsandbytes": "bitsandbytes",
+    "openai": "openai",
+    "ray": "ray",
+    "submitit": "submitit",
+    "optuna": "optuna",
+    "sqlalchemy": "sqlalchemy",
     "hydra_plugins.hydra_ray_launcher": "hydra-ray-launcher",
     "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
     "hydra_plugins.hydra_optuna_sweeper": "hydra-optuna-sweeper",
 }
 
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import importlib.abc, importlib.metadata, importlib.util, sys
 
 MODULES = {modules!r}
@@ -60,7 +65,7 @@ def distribution(name):
 
 sys.meta_path.insert(0, _NotInstalled())
 importlib.util.find_spec, importlib.metadata.distribution = find_spec, distribution
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +79,27 @@ def core_only(tmp_path_factory) -> dict:
 
 
 def run(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_emulation_hides_what_an_extra_installs(core_only):
-    probe = ("import importlib.util, importlib.metadata as m\n"
-             "assert importlib.util.find_spec('bitsandbytes') is None\n"
-             "try:\n    m.version('gptqmodel')\nexcept m.PackageNotFoundError:\n    pass\nelse:\n    raise SystemExit('seen')\n"
-             "try:\n    import openai\nexcept ModuleNotFoundError:\n    print('hidden')\n")
+    probe = (
+        "import importlib.util, importlib.metadata as m\n"
+        "assert importlib.util.find_spec('bitsandbytes') is None\n"
+        "try:\n    m.version('gptqmodel')\nexcept m.PackageNotFoundError:\n    pass\n"
+        "else:\n    raise SystemExit('seen')\n"
+        "try:\n    import openai\nexcept ModuleNotFoundError:\n    print('hidden')\n"
+    )
     done = subprocess.run([sys.executable, "-c", probe], env=core_only, capture_output=True, text=True)
     assert done.stdout.strip() == "hidden", done.stderr
 
 
 def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
-    done = run([*tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0", f"hydra.run.dir={seeded / 'run'}"], core_only)
+    done = run(
+        [*tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0", f"hydra.run.dir={seeded / 'run'}"], core_only
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gguf_q8_0" in done.stdout and "ok" in done.stdout
 
@@ -96,17 +107,39 @@ def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
 @pytest.mark.parametrize(
     "args, line",
     [
-        (["quant=gptq4"], "quant.format=gptq needs gptqmodel, optimum, which is not installed here: pip install 'slm-harness[gptq]'"),
+        (
+            ["quant=gptq4"],
+            "quant.format=gptq needs gptqmodel, optimum, which is not installed here: pip install 'slm-harness[gptq]'",
+        ),
         (["quant=bnb_nf4"], "pip install 'slm-harness[bnb]'"),
-        (["train=qlora"], "train.method=qlora (its frozen base in 4-bit NF4) needs bitsandbytes, which is not installed here: pip install 'slm-harness[bnb]'"),
-        (["-m", "hydra/launcher=ray"], "hydra/launcher=ray needs hydra-ray-launcher, which is not installed here: pip install 'slm-harness[ray]'"),
+        (
+            ["train=qlora"],
+            "train.method=qlora (its frozen base in 4-bit NF4) needs bitsandbytes, which is not installed here: "
+            "pip install 'slm-harness[bnb]'",
+        ),
+        (
+            ["-m", "hydra/launcher=ray"],
+            "hydra/launcher=ray needs hydra-ray-launcher, which is not installed here: pip install 'slm-harness[ray]'",
+        ),
         (["-m", "hydra/launcher=slurm"], "pip install 'slm-harness[slurm]'"),
-        (["--config-dir", "sweeps", "--config-name", "search"], "hydra/sweeper=optuna needs hydra-optuna-sweeper, which is not installed here: pip install 'slm-harness[search]'"),
+        (
+            ["--config-dir", "sweeps", "--config-name", "search"],
+            "hydra/sweeper=optuna needs hydra-optuna-sweeper, which is not installed here: "
+            "pip install 'slm-harness[search]'",
+        ),
     ],
 )
 def test_a_missing_extra_is_one_line_before_any_work(tiny_llama, tmp_path, core_only, args, line):
-    done = run([*args, *tiny_job_overrides(tiny_llama, tmp_path), f"hydra.run.dir={tmp_path / 'run'}",
-                f"hydra.sweep.dir={tmp_path / 'sweep'}"], core_only, timeout=120)
+    done = run(
+        [
+            *args,
+            *tiny_job_overrides(tiny_llama, tmp_path),
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        core_only,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert line in done.stdout + done.stderr
     assert not (tmp_path / "cache").exists()  # nothing was built

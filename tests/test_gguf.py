@@ -56,8 +56,13 @@ def test_llama_cpp_reads_the_rendered_prompt_as_the_hf_tokenizer_does(q4_artifac
     tokenizer (as a llama.cpp server does); those ids are the ones the HF tokenizer gives."""
     _, artifact = q4_artifact
     rt = LlamaCppRuntime(artifact.path, HardwareConfig(), threads=2)
-    for query in ("where is my order #123456", "Gdje je moja narudžba?", "Wo ist meine Bestellung, bitte?",
-                  "¿Puedo pagar con PayPal?", "remboursement pas reçu :("):
+    for query in (
+        "where is my order #123456",
+        "Gdje je moja narudžba?",
+        "Wo ist meine Bestellung, bitte?",
+        "¿Puedo pagar con PayPal?",
+        "remboursement pas reçu :(",
+    ):
         text = render_prompt(smollm2_tokenizer, query, "Classify the e-commerce query. Answer with JSON.")
         assert rt.tokenize(text) == smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -79,11 +84,16 @@ def test_header_reads_as_the_gguf_package_reads_it(q4_artifact):
     _, artifact = q4_artifact
     header, reader = read_header(artifact.path), GGUFReader(artifact.path)
     assert [(t.name, t.type_name, t.n_elements, t.offset, t.n_bytes) for t in header.tensors] == [
-        (t.name, t.tensor_type.name, int(t.n_elements), int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]
+        (t.name, t.tensor_type.name, int(t.n_elements), int(t.data_offset), int(t.n_bytes)) for t in reader.tensors
+    ]
     assert header.keys == {k for k in reader.fields if not k.startswith("GGUF.")}
     for key in ("general.architecture", "general.file_type", "tokenizer.chat_template", "llama.context_length"):
         assert header.values[key] == reader.fields[key].contents(), key
-    assert header.file_type == "Q4_K_M" == LlamaFileType(reader.fields["general.file_type"].contents()).name.removeprefix("MOSTLY_")
+    assert (
+        header.file_type
+        == "Q4_K_M"
+        == LlamaFileType(reader.fields["general.file_type"].contents()).name.removeprefix("MOSTLY_")
+    )
 
 
 def test_a_header_cut_short_is_a_clear_error(q4_artifact, tmp_path):
@@ -121,8 +131,15 @@ def test_parallel_sequences_compute_what_one_sequence_alone_computes(smollm2_tok
     model = save_tiny_llama(tmp_path / "model", smollm2_tokenizer, initializer_range=0.2)
     artifact = build(GGUFQuant(format="gguf", bits=8), model, tmp_path / "cache")
     rt = LlamaCppRuntime(artifact.path, HardwareConfig(), threads=2)
-    queries = ["where is my order #123456", "hi", "do you sell nike running shoes in size 42 or 43, and in red?",
-               "refund pls", "cancel order AB-1234 i changed my mind", "kann ich mit paypal zahlen?", "ok"]
+    queries = [
+        "where is my order #123456",
+        "hi",
+        "do you sell nike running shoes in size 42 or 43, and in red?",
+        "refund pls",
+        "cancel order AB-1234 i changed my mind",
+        "kann ich mit paypal zahlen?",
+        "ok",
+    ]
     prompts = [rt.tokenize(render_prompt(smollm2_tokenizer, q, "Classify the query.")) for q in queries]
     shared = common_prefix(prompts)
     assert len({len(p) for p in prompts}) > 3 and shared > 5
@@ -174,11 +191,15 @@ def test_importance_matrix_is_a_stage_of_its_own_and_weights_the_quantization(ti
     assert "<|im_start|>assistant" in calibration and '{"intent": ' in calibration  # rows as the model sees them
     made = matrix.stat().st_mtime_ns
 
-    iq4 = build(GGUFQuant(format="gguf", bits=4, gguf_type="IQ4_XS", imatrix=True), tiny_llama, cache, data,
-                system="Classify.")
+    iq4 = build(
+        GGUFQuant(format="gguf", bits=4, gguf_type="IQ4_XS", imatrix=True), tiny_llama, cache, data, system="Classify."
+    )
     assert [p.stat().st_mtime_ns for p in (cache / "imatrix").glob("*/imatrix.gguf")] == [made]  # one matrix, reused
     rt = LlamaCppRuntime(iq4.path, HardwareConfig(), threads=2)
-    assert greedy_answer(rt, rt.tokenize("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), 4).generated_tokens >= 1
+    assert (
+        greedy_answer(rt, rt.tokenize("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), 4).generated_tokens
+        >= 1
+    )
 
 
 def test_imatrix_without_llama_cpp_tools_names_the_make_target(tmp_path):

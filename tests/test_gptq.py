@@ -8,9 +8,9 @@ import json
 import pytest
 
 from harness.data.config import DatasetConfig
+from harness.data.dataset import build_dataset
 from harness.formats.gptq import GPTQQuant
 from harness.hardware import HardwareConfig
-from harness.data.dataset import build_dataset
 from harness.measure.run import greedy_answer
 
 from .conftest import build, save_tiny_llama
@@ -24,12 +24,15 @@ def data_dir(tmp_path_factory):
 
 # The kernel on a CPU: gptqmodel's ATen int4 kernel for 4 bits, its plain torch kernel for
 # 8 bits and where the groups of 128 do not tile a layer's input (a model 192 wide).
-@pytest.mark.parametrize("bits, hidden, kernel", [
-    (4, 256, "TorchAtenLinear"),
-    # the other kernels: make test-full
-    pytest.param(8, 256, "TorchLinear", marks=pytest.mark.slow),
-    pytest.param(4, 192, "TorchLinear", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "bits, hidden, kernel",
+    [
+        (4, 256, "TorchAtenLinear"),
+        # the other kernels: make test-full
+        pytest.param(8, 256, "TorchLinear", marks=pytest.mark.slow),
+        pytest.param(4, 192, "TorchLinear", marks=pytest.mark.slow),
+    ],
+)
 def test_gptq_quantizes_once_loads_and_generates(bits, hidden, kernel, smollm2_tokenizer, data_dir, tmp_path):
     tiny_llama = save_tiny_llama(tmp_path / "model", smollm2_tokenizer, hidden_size=hidden)
     tmp_path = tmp_path / "cache"

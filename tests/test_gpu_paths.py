@@ -41,7 +41,12 @@ class FakeNVML:
         import pynvml
 
         self.NVMLError = pynvml.NVMLError
-        self.used, self.processes, self.fail_after, self.energy_fails = list(used_mib), processes, fail_after, energy_fails
+        self.used, self.processes, self.fail_after, self.energy_fails = (
+            list(used_mib),
+            processes,
+            fail_after,
+            energy_fails,
+        )
         self.reads = 0
         self.energy_mj = 1000
 
@@ -131,8 +136,12 @@ def test_without_nvml_a_cuda_job_measures_no_gpu_figure_and_a_cpu_job_asks_for_n
 
 def test_a_gpu_row_without_vram_is_unmeasured_in_the_report_never_its_host_rss():
     def record(vram, method):
-        return {"status": "ok", "job": {"quant": "fp16", "hardware": "cuda"}, "config": {"hardware": {"device": "cuda"}},
-                "metrics": {"peak_rss_mib": 2000.0, "peak_vram_mib": vram, "vram_method": method}}
+        return {
+            "status": "ok",
+            "job": {"quant": "fp16", "hardware": "cuda"},
+            "config": {"hardware": {"device": "cuda"}},
+            "metrics": {"peak_rss_mib": 2000.0, "peak_vram_mib": vram, "vram_method": method},
+        }
 
     unmeasured = point(record(None, None), [])
     assert unmeasured["peak_memory_mib"] is None and unmeasured["memory_kind"] == "VRAM unmeasured"
@@ -182,8 +191,13 @@ def test_gptq_on_a_gpu_asks_for_marlin_and_falls_back_to_torch_with_the_reason()
 
 
 def make_cuda_check(tmp_path, **variables) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "cuda-check", "GPU=1", *(f"{k}={v}" for k, v in variables.items())],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["make", "-s", "cuda-check", "GPU=1", *(f"{k}={v}" for k, v in variables.items())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_gpu_setup_checks_nvcc_and_the_architecture_before_building(tmp_path):

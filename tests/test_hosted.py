@@ -16,7 +16,8 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.formats.gguf import GGUFQuant
-from harness.runtimes.openai_compatible import ApiConfig, EndpointError, OpenAICompatibleRuntime
+from harness.runtimes.config import ApiConfig
+from harness.runtimes.openai_compatible import EndpointError, OpenAICompatibleRuntime
 
 from .conftest import build, run_harness
 
@@ -34,9 +35,25 @@ def llama_server(tiny_llama, tmp_path_factory):
     gguf = build(GGUFQuant(format="gguf", bits=8), tiny_llama, cache).path
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "local", "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "1024",
+            "--n_threads",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 60
@@ -55,13 +72,28 @@ def llama_server(tiny_llama, tmp_path_factory):
 
 
 def _dataset_overrides(tmp_path) -> list[str]:
-    return ["logger=none", "language=[en,hr]", "dataset.train_per_cell=2", "dataset.validation_per_cell=1",
-            "dataset.test_per_cell=1", "measure.max_new_tokens=8", f"paths.output_dir={tmp_path}"]
+    return [
+        "logger=none",
+        "language=[en,hr]",
+        "dataset.train_per_cell=2",
+        "dataset.validation_per_cell=1",
+        "dataset.test_per_cell=1",
+        "measure.max_new_tokens=8",
+        f"paths.output_dir={tmp_path}",
+    ]
 
 
 def test_hosted_job_against_llama_cpp_server(llama_server, tmp_path):
-    done = run_harness(["model=local_server", f"model.api.base_url={llama_server}", "model.api.few_shot=2",
-                        "model.api.usd_per_mtok_in=3", "model.api.usd_per_mtok_out=5", *_dataset_overrides(tmp_path)])
+    done = run_harness(
+        [
+            "model=local_server",
+            f"model.api.base_url={llama_server}",
+            "model.api.few_shot=2",
+            "model.api.usd_per_mtok_in=3",
+            "model.api.usd_per_mtok_out=5",
+            *_dataset_overrides(tmp_path),
+        ]
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads(next(tmp_path.glob("runs/*/*/record.json")).read_text())
     m = record["metrics"]
@@ -84,16 +116,21 @@ def test_hosted_model_with_a_quant_fails_at_composition(tmp_path):
 
 
 def test_missing_key_names_the_variable_and_never_its_value(tmp_path):
-    env_free = run_harness(["model=gpt41", "model.api.api_key_env=HARNESS_TEST_UNSET_KEY", *_dataset_overrides(tmp_path)])
+    env_free = run_harness(
+        ["model=gpt41", "model.api.api_key_env=HARNESS_TEST_UNSET_KEY", *_dataset_overrides(tmp_path)]
+    )
     assert env_free.returncode == 1
     assert "export HARNESS_TEST_UNSET_KEY=<your key>" in env_free.stdout
 
 
 def test_unreachable_endpoint_fails_in_the_preflight(tmp_path):
     t0 = time.monotonic()
-    done = run_harness(["model=local_server", f"model.api.base_url=http://127.0.0.1:{_free_port()}/v1",
-                        *_dataset_overrides(tmp_path)])
-    assert done.returncode == 1 and "cannot reach http://127.0.0.1:" in done.stdout and "make serve-local" in done.stdout
+    done = run_harness(
+        ["model=local_server", f"model.api.base_url=http://127.0.0.1:{_free_port()}/v1", *_dataset_overrides(tmp_path)]
+    )
+    assert (
+        done.returncode == 1 and "cannot reach http://127.0.0.1:" in done.stdout and "make serve-local" in done.stdout
+    )
     assert time.monotonic() - t0 < 60
 
 
@@ -114,9 +151,17 @@ class _Faulty(BaseHTTPRequestHandler):
             self._send(401, {"error": {"message": "invalid key"}})
         elif self.mode == "flaky":
             answer = {"role": "assistant", "content": '{"intent": "other"}'}
-            self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "local",
-                             "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}})
+            self._send(
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "local",
+                    "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26},
+                },
+            )
         else:
             self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "local", "choices": []})
 

@@ -30,13 +30,23 @@ def test_a_stages_events_reach_the_listener_while_it_runs(tmp_path):
         answer.touch()
 
     with live.listening(listener):
-        result = run_isolated("probe", emit_then_wait_for_an_answer, {"answer": str(answer), "wait_s": 60}, tmp_path, 120, "t", "cpu")
+        result = run_isolated(
+            "probe", emit_then_wait_for_an_answer, {"answer": str(answer), "wait_s": 60}, tmp_path, 120, "t", "cpu"
+        )
     assert result == "seen while running"
     assert seen == [{"bar": "fine-tune (full, fp32)", "n": 1, "total": 2}]
 
 
 def test_without_a_listener_events_go_nowhere(tmp_path, monkeypatch):
     monkeypatch.delenv(live.ENV, raising=False)
-    result = run_isolated("probe", emit_then_wait_for_an_answer, {"answer": str(tmp_path / "never"), "wait_s": 2}, tmp_path, 120, "t", "cpu")
+    result = run_isolated(
+        "probe",
+        emit_then_wait_for_an_answer,
+        {"answer": str(tmp_path / "never"), "wait_s": 2},
+        tmp_path,
+        120,
+        "t",
+        "cpu",
+    )
     assert result == "not seen while running"
     assert not (tmp_path / "probe_progress.jsonl").exists()

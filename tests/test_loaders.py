@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from harness.data.config import DatasetConfig
-from harness.errors import ConfigError
 from harness.data.dataset import build_dataset, read_labels, read_split
 from harness.data.loaders import DataError, load_external, stratified_cut
+from harness.errors import ConfigError
 
 
 def _jsonl(path, rows):
@@ -20,7 +20,11 @@ def _jsonl(path, rows):
 
 
 def _rows(n_per_label=10, labels=("buy", "sell", "ask")):
-    return [{"text": f"query {label} {i}", "intent": label, "language": "en"} for label in labels for i in range(n_per_label)]
+    return [
+        {"text": f"query {label} {i}", "intent": label, "language": "en"}
+        for label in labels
+        for i in range(n_per_label)
+    ]
 
 
 def test_jsonl_without_test_split_gets_a_seeded_stratified_one(tmp_path):
@@ -37,9 +41,17 @@ def test_jsonl_without_test_split_gets_a_seeded_stratified_one(tmp_path):
 
 def test_csv_with_own_column_names_and_no_language(tmp_path):
     path = tmp_path / "q.csv"
-    path.write_text("query,label\n" + "".join(f"q{i} {l},{l}\n" for l in ("a", "b") for i in range(6)), encoding="utf-8")
-    spec = DatasetConfig(kind="csv", files={"train": str(path)}, text_column="query", label_column="label",
-                         language_column=None, default_language="hr")
+    path.write_text(
+        "query,label\n" + "".join(f"q{i} {label},{label}\n" for label in ("a", "b") for i in range(6)), encoding="utf-8"
+    )
+    spec = DatasetConfig(
+        kind="csv",
+        files={"train": str(path)},
+        text_column="query",
+        label_column="label",
+        language_column=None,
+        default_language="hr",
+    )
     rows, labels, _ = load_external(spec, ["hr"])
     assert labels == ["a", "b"] and {r["language"] for r in rows["train"]} == {"hr"}
 
@@ -57,10 +69,17 @@ def test_duplicates_are_reported_not_dropped(tmp_path):
     [
         ([{"text": "hi", "label": "a"}], {}, r"t.jsonl, row 1: no column 'intent' .*set dataset.label_column"),
         ([{"text": " ", "intent": "a"}], {}, r"t.jsonl, row 1: empty text in column 'text'"),
-        (_rows(3) + [{"text": "x", "intent": "zzz"}], {"labels": ["buy", "sell", "ask"]},
-         r"t.jsonl, row 10: label 'zzz' is not in dataset.labels"),
+        (
+            _rows(3) + [{"text": "x", "intent": "zzz"}],
+            {"labels": ["buy", "sell", "ask"]},
+            r"t.jsonl, row 10: label 'zzz' is not in dataset.labels",
+        ),
         ([{"text": f"q{i}", "intent": "only"} for i in range(5)], {}, r"only one label \(only\)"),
-        (_rows(3), {"language_column": "language", "default_language": "en"}, r"split 'train' has no rows after selecting languages de"),
+        (
+            _rows(3),
+            {"language_column": "language", "default_language": "en"},
+            r"split 'train' has no rows after selecting languages de",
+        ),
     ],
 )
 def test_bad_rows_name_file_row_and_fix(tmp_path, rows, kwargs, message):
@@ -118,7 +137,8 @@ def test_stratified_cut_keeps_every_label_and_is_seeded():
 def test_csv_saved_with_a_byte_order_mark_loads(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM; it must not become part of the first header."""
     path = tmp_path / "excel.csv"
-    path.write_text("text,intent\n" + "".join(f"q{i} {l},{l}\n" for l in ("a", "b") for i in range(6)), encoding="utf-8-sig")
+    rows = "".join(f"q{i} {label},{label}\n" for label in ("a", "b") for i in range(6))
+    path.write_text("text,intent\n" + rows, encoding="utf-8-sig")
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     spec = DatasetConfig(kind="csv", files={"train": str(path)}, language_column=None)
     d = build_dataset(spec, ["en"], tmp_path / "cache")
@@ -139,14 +159,14 @@ ROWS = [(f"query {i} about {label}", label) for label in ("order_status", "refun
 def _write(path, fmt: str) -> None:
     """The same rows as a spreadsheet or data tool would save them."""
     if fmt == "csv_bom":
-        path.write_text("text,intent\n" + "".join(f"{t},{l}\n" for t, l in ROWS), encoding="utf-8-sig")
+        path.write_text("text,intent\n" + "".join(f"{t},{label}\n" for t, label in ROWS), encoding="utf-8-sig")
     elif fmt == "tsv":
-        path.write_text("text\tintent\n" + "".join(f"{t}\t{l}\n" for t, l in ROWS), encoding="utf-8")
+        path.write_text("text\tintent\n" + "".join(f"{t}\t{label}\n" for t, label in ROWS), encoding="utf-8")
     elif fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({"text": [t for t, _ in ROWS], "intent": [l for _, l in ROWS]}), path)
+        pq.write_table(pa.table({"text": [t for t, _ in ROWS], "intent": [label for _, label in ROWS]}), path)
     else:
         from openpyxl import Workbook
 
@@ -158,16 +178,30 @@ def _write(path, fmt: str) -> None:
         book.save(path)
 
 
-@pytest.mark.parametrize("fmt, suffix", [("csv_bom", ".csv"), ("tsv", ".tsv"), ("parquet", ".parquet"), ("xlsx", ".xlsx")])
+@pytest.mark.parametrize(
+    "fmt, suffix", [("csv_bom", ".csv"), ("tsv", ".tsv"), ("parquet", ".parquet"), ("xlsx", ".xlsx")]
+)
 def test_each_file_format_loads_through_the_data_command(fmt, suffix, tmp_path):
     from .conftest import REPO
 
     path = tmp_path / f"queries{suffix}"
     _write(path, fmt)
     done = subprocess.run(
-        [sys.executable, "-m", "harness.data", "dataset=files", f"dataset.files.train={path}", "dataset.language_column=null",
-         "language=en", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "harness.data",
+            "dataset=files",
+            f"dataset.files.train={path}",
+            "dataset.language_column=null",
+            "language=en",
+            f"paths.output_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "order_status" in done.stdout and "refund" in done.stdout

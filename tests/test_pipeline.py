@@ -71,8 +71,14 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     secret = "hf_do_not_leak_4242"
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-" + secret)
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded, logger="wandb"), "measure.batch_sizes=[1,4]",
-            "measure.eval_batch_size=8", "measure.latency_samples=5", "quant=fp32,gguf_q8_0"]
+    args = [
+        "--multirun",
+        *tiny_job_overrides(tiny_llama, seeded, logger="wandb"),
+        "measure.batch_sizes=[1,4]",
+        "measure.eval_batch_size=8",
+        "measure.latency_samples=5",
+        "quant=fp32,gguf_q8_0",
+    ]
     done = run_harness(args)
     assert done.returncode == 0, done.stderr[-3000:]
     fp32, gguf = _records(seeded)
@@ -119,8 +125,11 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
         records = wandb_run_records(run_file)
         run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
         if run.job_type == "sweep-summary":  # every job in one table
-            assert any(r.artifact.type == "run_table" and r.artifact.name.endswith("-jobs") for r in records
-                       if r.WhichOneof("record_type") == "artifact")
+            assert any(
+                r.artifact.type == "run_table" and r.artifact.name.endswith("-jobs")
+                for r in records
+                if r.WhichOneof("record_type") == "artifact"
+            )
             continue
         assert run.job_type == "evaluate" and {"fp32", "gguf_q8_0"} & set(run.tags)
         artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
@@ -133,8 +142,13 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
         # the measuring process's progress, forwarded to the run while it measured
         assert any(key.startswith("progress/") for row in wandb_history(run_file) for key in row)
     wandb_cli = Path(sys.executable).parent / "wandb"
-    dry = subprocess.run([str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
-                         capture_output=True, text=True, cwd=seeded, timeout=120)
+    dry = subprocess.run(
+        [str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
+        capture_output=True,
+        text=True,
+        cwd=seeded,
+        timeout=120,
+    )
     assert dry.returncode == 0 and "Would sync 3 run(s)" in dry.stdout + dry.stderr, dry.stderr
     for path in seeded.rglob("*"):  # records, Hydra's config dumps, logs, W&B's files
         if path.is_file():
@@ -149,7 +163,11 @@ def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, seed
     paths = sorted(seeded.glob("multirun/*/*/*/record.json"))
     records = [json.loads(p.read_text()) for p in paths]
     assert [(r["status"], r["job"]["quant"]) for r in records] == [
-        ("ok", "gguf_q3km"), ("ok", "gguf_q8_0"), ("skipped", "bnb3"), ("ok", "bnb_int8")]
+        ("ok", "gguf_q3km"),
+        ("ok", "gguf_q8_0"),
+        ("skipped", "bnb3"),
+        ("ok", "bnb_int8"),
+    ]
     assert "quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8" in records[2]["error"]
     assert "SKIPPED bnb3" in done.stdout and "cells do not exist" in done.stdout + done.stderr
     for path, record in zip(paths, records):

@@ -51,8 +51,11 @@ def test_the_readme_has_examples_to_run():
 @pytest.mark.parametrize("command, expected", EXAMPLES, ids=[c for c, _ in EXAMPLES])
 def test_readme_example_prints_what_the_readme_shows(command, expected, tmp_path):
     shutil.copy(README, tmp_path / "README.md")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "WANDB_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "WANDB_MODE": "disabled",
+    }
     done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     # whitespace collapsed: rich and loggers wrap long lines where the README does not
     output, at = " ".join((done.stdout + done.stderr).split()), 0

@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-from harness.report.pareto import ACCURACY, ENERGY, MEMORY, SPEED, baseline_index, frontier, frontier_memberships, versus
+from harness.report.pareto import (
+    ACCURACY,
+    ENERGY,
+    MEMORY,
+    SPEED,
+    baseline_index,
+    frontier,
+    frontier_memberships,
+    versus,
+)
 from harness.report.records import collect
 from harness.report.write import write_report
 
@@ -42,14 +51,17 @@ def test_unmeasured_energy_is_never_on_its_frontier_nor_in_the_overall_one():
     points = pts((0.9, 10, 100, None), (0.8, 20, 50, 2.0), (0.85, 15, 60, None))
     assert frontier(points, [ACCURACY, ENERGY]) == [1]
     on = frontier_memberships(points)
-    # energy is missing for some points, so 'all' weighs accuracy, speed and memory (latency is absent from these points)
+    # energy is missing for some points, so 'all' weighs accuracy, speed and memory (latency is
+    # absent from these points)
     assert "all" in on[0] and "all" in on[1] and "all" in on[2]
     assert "energy" in on[1] and "energy" not in on[0]
 
 
 def test_frontiers_compare_only_points_of_the_same_hardware():
-    points = [dict(p, hardware=h) for p, h in zip(pts((0.9, 10, 100, None), (0.8, 5, 200, None), (0.95, 500, 50, None)),
-                                                  ("cpu", "cpu", "cuda"))]
+    points = [
+        dict(p, hardware=h)
+        for p, h in zip(pts((0.9, 10, 100, None), (0.8, 5, 200, None), (0.95, 500, 50, None)), ("cpu", "cpu", "cuda"))
+    ]
     on = frontier_memberships(points)
     # the GPU point beats both CPU points on everything, yet only competes with GPU points
     assert "all" in on[0] and "all" in on[2] and on[1] == []
@@ -57,8 +69,20 @@ def test_frontiers_compare_only_points_of_the_same_hardware():
 
 def test_baseline_is_the_largest_artifact_and_ratios_read_like_the_study():
     points = [
-        {"size_mib": 540, "accuracy": 0.90, "decode_tokens_per_s": 20.0, "peak_memory_mib": 1000, "latency_p50_ms": 400},
-        {"size_mib": 100, "accuracy": 0.88, "decode_tokens_per_s": 172.0, "peak_memory_mib": 180, "latency_p50_ms": 100},
+        {
+            "size_mib": 540,
+            "accuracy": 0.90,
+            "decode_tokens_per_s": 20.0,
+            "peak_memory_mib": 1000,
+            "latency_p50_ms": 400,
+        },
+        {
+            "size_mib": 100,
+            "accuracy": 0.88,
+            "decode_tokens_per_s": 172.0,
+            "peak_memory_mib": 180,
+            "latency_p50_ms": 100,
+        },
     ]
     assert baseline_index(points) == 0
     assert versus(points[1], points[0]) == (
@@ -68,15 +92,30 @@ def test_baseline_is_the_largest_artifact_and_ratios_read_like_the_study():
 
 def _record(quant, size, acc, tg, rss, key, status="ok"):
     if status != "ok":
-        return {"status": "failed", "error_type": "RuntimeError", "error": "boom\nmore", "job": {"quant": quant, "model": "m", "train": "lora", "hardware": "cpu"}}
+        return {
+            "status": "failed",
+            "error_type": "RuntimeError",
+            "error": "boom\nmore",
+            "job": {"quant": quant, "model": "m", "train": "lora", "hardware": "cpu"},
+        }
     return {
         "status": "ok",
         "job": {"model": "m", "quant": quant, "format": quant.split("_")[0], "train": "lora", "hardware": "cpu"},
         "artifact": {"size_mib": size, "bits_per_weight": size / 10},
-        "metrics": {"accuracy": acc, "accuracy_ci95": [acc - 0.05, acc + 0.05], "macro_f1": acc, "invalid_rate": 0.0,
-                    "decode_tokens_per_s": tg, "prefill_tokens_per_s": 10 * tg, "latency_p50_ms": 1000 / tg,
-                    "peak_rss_mib": rss, "energy_j_per_query": None, "energy_unmeasured_reason": "no RAPL here",
-                    "energy_estimate_j_per_query": 0.5, "energy_estimate_method": "cpu_time_x_10W_per_core"},
+        "metrics": {
+            "accuracy": acc,
+            "accuracy_ci95": [acc - 0.05, acc + 0.05],
+            "macro_f1": acc,
+            "invalid_rate": 0.0,
+            "decode_tokens_per_s": tg,
+            "prefill_tokens_per_s": 10 * tg,
+            "latency_p50_ms": 1000 / tg,
+            "peak_rss_mib": rss,
+            "energy_j_per_query": None,
+            "energy_unmeasured_reason": "no RAPL here",
+            "energy_estimate_j_per_query": 0.5,
+            "energy_estimate_method": "cpu_time_x_10W_per_core",
+        },
         "config": {"hardware": {"device": "cpu"}},
         "keys": {"record": key},
     }
@@ -123,7 +162,10 @@ def test_report_files_name_the_frontier_the_baseline_and_the_unmeasured_energy(r
     assert len(csv_lines) == 5 and "pareto_frontiers" in csv_lines[0]
     # energy unmeasured everywhere: no energy plot, one plot per other cost
     assert sorted(p.name for p in report_dir.glob("*.png")) == [
-        "cpu_accuracy_vs_decode_tokens_per_s.png", "cpu_accuracy_vs_latency_p50_ms.png", "cpu_accuracy_vs_peak_memory_mib.png"]
+        "cpu_accuracy_vs_decode_tokens_per_s.png",
+        "cpu_accuracy_vs_latency_p50_ms.png",
+        "cpu_accuracy_vs_peak_memory_mib.png",
+    ]
     html = (report_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "src='http" not in html
 
@@ -137,9 +179,19 @@ def test_report_renders_its_plots_in_headless_chromium(report_dir, tmp_path):
 
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
-         "--window-size=1400,1800", (report_dir / "report.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1400,1800",
+            (report_dir / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     pixels = matplotlib.image.imread(shot)[..., :3]
     # the frontier points and line are tab:red (214, 39, 40), the others tab:blue: only the
@@ -151,19 +203,31 @@ def test_report_renders_its_plots_in_headless_chromium(report_dir, tmp_path):
 
 def test_report_command_reads_a_directory_and_fails_clearly_without_records(report_dir, tmp_path):
     _write(tmp_path / "runs/0_fp32", _record("fp32", 540, 0.9, 20, 1000, "k1"))
-    done = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path / "runs"), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.report", str(tmp_path / "runs"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "fp32" in done.stdout and (tmp_path / "out/report.html").is_file()
-    empty = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path / "out")], capture_output=True, text=True)
+    empty = subprocess.run(
+        [sys.executable, "-m", "harness.report", str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert empty.returncode == 2 and "no record.json" in empty.stderr and "make run" in empty.stderr
 
 
 def test_differences_inside_the_noise_are_marked_and_never_dominate():
     def p(acc, acc_ci, tg, tg_ci):
-        return {"accuracy": acc, "accuracy_ci95_low": acc_ci[0], "accuracy_ci95_high": acc_ci[1],
-                "decode_tokens_per_s": tg, "decode_tokens_per_s_ci95_low": tg_ci[0], "decode_tokens_per_s_ci95_high": tg_ci[1],
-                "peak_memory_mib": 100, "size_mib": 100}
+        return {
+            "accuracy": acc,
+            "accuracy_ci95_low": acc_ci[0],
+            "accuracy_ci95_high": acc_ci[1],
+            "decode_tokens_per_s": tg,
+            "decode_tokens_per_s_ci95_low": tg_ci[0],
+            "decode_tokens_per_s_ci95_high": tg_ci[1],
+            "peak_memory_mib": 100,
+            "size_mib": 100,
+        }
 
     base = p(0.63, (0.59, 0.67), 90.0, (85.0, 95.0))
     close = p(0.62, (0.58, 0.66), 98.0, (93.0, 103.0))  # better speed, worse accuracy: all inside the noise

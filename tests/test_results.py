@@ -11,7 +11,7 @@ import pytest
 
 from harness.report import results
 from harness.report.__main__ import main as report_main
-from harness.report.decision import ReportConfig
+from harness.report.config import ReportConfig
 from harness.report.records import points
 
 from .conftest import REPO
@@ -22,16 +22,35 @@ COMMITTED = sorted((REPO / "docs" / "results").glob("*.csv"))
 def _record(quant: str, acc: float, epochs: int, key: str, runtime: str = "llama_cpp") -> dict:
     return {
         "status": "ok",
-        "job": {"model": "smollm2_135m", "quant": quant, "format": quant.split("_")[0], "train": "full",
-                "hardware": "cpu", "decoding": "free", "languages": ["de", "en"]},
+        "job": {
+            "model": "smollm2_135m",
+            "quant": quant,
+            "format": quant.split("_")[0],
+            "train": "full",
+            "hardware": "cpu",
+            "decoding": "free",
+            "languages": ["de", "en"],
+        },
         "runtime": {"name": runtime},
         "artifact": {"size_mib": 101.2},
-        "metrics": {"n_samples": 520, "accuracy": acc, "accuracy_ci95": [acc - 0.03, acc + 0.03], "invalid_rate": 0.0,
-                    "accuracy_by_language": {"de": acc - 0.05, "en": acc + 0.05}, "decode_tokens_per_s": 88.6,
-                    "decode_tokens_per_s_ci95": [84.0, 93.0], "latency_p50_ms": 225.0, "peak_rss_mib": 232.4,
-                    "batch_agreement": 1.0, "energy_j_per_query": None},
-        "config": {"hardware": {"device": "cpu"}, "train": {"name": "full", "epochs": epochs},
-                   "paths": {"output_dir": f"/tmp/run{epochs}"}},
+        "metrics": {
+            "n_samples": 520,
+            "accuracy": acc,
+            "accuracy_ci95": [acc - 0.03, acc + 0.03],
+            "invalid_rate": 0.0,
+            "accuracy_by_language": {"de": acc - 0.05, "en": acc + 0.05},
+            "decode_tokens_per_s": 88.6,
+            "decode_tokens_per_s_ci95": [84.0, 93.0],
+            "latency_p50_ms": 225.0,
+            "peak_rss_mib": 232.4,
+            "batch_agreement": 1.0,
+            "energy_j_per_query": None,
+        },
+        "config": {
+            "hardware": {"device": "cpu"},
+            "train": {"name": "full", "epochs": epochs},
+            "paths": {"output_dir": f"/tmp/run{epochs}"},
+        },
         "keys": {"record": key, "dataset": "dataset-abc"},
         "machine": {"cpu": {"model": "AMD EPYC"}, "logical_cores": 2, "ram_gib": 24, "gpu": None},
         "measure_version": 5,
@@ -40,15 +59,19 @@ def _record(quant: str, acc: float, epochs: int, key: str, runtime: str = "llama
 
 
 def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically(tmp_path):
-    rows = results.rows_from_records([_record("fp32", 0.80, 1, "a", "transformers"), _record("gguf_q4km", 0.79, 1, "b")],
-                                     "make run", ReportConfig())
+    rows = results.rows_from_records(
+        [_record("fp32", 0.80, 1, "a", "transformers"), _record("gguf_q4km", 0.79, 1, "b")], "make run", ReportConfig()
+    )
     csv_path = tmp_path / "default.csv"
     results.write_csv(rows, csv_path)
     md = results.write_page(csv_path, "make run on the embedded model").read_text()
     assert "- command: `make run`" in md
     assert "- measured on: 2026-12-04, measurement version 5, commit 0123456789ab" in md
     assert "- test split: 520 queries (dataset dataset-abc)" in md and "AMD EPYC, 2 cores" in md
-    assert "| gguf_q4km | llama_cpp | 101 | 0.790 (0.760-0.820) | 0.74 | 0.84 | 88.6 (84.0-93.0) | 225 | 232 RSS | 1.00 | unmeasured |" in md
+    assert (
+        "| gguf_q4km | llama_cpp | 101 | 0.790 (0.760-0.820) | 0.74 | 0.84 | 88.6 (84.0-93.0) | 225 | 232 RSS | 1.00 "
+        "| unmeasured |" in md
+    )
     first = md
     results.write_page(csv_path)  # the title is kept from the page
     assert csv_path.with_suffix(".md").read_text() == first
@@ -56,8 +79,9 @@ def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.README_BLOCK.format(name='default')}\nstale\n{results.README_END}\nafter\n")
     report_main(["--render", str(csv_path), "--readme", str(readme)])
-    assert readme.read_text() == (f"intro\n{results.README_BLOCK.format(name='default')}\n{results.table(rows)}"
-                                  f"{results.README_END}\nafter\n")
+    assert readme.read_text() == (
+        f"intro\n{results.README_BLOCK.format(name='default')}\n{results.readme_tables(rows)}{results.README_END}\nafter\n"
+    )
 
 
 @pytest.mark.parametrize("csv_path", COMMITTED, ids=lambda p: p.stem)
@@ -76,7 +100,10 @@ def test_two_runs_that_differ_only_in_fine_tuning_are_named_for_the_difference(t
     assert [p["variant"] for p in points([one, two])] == ["gguf_q4km train.epochs=1", "gguf_q4km train.epochs=2"]
     other_data = copy.deepcopy(one)
     other_data["keys"] = {"record": "k3", "dataset": "dataset-xyz"}
-    assert [p["variant"] for p in points([one, other_data])] == ["gguf_q4km data=dataset-abc", "gguf_q4km data=dataset-xyz"]
+    assert [p["variant"] for p in points([one, other_data])] == [
+        "gguf_q4km data=dataset-abc",
+        "gguf_q4km data=dataset-xyz",
+    ]
     assert [p["variant"] for p in points([one, _record("fp32", 0.8, 1, "k4")])] == ["gguf_q4km", "fp32"]
 
     for name, record in (("a", one), ("b", two)):

@@ -77,7 +77,6 @@ def test_a_job_waiting_for_another_ones_build_says_so(tmp_path, caplog):
 
     from filelock import FileLock
 
-
     held = FileLock(str(tmp_path / "adapter" / "k1") + ".lock")
     (tmp_path / "adapter").mkdir()
     held.acquire()

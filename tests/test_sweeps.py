@@ -23,14 +23,16 @@ def _choices(value) -> list[str]:
     """'a,b' (basic sweeper) or 'choice(a, b)' (Optuna) as its options."""
     text = str(value).strip()
     if text.startswith("choice(") and text.endswith(")"):
-        text = text[len("choice("):-1]
+        text = text[len("choice(") : -1]
     return [v.strip() for v in text.split(",")]
 
 
 def _jobs(sweep) -> list[list[str]]:
     params = yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"]
-    return [[f"{k}={v}" for k, v in zip(params, combo)]
-            for combo in itertools.product(*(_choices(v) for v in params.values()))]
+    return [
+        [f"{k}={v}" for k, v in zip(params, combo)]
+        for combo in itertools.product(*(_choices(v) for v in params.values()))
+    ]
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.stem)
@@ -45,7 +47,9 @@ def test_every_job_of_every_named_sweep_composes(sweep):
     with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
         for overrides in jobs:
             try:
-                job = to_job_config(compose(sweep.stem, overrides=[f"hydra.searchpath=[file://{REPO / 'conf'}]", *overrides]))
+                job = to_job_config(
+                    compose(sweep.stem, overrides=[f"hydra.searchpath=[file://{REPO / 'conf'}]", *overrides])
+                )
             except UnsupportedCell:
                 missing.append(overrides)
                 continue
@@ -73,7 +77,9 @@ def test_gpu_sweep_without_a_gpu_stops_before_any_job(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the sweep would run")
     t0 = time.monotonic()
-    done = run_harness(["--config-dir", "sweeps", "--config-name", "paper_gpu", "--multirun", f"paths.output_dir={tmp_path}"])
+    done = run_harness(
+        ["--config-dir", "sweeps", "--config-name", "paper_gpu", "--multirun", f"paths.output_dir={tmp_path}"]
+    )
     assert done.returncode == 2
     assert "hardware=cuda but no CUDA device is visible" in done.stdout + done.stderr
     assert "no job was started" in done.stdout + done.stderr
@@ -82,8 +88,15 @@ def test_gpu_sweep_without_a_gpu_stops_before_any_job(tmp_path):
 
 @pytest.mark.slow  # six tiny jobs through Optuna: make test-full
 def test_optuna_search_runs_trials_persists_its_study_and_writes_the_pareto_front(tiny_llama, seeded):
-    args = ["--config-dir", "sweeps", "--config-name", "search", "--multirun",
-            *tiny_job_overrides(tiny_llama, seeded), "hydra.sweeper.n_trials=3"]
+    args = [
+        "--config-dir",
+        "sweeps",
+        "--config-name",
+        "search",
+        "--multirun",
+        *tiny_job_overrides(tiny_llama, seeded),
+        "hydra.sweeper.n_trials=3",
+    ]
     done = run_harness(args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_dir = next(seeded.glob("multirun/*/*"))

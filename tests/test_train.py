@@ -9,10 +9,10 @@ import math
 import pytest
 
 from harness.data.config import DatasetConfig
-from harness.measure.machine import local_cpu_facts
-from harness.train.config import TrainConfig
 from harness.data.dataset import build_dataset
+from harness.measure.machine import local_cpu_facts
 from harness.prompt import answer
+from harness.train.config import TrainConfig
 from harness.train.finetune import IGNORE_INDEX, encode_example, merge_adapter, train
 
 
@@ -63,10 +63,9 @@ def test_full_fine_tuning_trains_every_weight_and_keeps_the_best(tiny_llama, tmp
     saved model scores on validation what the log says it scored; when the first evaluation
     is the best, the saved weights are not the last ones)."""
     import torch
-
-    import harness.train.finetune as finetune
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import harness.train.finetune as finetune
     from harness.data.dataset import read_split
     from harness.train.finetune import answer_logits, answer_match, answer_window, collate, fine_tune
 
@@ -141,8 +140,14 @@ def test_fp16_training_scales_its_loss_and_trains(tiny_llama, tmp_path):
     data = build_dataset(DatasetConfig(train_per_cell=1, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    train(tiny_llama, data, TrainConfig(method="lora", max_steps=2, batch_size=4, r=4, alpha=8, precision="fp16",
-                                        evaluations=0), "Classify.", "cpu", adapter)
+    train(
+        tiny_llama,
+        data,
+        TrainConfig(method="lora", max_steps=2, batch_size=4, r=4, alpha=8, precision="fp16", evaluations=0),
+        "Classify.",
+        "cpu",
+        adapter,
+    )
     log = json.loads((adapter / "train_log.json").read_text())
     assert log["precision"] == "fp16" and log["steps"] == 2
     assert all(math.isfinite(loss) and loss > 0 for loss in log["loss"])
@@ -162,7 +167,7 @@ def test_validation_scores_along_the_way_and_stops_when_it_falls(tiny_llama, tmp
     data = build_dataset(DatasetConfig(train_per_cell=2, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    cfg = TrainConfig(max_steps=8, batch_size=4, r=4, alpha=8, evaluations=4, patience=1)
+    cfg = TrainConfig(method="lora", max_steps=8, batch_size=4, r=4, alpha=8, evaluations=4, patience=1)
     train(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
     log = json.loads((adapter / "train_log.json").read_text())
     assert [c["step"] for c in log["validation"]] == [2, 4, 6, 8] and log["steps"] == 8
@@ -197,8 +202,14 @@ def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smol
     from .conftest import save_tiny_llama
 
     model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2))
-    examples = [encode_example(smollm2_tokenizer, q, label, "Classify.", max_len=96) for q, label in
-                [("hi", "other"), ("where is my order #123456 it is late", "order_status"), ("refund?", "refund_status")]]
+    examples = [
+        encode_example(smollm2_tokenizer, q, label, "Classify.", max_len=96)
+        for q, label in [
+            ("hi", "other"),
+            ("where is my order #123456 it is late", "order_status"),
+            ("refund?", "refund_status"),
+        ]
+    ]
     assert len({len(ids) for ids, _ in examples}) == 3
     eos = smollm2_tokenizer.eos_token_id
     with torch.no_grad():
@@ -226,8 +237,14 @@ def test_a_shared_prefix_run_once_gives_every_rows_own_loss_gradients_and_verdic
     from .conftest import save_tiny_llama
 
     model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2))
-    examples = [encode_example(smollm2_tokenizer, q, label, "Classify the query.", max_len=96) for q, label in
-                [("hi", "other"), ("where is my order #123456 it is late", "order_status"), ("refund?", "refund_status")]]
+    examples = [
+        encode_example(smollm2_tokenizer, q, label, "Classify the query.", max_len=96)
+        for q, label in [
+            ("hi", "other"),
+            ("where is my order #123456 it is late", "order_status"),
+            ("refund?", "refund_status"),
+        ]
+    ]
     prefix = shared_prefix(examples)
     # the whole system turn and the user turn's markup; never a query token
     assert smollm2_tokenizer.decode(prefix).endswith("Classify the query.<|im_end|>\n<|im_start|>user\n")

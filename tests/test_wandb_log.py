@@ -2,20 +2,36 @@
 
 import logging
 
-from harness.report.wandb_log import LoggerConfig, log_job, summary_metrics
+from harness.report.config import LoggerConfig
+from harness.report.wandb_log import log_job, summary_metrics
 
 
 def test_summary_metrics_are_flat_scalars_with_units_in_their_names():
     record = {
-        "metrics": {"accuracy": 0.9, "decode_tokens_per_s": 170.0, "peak_rss_mib": 500.0, "energy_j_per_query": None,
-                    "accuracy_ci95": [0.8, 0.95], "accuracy_by_language": {"en": 1.0, "hr": 0.8},
-                    "f1_by_intent": {"refund_status": 0.5}, "confusion": {"a": {"a": 1}}},
+        "metrics": {
+            "accuracy": 0.9,
+            "decode_tokens_per_s": 170.0,
+            "peak_rss_mib": 500.0,
+            "energy_j_per_query": None,
+            "accuracy_ci95": [0.8, 0.95],
+            "accuracy_by_language": {"en": 1.0, "hr": 0.8},
+            "f1_by_intent": {"refund_status": 0.5},
+            "confusion": {"a": {"a": 1}},
+        },
         "artifact": {"size_mib": 101.0, "bits_per_weight": 4.9, "quantize_wall_s": 3.0, "tool": "llama.cpp"},
         "train": {"train_wall_s": 240.0, "loss": [2.0, 1.0]},
     }
     assert summary_metrics(record) == {
-        "accuracy": 0.9, "decode_tokens_per_s": 170.0, "peak_rss_mib": 500.0, "accuracy/en": 1.0, "accuracy/hr": 0.8,
-        "f1/refund_status": 0.5, "size_mib": 101.0, "bits_per_weight": 4.9, "quantize_wall_s": 3.0, "train_wall_s": 240.0,
+        "accuracy": 0.9,
+        "decode_tokens_per_s": 170.0,
+        "peak_rss_mib": 500.0,
+        "accuracy/en": 1.0,
+        "accuracy/hr": 0.8,
+        "f1/refund_status": 0.5,
+        "size_mib": 101.0,
+        "bits_per_weight": 4.9,
+        "quantize_wall_s": 3.0,
+        "train_wall_s": 240.0,
     }
 
 
@@ -29,7 +45,12 @@ def test_wandb_that_cannot_log_in_is_a_warning_not_a_failure(tmp_path, monkeypat
 
 
 def test_logger_none_touches_nothing(tmp_path):
-    log_job({"status": "ok", "job": {}, "metrics": {}}, LoggerConfig(name="none", dir=str(tmp_path / "out")), group="g", name="n")
+    log_job(
+        {"status": "ok", "job": {}, "metrics": {}},
+        LoggerConfig(name="none", dir=str(tmp_path / "out")),
+        group="g",
+        name="n",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -48,12 +69,27 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
     record_dir = tmp_path / "record"
     record_dir.mkdir()
     (record_dir / "record.json").write_text("{}")
-    (record_dir / "predictions.jsonl").write_text(json.dumps(
-        {"text": "where is my order", "language": "en", "intent": "order_status", "predicted": "order_status",
-         "correct": True, "raw_answer": '{"intent": "order_status"}', "latency_ms": 12.5}) + "\n")
+    (record_dir / "predictions.jsonl").write_text(
+        json.dumps(
+            {
+                "text": "where is my order",
+                "language": "en",
+                "intent": "order_status",
+                "predicted": "order_status",
+                "correct": True,
+                "raw_answer": '{"intent": "order_status"}',
+                "latency_ms": 12.5,
+            }
+        )
+        + "\n"
+    )
     record = {
-        "status": "ok", "job": {"format": "gguf", "quant": "gguf_q8_0"}, "config": {}, "metrics": {"accuracy": 1.0},
-        "keys": {"record": "r" * 20}, "record_dir": str(record_dir),
+        "status": "ok",
+        "job": {"format": "gguf", "quant": "gguf_q8_0"},
+        "config": {},
+        "metrics": {"accuracy": 1.0},
+        "keys": {"record": "r" * 20},
+        "record_dir": str(record_dir),
         "lineage": [{"stage": s, "key": s[0] * 20, "path": p} for s, p in stages.items()],
     }
     log_job(record, LoggerConfig(mode="offline", dir=str(tmp_path / "out")), group="g", name="n")
@@ -64,8 +100,11 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     chain = [a for a in artifacts if a.type in ("dataset", "model", "artifact", "record")]
     assert [(a.type, a.name) for a in chain] == [
-        ("dataset", "dataset-dddddddddddddddd"), ("model", "model-mmmmmmmmmmmmmmmm"),
-        ("artifact", "artifact-aaaaaaaaaaaaaaaa"), ("record", "record-rrrrrrrrrrrrrrrr")]
+        ("dataset", "dataset-dddddddddddddddd"),
+        ("model", "model-mmmmmmmmmmmmmmmm"),
+        ("artifact", "artifact-aaaaaaaaaaaaaaaa"),
+        ("record", "record-rrrrrrrrrrrrrrrr"),
+    ]
     assert [json.loads(a.metadata)["derived_from"] for a in chain] == [None, *(a.name for a in chain[:-1])]
     assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
 
@@ -81,7 +120,9 @@ def test_a_job_that_fine_tunes_logs_its_training_live_into_its_one_run(tuned_cac
     training = [r for r in rows if "train/loss" in r]
     assert [r["train/step"] for r in training] == [1, 2] and all(r["train/loss"] > 0 for r in training)
     assert all("train/learning_rate" in r for r in training)
-    stages = {k.removeprefix("progress/") for r in rows for k in r if k.startswith("progress/") and k != "progress/elapsed_s"}
+    stages = {
+        k.removeprefix("progress/") for r in rows for k in r if k.startswith("progress/") and k != "progress/elapsed_s"
+    }
     assert {"fine-tune", "evaluate"} <= stages
     assert [r["progress/fine-tune"] for r in rows if "progress/fine-tune" in r][-1] == 1.0
     # the record's figures close the same run

@@ -43,7 +43,10 @@ def main(cfg: DictConfig) -> None:
             counts = [sum(r["intent"] == intent and r["language"] == lang for r in rows) for rows in splits.values()]
             cells.append(" / ".join(map(str, counts)))
         table.add_row(intent, *cells)
-    table.add_row("total", *(" / ".join(str(sum(r["language"] == lang for r in rows)) for rows in splits.values()) for lang in languages))
+    table.add_row(
+        "total",
+        *(" / ".join(str(sum(r["language"] == lang for r in rows)) for rows in splits.values()) for lang in languages),
+    )
     console.print(table)
     _print_overlap(console, splits, languages)
     rng = random.Random(0)
@@ -51,7 +54,6 @@ def main(cfg: DictConfig) -> None:
         rows = [r for r in splits["train"] if r["language"] == lang]
         for r in rng.sample(rows, min(SAMPLES_PER_LANGUAGE, len(rows))):
             console.print(f"[dim]{lang}[/] {r['intent']:<22} {r['text']}", highlight=False)
-
 
 
 def _print_overlap(console, splits: dict[str, list[dict]], languages: list[str]) -> None:
@@ -64,8 +66,10 @@ def _print_overlap(console, splits: dict[str, list[dict]], languages: list[str])
         return phrasing_of(row["template_id"]) if row.get("template_id") else None
 
     per_split = {s: phrasings(rows, text_of) for s, rows in splits.items()}
-    table = Table(title="distinct phrasings per intent (min-max over intents): train / test, "
-                  f"and each test phrasing's nearest training phrasing (trigram Jaccard; >= {NEAR_COPY} = near copy)")
+    table = Table(
+        title="distinct phrasings per intent (min-max over intents): train / test, "
+        f"and each test phrasing's nearest training phrasing (trigram Jaccard; >= {NEAR_COPY} = near copy)"
+    )
     for column in ("language", "train", "test", "mean nearest", "max nearest", "near copies"):
         table.add_column(column, justify="right")
     pairs = nearest_train(per_split["train"], per_split["test"])
@@ -73,8 +77,10 @@ def _print_overlap(console, splits: dict[str, list[dict]], languages: list[str])
     for lang in languages:
         counts = []
         for split in ("train", "test"):
-            by_intent = [sum(i == intent for i in per_split[split].get(lang, {}).values())
-                         for intent in sorted({r["intent"] for r in splits[split]})]
+            by_intent = [
+                sum(i == intent for i in per_split[split].get(lang, {}).values())
+                for intent in sorted({r["intent"] for r in splits[split]})
+            ]
             counts.append(f"{min(by_intent)}-{max(by_intent)}" if by_intent else "0")
         s = summary.get(lang, {})
         table.add_row(lang, *counts, f"{s.get('mean', 0):.2f}", f"{s.get('max', 0):.2f}", str(s.get("near", 0)))
@@ -82,7 +88,9 @@ def _print_overlap(console, splits: dict[str, list[dict]], languages: list[str])
     console.print("closest test / train phrasings:")
     for p in sorted(pairs, key=lambda p: -p.similarity)[:CLOSEST_SHOWN]:
         mark = "" if p.test_intent == p.train_intent else f" [red](train intent {p.train_intent})[/]"
-        console.print(f"  {p.similarity:.2f} {p.language} {p.test_intent}: {p.test!r} ~ {p.train!r}{mark}", highlight=False)
+        console.print(
+            f"  {p.similarity:.2f} {p.language} {p.test_intent}: {p.test!r} ~ {p.train!r}{mark}", highlight=False
+        )
 
 
 if __name__ == "__main__":

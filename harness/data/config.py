@@ -11,8 +11,9 @@ from harness.errors import ConfigError, choices
 
 @dataclass
 class LanguageConfig:
-    # code -> name; any code your own data uses (the synthetic generator knows six). A dict rather than a list so that `language=[en,hr]` merges the two
-    # presets into one selection (Hydra merges dicts but replaces lists).
+    # code -> name; any code your own data uses (the synthetic generator knows six). A dict
+    # rather than a list so that `language=[en,hr]` merges the two presets into one selection
+    # (Hydra merges dicts but replaces lists).
     codes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,8 +81,10 @@ class DatasetConfig:
             for split, path in self.files.items():
                 suffix = Path(path).suffix.lower() or "(none)"
                 if suffix not in FILE_EXTENSIONS:
-                    raise ConfigError(f"dataset.files.{split}={path!r}: cannot tell its format from the extension "
-                                      f"{suffix}; name it {', '.join(FILE_EXTENSIONS)}")
+                    raise ConfigError(
+                        f"dataset.files.{split}={path!r}: cannot tell its format from the extension "
+                        f"{suffix}; name it {', '.join(FILE_EXTENSIONS)}"
+                    )
         if self.kind == "hf" and not self.hf_name:
             raise ConfigError("dataset.kind=hf needs dataset.hf_name (a Hugging Face dataset id)")
         for name in ("validation_fraction", "test_fraction"):
@@ -89,5 +92,3 @@ class DatasetConfig:
                 raise ConfigError(f"dataset.{name} must be between 0 and 0.5")
         if self.labels and len(set(self.labels)) < 2:
             raise ConfigError("dataset.labels needs at least 2 distinct labels")
-
-

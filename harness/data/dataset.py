@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from harness.data.config import DatasetConfig
 from harness.data import synthetic
+from harness.data.config import DatasetConfig
 from harness.data.loaders import DataError, load_external
 from harness.store import cache_key, cached_dir, file_digest, read_json, write_json_atomic
 
@@ -18,8 +18,10 @@ T = TypeVar("T")
 
 def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
     if spec.kind == "synthetic":
-        content = {"generator": synthetic.GENERATOR_VERSION,
-                   **{code: synthetic.template_text(code) for code in sorted(languages)}}
+        content = {
+            "generator": synthetic.GENERATOR_VERSION,
+            **{code: synthetic.template_text(code) for code in sorted(languages)},
+        }
     elif spec.kind == "hf":
         content = {}
     else:

@@ -35,7 +35,9 @@ def _jsonl_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, row {number}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+                raise DataError(
+                    f"{path}, row {number}: not valid JSON ({exc.msg}); each line must be one JSON object"
+                ) from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}, row {number}: a JSON object per line is expected, got {type(obj).__name__}")
             yield number, obj
@@ -83,14 +85,19 @@ def _xlsx_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 
 
 # What each file extension is read as; a file's own extension decides, whatever the preset.
-READERS = {".csv": _csv_records, ".tsv": _tsv_records, ".tab": _tsv_records, ".jsonl": _jsonl_records,
-           ".ndjson": _jsonl_records, ".parquet": _parquet_records, ".xlsx": _xlsx_records}
+READERS = {
+    ".csv": _csv_records,
+    ".tsv": _tsv_records,
+    ".tab": _tsv_records,
+    ".jsonl": _jsonl_records,
+    ".ndjson": _jsonl_records,
+    ".parquet": _parquet_records,
+    ".xlsx": _xlsx_records,
+}
 assert set(READERS) == set(FILE_EXTENSIONS)
 
 
-def _normalise(
-    source: str, number: int, obj: dict[str, Any], spec: DatasetConfig, split: str
-) -> dict[str, Any]:
+def _normalise(source: str, number: int, obj: dict[str, Any], spec: DatasetConfig, split: str) -> dict[str, Any]:
     where = f"{source}, row {number}"
     for column, option in ((spec.text_column, "text_column"), (spec.label_column, "label_column")):
         if column not in obj:
@@ -212,7 +219,11 @@ def load_external(spec: DatasetConfig, languages: Sequence[str]) -> tuple[dict[s
             )
     dups = duplicates(rows)
     if dups:
-        log.warning("dataset %s: %d texts occur more than once (kept; listed in stats.json), e.g. %s",
-                    spec.name, len(dups), dups[0])
+        log.warning(
+            "dataset %s: %d texts occur more than once (kept; listed in stats.json), e.g. %s",
+            spec.name,
+            len(dups),
+            dups[0],
+        )
     ordered = {split: rows[split] for split in SPLIT_NAMES}
     return ordered, labels, {"duplicates": dups}

@@ -103,7 +103,8 @@ def _order_id(rng: random.Random) -> str:
     if style == 0:
         return f"#{rng.randrange(100000, 999999)}"
     if style == 1:
-        return f"{rng.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{rng.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}-{rng.randrange(1000, 99999)}"
+        letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
+        return f"{rng.choice(letters)}{rng.choice(letters)}-{rng.randrange(1000, 99999)}"
     return str(rng.randrange(10000000, 99999999))
 
 

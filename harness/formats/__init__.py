@@ -201,8 +201,8 @@ def quant_name(node: Any) -> str:
 
 
 def calibration_texts(tokenizer, data_dir: Path, system: str, n: int) -> list[str]:
-    """Calibration for formats that calibrate (GPTQ, GGUF importance matrices): `n` training rows from across the split, as the model sees them in use: prompt plus
-    answer."""
+    """Calibration for formats that calibrate (GPTQ, GGUF importance matrices): `n` training
+    rows from across the split, as the model sees them in use: prompt plus answer."""
     from harness.data.dataset import read_split, spread
     from harness.prompt import answer, render_prompt
 

@@ -73,7 +73,9 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
     if not config.is_file():
         raise ValueError(f"{path} is not a Hugging Face checkpoint (no config.json); {USER_FILE_FIX}")
     if not any(any(path.glob(p)) for p in WEIGHT_PATTERNS):
-        raise ValueError(f"{path} has a config.json but no weights (*.safetensors or pytorch_model*.bin); {USER_FILE_FIX}")
+        raise ValueError(
+            f"{path} has a config.json but no weights (*.safetensors or pytorch_model*.bin); {USER_FILE_FIX}"
+        )
     try:
         return json.loads(config.read_text())
     except json.JSONDecodeError as exc:
@@ -122,7 +124,8 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
         "size_mib": size / 2**20,
         "architecture": (config.get("architectures") or [None])[0],
         "quant_method": quant.get("quant_method"),
-        "quant_bits": quant.get("bits") or (4 if quant.get("load_in_4bit") else 8 if quant.get("load_in_8bit") else None),
+        "quant_bits": quant.get("bits")
+        or (4 if quant.get("load_in_4bit") else 8 if quant.get("load_in_8bit") else None),
         "dtype": config.get("torch_dtype") or config.get("dtype"),
     }
     if not quant:  # packed quantized tensors do not count parameters

@@ -21,7 +21,9 @@ def bnb_config(bits: int, device: str):
 
     if bits == 4:
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype(device),
         )
     return BitsAndBytesConfig(load_in_8bit=True)
@@ -62,7 +64,9 @@ class BnbQuant(QuantConfig):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(
-            source, quantization_config=bnb_config(self.bits, inputs.device), dtype=compute_dtype(inputs.device),
+            source,
+            quantization_config=bnb_config(self.bits, inputs.device),
+            dtype=compute_dtype(inputs.device),
             device_map=inputs.device,
         )
         model.save_pretrained(out)

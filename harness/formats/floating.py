@@ -39,7 +39,10 @@ class FloatQuant(QuantConfig):
         from harness.runtimes.transformers import TransformersRuntime
 
         if self.format == "fp16" and hardware.device == "cpu":
-            log.warning("fp16 on a CPU runs, but slowly: CPUs have few fp16 matmul kernels (bf16 or fp32 are the fair baselines)")
+            log.warning(
+                "fp16 on a CPU runs, but slowly: CPUs have few fp16 matmul kernels "
+                "(bf16 or fp32 are the fair baselines)"
+            )
 
         def load(device: str):
             import torch

@@ -40,14 +40,40 @@ IMATRIX_CTX = 512
 
 # The type a bare `quant.format=gguf quant.bits=N` means: the K-quant mixes that llama.cpp
 # recommends at each width (the study used Q3_K_M, Q4_K_M and Q5_K_M).
-DEFAULT_TYPE: dict[int, str] = {2: "Q2_K", 3: "Q3_K_M", 4: "Q4_K_M", 5: "Q5_K_M", 6: "Q6_K", 8: "Q8_0", 16: "F16", 32: "F32"}
+DEFAULT_TYPE: dict[int, str] = {
+    2: "Q2_K",
+    3: "Q3_K_M",
+    4: "Q4_K_M",
+    5: "Q5_K_M",
+    6: "Q6_K",
+    8: "Q8_0",
+    16: "F16",
+    32: "F32",
+}
 # Nominal bit width of each llama.cpp file type, to check `quant.bits` against `gguf_type`.
 TYPE_BITS: dict[str, int] = {
-    "F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6,
-    "Q5_0": 5, "Q5_1": 5, "Q5_K_S": 5, "Q5_K_M": 5,
-    "Q4_0": 4, "Q4_1": 4, "Q4_K_S": 4, "Q4_K_M": 4, "IQ4_NL": 4, "IQ4_XS": 4,
-    "Q3_K_S": 3, "Q3_K_M": 3, "Q3_K_L": 3, "IQ3_M": 3, "IQ3_XXS": 3,
-    "Q2_K": 2, "Q2_K_S": 2,
+    "F32": 32,
+    "F16": 16,
+    "BF16": 16,
+    "Q8_0": 8,
+    "Q6_K": 6,
+    "Q5_0": 5,
+    "Q5_1": 5,
+    "Q5_K_S": 5,
+    "Q5_K_M": 5,
+    "Q4_0": 4,
+    "Q4_1": 4,
+    "Q4_K_S": 4,
+    "Q4_K_M": 4,
+    "IQ4_NL": 4,
+    "IQ4_XS": 4,
+    "Q3_K_S": 3,
+    "Q3_K_M": 3,
+    "Q3_K_L": 3,
+    "IQ3_M": 3,
+    "IQ3_XXS": 3,
+    "Q2_K": 2,
+    "Q2_K_S": 2,
 }
 
 
@@ -77,15 +103,20 @@ class GGUFQuant(QuantConfig):
             )
         if TYPE_BITS[self.gguf_type] != self.bits:
             raise ConfigError(
-                f"quant.bits={self.bits} contradicts quant.gguf_type={self.gguf_type} ({TYPE_BITS[self.gguf_type]} bits); "
+                f"quant.bits={self.bits} contradicts quant.gguf_type={self.gguf_type} "
+                f"({TYPE_BITS[self.gguf_type]} bits); "
                 f"drop quant.gguf_type for the default {self.bits}-bit type ({DEFAULT_TYPE[self.bits]}), "
                 f"or set quant.bits={TYPE_BITS[self.gguf_type]}"
             )
         if self.imatrix and TYPE_BITS[self.gguf_type] >= 16:
-            raise ConfigError(f"quant.imatrix=true with quant.gguf_type={self.gguf_type}: an unquantized type has "
-                              "nothing to weight; drop quant.imatrix or choose a quantized type")
+            raise ConfigError(
+                f"quant.imatrix=true with quant.gguf_type={self.gguf_type}: an unquantized type has "
+                "nothing to weight; drop quant.imatrix or choose a quantized type"
+            )
         if self.calibration_samples < 1:
-            raise ConfigError("quant.calibration_samples must be >= 1 (the importance matrix is computed on that many rows)")
+            raise ConfigError(
+                "quant.calibration_samples must be >= 1 (the importance matrix is computed on that many rows)"
+            )
 
     @property
     def name(self) -> str:
@@ -93,8 +124,11 @@ class GGUFQuant(QuantConfig):
         return "gguf_" + re.sub(r"_(?=[a-z])", "", self.gguf_type.lower()) + ("_imat" if self.imatrix else "")
 
     def describe(self) -> dict:
-        return {"gguf_type": self.gguf_type, "imatrix": self.imatrix,
-                **({"calibration_samples": self.calibration_samples} if self.imatrix else {})}
+        return {
+            "gguf_type": self.gguf_type,
+            "imatrix": self.imatrix,
+            **({"calibration_samples": self.calibration_samples} if self.imatrix else {}),
+        }
 
     def check(self, paths: Optional["PathsConfig"]) -> None:
         super().check(paths)
@@ -110,8 +144,16 @@ class GGUFQuant(QuantConfig):
     def key_parts(self, inputs: BuildInputs) -> list:
         # with a matrix, the file depends on the rows it was computed on, as they were rendered,
         # and on the build of the command-line tools that made it
-        matrix = [Path(inputs.data_dir).name, inputs.system, self.calibration_samples,
-                  *(tool_build(tool_path(t, inputs.llama_cpp_bin)) for t in TOOLS)] if self.imatrix else []
+        matrix = (
+            [
+                Path(inputs.data_dir).name,
+                inputs.system,
+                self.calibration_samples,
+                *(tool_build(tool_path(t, inputs.llama_cpp_bin)) for t in TOOLS),
+            ]
+            if self.imatrix
+            else []
+        )
         return [self.format, self.gguf_type, *matrix]
 
     def tool(self) -> tuple[str, str]:
@@ -126,8 +168,18 @@ class GGUFQuant(QuantConfig):
         elif self.imatrix:
             matrix = importance_matrix(f16, inputs, self.calibration_samples)
             quantizer = tool_path("llama-quantize", inputs.llama_cpp_bin)
-            run_tool([str(quantizer), "--imatrix", str(matrix), str(f16), str(self.artifact_path(out)), self.gguf_type,
-                      str(inputs.threads)], quantizer.name)
+            run_tool(
+                [
+                    str(quantizer),
+                    "--imatrix",
+                    str(matrix),
+                    str(f16),
+                    str(self.artifact_path(out)),
+                    self.gguf_type,
+                    str(inputs.threads),
+                ],
+                quantizer.name,
+            )
         else:
             quantize(f16, self.artifact_path(out), self.gguf_type, inputs.threads)
 
@@ -189,8 +241,9 @@ def check_converter(configured: Optional[str]) -> Path:
 def convert_f16(model_dir: Path, out_file: Path, llama_cpp_dir: Optional[str]) -> None:
     script = check_converter(llama_cpp_dir)
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
-    run_tool([sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"],
-             script.name, env)
+    run_tool(
+        [sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"], script.name, env
+    )
 
 
 def tool_path(name: str, configured: Optional[str]) -> Path:
@@ -250,8 +303,26 @@ def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
         texts = calibration_texts(tokenizer, Path(inputs.data_dir), inputs.system, samples)
         (out / "calibration.txt").write_text("\n".join(texts), encoding="utf-8")
         log.info("importance matrix: llama-imatrix over %d training rows", len(texts))
-        run_tool([str(tool), "-m", str(f16), "-f", str(out / "calibration.txt"), "-o", str(out / "imatrix.gguf"),
-                  "-c", str(IMATRIX_CTX), "-t", str(inputs.threads), "-ngl", "0", "--parse-special", "--no-ppl"], tool.name)
+        run_tool(
+            [
+                str(tool),
+                "-m",
+                str(f16),
+                "-f",
+                str(out / "calibration.txt"),
+                "-o",
+                str(out / "imatrix.gguf"),
+                "-c",
+                str(IMATRIX_CTX),
+                "-t",
+                str(inputs.threads),
+                "-ngl",
+                "0",
+                "--parse-special",
+                "--no-ppl",
+            ],
+            tool.name,
+        )
 
     return cached_dir(Path(inputs.cache_root), "imatrix", key, compute) / "imatrix.gguf"
 

@@ -61,9 +61,11 @@ class GPTQQuant(QuantConfig):
 
     @property
     def name(self) -> str:
-        extras = [f"g{self.group_size}" if self.group_size != DEFAULT_GROUP_SIZE else "",
-                  "act" if self.desc_act else "",
-                  f"cal{self.calibration_samples}" if self.calibration_samples != DEFAULT_CALIBRATION_SAMPLES else ""]
+        extras = [
+            f"g{self.group_size}" if self.group_size != DEFAULT_GROUP_SIZE else "",
+            "act" if self.desc_act else "",
+            f"cal{self.calibration_samples}" if self.calibration_samples != DEFAULT_CALIBRATION_SAMPLES else "",
+        ]
         return "_".join([f"gptq{self.bits}", *filter(None, extras)])
 
     def key_parts(self, inputs: BuildInputs) -> list:
@@ -77,8 +79,9 @@ class GPTQQuant(QuantConfig):
 
         gptqmodel = _import_gptqmodel()
         source, out = source.resolve(), out.resolve()
-        texts = calibration_texts(AutoTokenizer.from_pretrained(source), Path(inputs.data_dir), inputs.system,
-                                  self.calibration_samples)
+        texts = calibration_texts(
+            AutoTokenizer.from_pretrained(source), Path(inputs.data_dir), inputs.system, self.calibration_samples
+        )
         config = gptqmodel.QuantizeConfig(bits=self.bits, group_size=self.group_size, desc_act=self.desc_act)
         # gptqmodel writes its per-layer quantization logs under ./logs: keep them with the artifact
         with contextlib.chdir(out):
@@ -97,8 +100,12 @@ class GPTQQuant(QuantConfig):
         if hardware.device != "cuda":
             return TransformersRuntime(artifact, hardware, threads, lambda device: load_on_cpu(artifact))
         kernel = cuda_kernel(self.bits)
-        rt = TransformersRuntime(artifact, hardware, threads,
-                                 lambda device: load_with_fallback(kernel, lambda backend: load(artifact, device, backend)))
+        rt = TransformersRuntime(
+            artifact,
+            hardware,
+            threads,
+            lambda device: load_with_fallback(kernel, lambda backend: load(artifact, device, backend)),
+        )
         rt.kernel_choice = dataclasses.asdict(kernel)
         return rt
 
@@ -140,7 +147,9 @@ def choose_cuda_kernel(bits: int, capability: tuple[int, int], prewarm_marlin: C
     if bits not in MARLIN_BITS:
         return Kernel(TORCH, fallback_reason=f"Marlin takes {' or '.join(map(str, MARLIN_BITS))} bits, not {bits}")
     if tuple(capability) < MARLIN_MIN_CAPABILITY:
-        return Kernel(TORCH, fallback_reason="Marlin needs compute capability 7.5; this GPU is {}.{}".format(*capability))
+        return Kernel(
+            TORCH, fallback_reason="Marlin needs compute capability 7.5; this GPU is {}.{}".format(*capability)
+        )
     t0 = time.perf_counter()
     error = prewarm_marlin()
     setup_s = time.perf_counter() - t0
@@ -196,7 +205,9 @@ def load(model_dir: Path, device: str, backend: str):
 
     gptqmodel = _import_gptqmodel()
     dtype = torch.bfloat16 if gpu_half_precision(cuda_capability()) == "bf16" else torch.float16
-    return gptqmodel.GPTQModel.load(str(model_dir), device=device, backend=gptqmodel.BACKEND(backend), dtype=dtype).model
+    return gptqmodel.GPTQModel.load(
+        str(model_dir), device=device, backend=gptqmodel.BACKEND(backend), dtype=dtype
+    ).model
 
 
 def load_on_cpu(model_dir: Path):
@@ -212,7 +223,9 @@ def load_on_cpu(model_dir: Path):
         log.warning(
             "GPTQ groups of %d do not tile this model's layer inputs %s: running gptqmodel's plain torch kernel, "
             "several times slower on a CPU than its int4 kernel; quant.group_size=%s tiles them",
-            group, sorted(set(widths)), max(fits, default=-1),
+            group,
+            sorted(set(widths)),
+            max(fits, default=-1),
         )
         backend = gptqmodel.BACKEND.GPTQ_TORCH
     return gptqmodel.GPTQModel.load(str(model_dir), device="cpu", backend=backend).model

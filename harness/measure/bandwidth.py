@@ -66,6 +66,8 @@ def _measure(device: str, threads: int, out: Path) -> None:
     if device == "cuda":
         figure = {"gb_per_s": gpu_copy_gb_per_s(), "method": "torch device-to-device copy, 1 GiB, best of 5"}
     else:
-        figure = {"gb_per_s": cpu_copy_gb_per_s(threads),
-                  "method": f"numpy copy, {threads} threads x {BUFFER_MIB} MiB, best of {ROUNDS}"}
+        figure = {
+            "gb_per_s": cpu_copy_gb_per_s(threads),
+            "method": f"numpy copy, {threads} threads x {BUFFER_MIB} MiB, best of {ROUNDS}",
+        }
     write_json_atomic(out / "bandwidth.json", figure)

@@ -56,5 +56,3 @@ class MeasureConfig:
             raise ConfigError("measure.concurrency must be a non-empty list of levels >= 1, e.g. [1,4,16]")
         if self.slo_p95_ms <= 0:
             raise ConfigError("measure.slo_p95_ms must be > 0 (milliseconds)")
-
-

@@ -74,7 +74,15 @@ def memory_rounds(gguf: Path, threads: int, rounds: int) -> tuple[list[float], l
     """(harness peaks, bare peaks), each from a fresh process, alternating."""
     ours, bare = [], []
     for _ in range(rounds):
-        probe = [sys.executable, "-m", "harness.measure.fidelity", "--probe-memory", str(gguf), "--threads", str(threads)]
+        probe = [
+            sys.executable,
+            "-m",
+            "harness.measure.fidelity",
+            "--probe-memory",
+            str(gguf),
+            "--threads",
+            str(threads),
+        ]
         ours.append(float(subprocess.run(probe, capture_output=True, text=True, check=True).stdout.split()[-1]))
         cmd = [sys.executable, "-c", BARE_PROCESS, str(gguf), str(threads), str(N_CTX), PROBE_PROMPT, str(PROBE_TOKENS)]
         bare.append(float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1]))
@@ -108,8 +116,23 @@ def llama_bench(binary: Path, gguf: Path, threads: int, prompt_tokens: int, gen_
     """llama-bench's mean tokens/s for pp<prompt_tokens> and tg<gen_tokens>."""
     out = {}
     for name, p, n in (("prefill", prompt_tokens, 0), ("decode", 0, gen_tokens)):
-        cmd = [str(binary), "-m", str(gguf), "-t", str(threads), "-p", str(p), "-n", str(n), "-r", str(reps),
-               "-fa", "1", "-o", "json"]
+        cmd = [
+            str(binary),
+            "-m",
+            str(gguf),
+            "-t",
+            str(threads),
+            "-p",
+            str(p),
+            "-n",
+            str(n),
+            "-r",
+            str(reps),
+            "-fa",
+            "1",
+            "-o",
+            "json",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(done.stdout)[0]
         out[name] = (row["avg_ts"], row["stddev_ts"])
@@ -125,7 +148,9 @@ def newest_artifact(cache: Path, gguf_type: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-bench", type=Path, help="llama.cpp's llama-bench binary (make bench-fidelity builds it)")
+    parser.add_argument(
+        "--llama-bench", type=Path, help="llama.cpp's llama-bench binary (make bench-fidelity builds it)"
+    )
     parser.add_argument("--gguf", type=Path, help="default: the newest Q4_K_M artifact in the cache")
     parser.add_argument("--cache", type=Path, default=Path("outputs/cache"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -143,6 +168,14 @@ def main() -> None:
         parser.error("--llama-bench is required (make bench-fidelity builds it)")
 
     gguf = args.gguf or newest_artifact(args.cache, "Q4_K_M")
+    decode_exit = compare_speed(args, gguf)
+    memory_ok = compare_memory(gguf, args.threads, args.rounds)
+    sys.exit(decode_exit or (0 if memory_ok else 1))
+
+
+def compare_speed(args: argparse.Namespace, gguf: Path) -> int:
+    """Alternating rounds of the harness's speed test and llama-bench's on the same file; the
+    table, and the exit code of the decode verdict."""
     cfg = MeasureConfig(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, min_reps=args.reps, min_seconds=0)
     runtime = LlamaCppRuntime(gguf, HardwareConfig(), args.threads)
     rounds_ref, rounds_ours = [], []
@@ -151,35 +184,51 @@ def main() -> None:
         first_ours = round_ % 2 == 1
         if first_ours:
             rounds_ours.append(speed_test(runtime, cfg))
-        rounds_ref.append(llama_bench(args.llama_bench, gguf, args.threads, args.prompt_tokens, args.gen_tokens, args.reps))
+        rounds_ref.append(
+            llama_bench(args.llama_bench, gguf, args.threads, args.prompt_tokens, args.gen_tokens, args.reps)
+        )
         if not first_ours:
             rounds_ours.append(speed_test(runtime, cfg))
 
-    print(f"{gguf} threads={args.threads} pp{args.prompt_tokens} tg{args.gen_tokens} "
-          f"reps={args.reps} rounds={args.rounds} flash_attn=1")
+    print(
+        f"{gguf} threads={args.threads} pp{args.prompt_tokens} tg{args.gen_tokens} "
+        f"reps={args.reps} rounds={args.rounds} flash_attn=1"
+    )
     print(f"{'':8} {'harness tok/s':>20} {'llama-bench tok/s':>20} {'ratio (interval)':>22}  verdict")
     verdicts = {}
     for name in ("prefill", "decode"):
         mine = [r[f"{name}_tokens_per_s"] for r in rounds_ours]
         ref = [r[name][0] for r in rounds_ref]
         ratio, (low, high), verdicts[name] = agreement(mine, ref, TOLERANCE)
-        print(f"{name:8} {statistics.median(mine):9.1f} ({min(mine):.0f}-{max(mine):.0f}) "
-              f"{statistics.median(ref):11.1f} ({min(ref):.0f}-{max(ref):.0f}) "
-              f"{ratio:9.3f} ({low:.3f}-{high:.3f})  {verdicts[name]}")
-    print(f"ratio: the median over rounds of harness / llama-bench, each round's pair run back to back; "
-          f"interval: the median's, over {args.rounds} rounds; band: ±{TOLERANCE:.0%}; "
-          f"UNDECIDED: the interval straddles the band, rerun on quieter cores or with more --rounds")
+        print(
+            f"{name:8} {statistics.median(mine):9.1f} ({min(mine):.0f}-{max(mine):.0f}) "
+            f"{statistics.median(ref):11.1f} ({min(ref):.0f}-{max(ref):.0f}) "
+            f"{ratio:9.3f} ({low:.3f}-{high:.3f})  {verdicts[name]}"
+        )
+    print(
+        f"ratio: the median over rounds of harness / llama-bench, each round's pair run back to back; "
+        f"interval: the median's, over {args.rounds} rounds; band: ±{TOLERANCE:.0%}; "
+        f"UNDECIDED: the interval straddles the band, rerun on quieter cores or with more --rounds"
+    )
+    return EXIT[verdicts["decode"]]
 
-    ours_mib, bare_mib = memory_rounds(gguf, args.threads, args.rounds)
+
+def compare_memory(gguf: Path, threads: int, rounds: int) -> bool:
+    """The harness's measuring process's peak RSS against a bare llama-cpp-python process's."""
+    ours_mib, bare_mib = memory_rounds(gguf, threads, rounds)
     mine, ref = statistics.median(ours_mib), statistics.median(bare_mib)
     memory_ratio = mine / ref
     print(f"\n{'':8} {'harness MiB':>16} {'bare llama-cpp-python MiB':>26} {'ratio':>7}")
-    print(f"{'peak RSS':8} {mine:9.0f} ({min(ours_mib):.0f}-{max(ours_mib):.0f}) "
-          f"{ref:15.0f} ({min(bare_mib):.0f}-{max(bare_mib):.0f}) {memory_ratio:7.3f}")
+    print(
+        f"{'peak RSS':8} {mine:9.0f} ({min(ours_mib):.0f}-{max(ours_mib):.0f}) "
+        f"{ref:15.0f} ({min(bare_mib):.0f}-{max(bare_mib):.0f}) {memory_ratio:7.3f}"
+    )
     memory_ok = abs(1 - memory_ratio) <= MEMORY_TOLERANCE
-    print(f"peak RSS agrees {'within' if memory_ok else 'OUTSIDE'} {MEMORY_TOLERANCE:.0%} of a bare process "
-          f"(n_ctx {N_CTX}, {args.threads} threads, {PROBE_TOKENS} tokens decoded; ranges over {args.rounds} rounds)")
-    sys.exit(EXIT[verdicts["decode"]] or (0 if memory_ok else 1))
+    print(
+        f"peak RSS agrees {'within' if memory_ok else 'OUTSIDE'} {MEMORY_TOLERANCE:.0%} of a bare process "
+        f"(n_ctx {N_CTX}, {threads} threads, {PROBE_TOKENS} tokens decoded; ranges over {rounds} rounds)"
+    )
+    return memory_ok
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from harness.measure.run import test_rows, write_predictions
 from harness.measure.stats import percentile
 from harness.prompt import messages, parse_answer
 from harness.record import Accuracy, Cost, Energy, Latency, Metrics
-from harness.runtimes.openai_compatible import ApiConfig, Completion, EndpointError, OpenAICompatibleRuntime
+from harness.runtimes.config import ApiConfig
+from harness.runtimes.openai_compatible import Completion, EndpointError, OpenAICompatibleRuntime
 
 REMOTE = "remote endpoint: not observable from this machine"
 # This many requests failing in a row means the endpoint is down, not that queries are unlucky.
@@ -38,18 +39,17 @@ def shots(data_dir: Path, k: int) -> list[tuple[str, str]]:
     return [(r["text"], r["intent"]) for batch in rounds for r in batch][:k]
 
 
-def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: str, labels: list[str], out_dir: Path) -> dict:
-    from harness.live import track
+def ask_all(rt: OpenAICompatibleRuntime, rows: list[dict], system: str, examples: list) -> tuple[list, float]:
+    """(every query's completion, in order, the pass's wall seconds), the endpoint's
+    `concurrency` requests in flight.
 
-    rows = test_rows(data_dir, cfg)
-    examples = shots(data_dir, api.few_shot)
-    rt = OpenAICompatibleRuntime(api, cfg.max_new_tokens)  # reachability: checked in the preflight
+    One request that fails after its retries costs that query, not the answers (and tokens)
+    already paid for; a refusal no request escapes, or a dead endpoint, ends the pass."""
+    from harness.live import track
 
     failures_in_a_row = [0]
 
     def ask(row: dict) -> Completion:
-        # One request that fails after its retries costs that query, not the answers (and
-        # tokens) already paid for; a refusal no request escapes, or a dead endpoint, ends the pass.
         t0 = time.perf_counter()
         try:
             done = rt.complete(messages(row["text"], system, examples))
@@ -62,37 +62,55 @@ def measure_hosted(api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: s
         return done
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=api.concurrency) as pool:
-        done = list(track(pool.map(ask, rows), len(rows), f"evaluate ({api.model_name})", "query"))
-    wall = time.perf_counter() - t0
-    answered = [c for c in done if c.error is None]
-    if not answered:
-        raise EndpointError(f"all {len(done)} requests failed; the first: {done[0].error}")
+    with ThreadPoolExecutor(max_workers=rt.api.concurrency) as pool:
+        done = list(track(pool.map(ask, rows), len(rows), f"evaluate ({rt.api.model_name})", "query"))
+    return done, time.perf_counter() - t0
 
-    predicted = [parse_answer(c.text, labels) if c.error is None else None for c in done]
-    write_predictions(out_dir, rows, [c.text for c in done], predicted,
-                      [c.latency_s * 1000 if c.error is None else None for c in done], [c.error for c in done])
-    # latency is the service's, over the requests it answered
+
+def hosted_metrics(
+    api: ApiConfig, rows: list[dict], done: list, wall_s: float, predicted: list, labels: list[str]
+) -> Metrics:
+    """Accuracy, the service's latency over the requests it answered, tokens and cost; speed,
+    memory and energy are not observable behind an endpoint (unmeasured)."""
+    answered = [c for c in done if c.error is None]
     latencies_ms = [c.latency_s * 1000 for c in answered]
     tokens_in, tokens_out = sum(c.tokens_in for c in done), sum(c.tokens_out for c in done)
     cost = (tokens_in * api.usd_per_mtok_in + tokens_out * api.usd_per_mtok_out) / 1e6
-    metrics = Metrics(
-        accuracy=Accuracy(**classification_metrics(
-            [r["intent"] for r in rows], predicted, [r["language"] for r in rows], labels
-        )),
+    gold, languages = [r["intent"] for r in rows], [r["language"] for r in rows]
+    return Metrics(
+        accuracy=Accuracy(**classification_metrics(gold, predicted, languages, labels)),
         latency=Latency(
             latency_p50_ms=percentile(latencies_ms, 50),
             latency_p95_ms=percentile(latencies_ms, 95),
             latency_p99_ms=percentile(latencies_ms, 99),
-            queries_per_s=len(done) / wall,
+            queries_per_s=len(done) / wall_s,
             concurrency=api.concurrency,
             mean_prompt_tokens=tokens_in / len(answered),
             mean_generated_tokens=tokens_out / len(answered),
         ),
-        # speed, memory: not observable behind an endpoint, so left unmeasured (None)
         energy=Energy(energy_unmeasured_reason=REMOTE),
-        cost=Cost(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, cost_usd_per_query=cost / len(done),
-                  failed_requests=len(done) - len(answered)),
+        cost=Cost(
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=cost,
+            cost_usd_per_query=cost / len(done),
+            failed_requests=len(done) - len(answered),
+        ),
     )
-    return {"runtime": {"name": rt.name, "version": rt.version, "base_url": api.base_url,
-                        "model_name": api.model_name}, "metrics": metrics.flat()}
+
+
+def measure_hosted(
+    api: ApiConfig, cfg: MeasureConfig, data_dir: Path, system: str, labels: list[str], out_dir: Path
+) -> dict:
+    rows = test_rows(data_dir, cfg)
+    rt = OpenAICompatibleRuntime(api, cfg.max_new_tokens)  # reachability: checked in the preflight
+    done, wall_s = ask_all(rt, rows, system, shots(data_dir, api.few_shot))
+    if all(c.error is not None for c in done):
+        raise EndpointError(f"all {len(done)} requests failed; the first: {done[0].error}")
+    predicted = [parse_answer(c.text, labels) if c.error is None else None for c in done]
+    latencies = [c.latency_s * 1000 if c.error is None else None for c in done]
+    write_predictions(out_dir, rows, [c.text for c in done], predicted, latencies, [c.error for c in done])
+    return {
+        "runtime": {"name": rt.name, "version": rt.version, "base_url": api.base_url, "model_name": api.model_name},
+        "metrics": hosted_metrics(api, rows, done, wall_s, predicted, labels).flat(),
+    }

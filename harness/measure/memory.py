@@ -100,8 +100,11 @@ class GpuMemoryTracker:
         self.device_peak_bytes = max(self.device_peak_bytes or 0, used)
         if self.process_reason is None:
             try:
-                mine = [p.usedGpuMemory for p in nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
-                        if p.pid == pid and p.usedGpuMemory is not None]
+                mine = [
+                    p.usedGpuMemory
+                    for p in nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
+                    if p.pid == pid and p.usedGpuMemory is not None
+                ]
             except Exception as exc:  # not supported on some vGPU and MIG setups
                 self.process_peak_bytes = None
                 self.process_reason = f"NVML gave no per-process memory ({exc!r})"
@@ -146,14 +149,16 @@ class GpuMemoryTracker:
             # the process was never listed as NVML's (PID namespace) or NVML lists none
             peak, method = self.device_peak_bytes, "nvml_device_used"
             self.process_reason = self.process_reason or (
-                "this process's PID is not among NVML's (a container's PID namespace: NVML reports host PIDs)")
+                "this process's PID is not among NVML's (a container's PID namespace: NVML reports host PIDs)"
+            )
         else:
             peak, method = None, None
         return {
             "peak_vram_mib": mib(peak),
             "vram_method": method,
-            "vram_note": self.unmeasured_reason if peak is None else (
-                self.process_reason if method == "nvml_device_used" else None),
+            "vram_note": self.unmeasured_reason
+            if peak is None
+            else (self.process_reason if method == "nvml_device_used" else None),
             "peak_device_vram_mib": mib(self.device_peak_bytes),
             "device_vram_before_mib": mib(self.device_before_bytes),
             "torch_peak_allocated_mib": mib(self.torch_peaks[0]),

@@ -23,7 +23,7 @@ from harness.formats import QuantConfig
 from harness.hardware import HardwareConfig
 from harness.measure.accuracy import classification_metrics
 from harness.measure.config import MeasureConfig
-from harness.measure.energy import EnergyMeter, cpu_time_estimate_j
+from harness.measure.energy import EnergyMeter, EnergyReading, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_interval, median_std, percentile
 from harness.prompt import answer, parse_answer
@@ -74,8 +74,10 @@ def label_trie(rt: Runtime, labels: list[str], max_new_tokens: int) -> AnswerTri
 
     trie = AnswerTrie([rt.tokenize(answer(label)) for label in labels], rt.eos_ids)
     if trie.longest > max_new_tokens:
-        raise ConfigError(f"the longest answer is {trie.longest} tokens, more than measure.max_new_tokens="
-                          f"{max_new_tokens}: set measure.max_new_tokens={trie.longest}")
+        raise ConfigError(
+            f"the longest answer is {trie.longest} tokens, more than measure.max_new_tokens="
+            f"{max_new_tokens}: set measure.max_new_tokens={trie.longest}"
+        )
     return trie
 
 
@@ -96,8 +98,13 @@ def greedy_answer(rt: Runtime, prompt_ids: list[int], max_new_tokens: int, trie:
     return Answer(rt.detokenize(text_ids), len(prompt_ids), len(produced), ttft, latency)
 
 
-def batched_answers(rt: BatchingRuntime, prompts: list[list[int]], batch_size: int, max_new_tokens: int,
-                    trie: Optional[AnswerTrie] = None) -> list[str]:
+def batched_answers(
+    rt: BatchingRuntime,
+    prompts: list[list[int]],
+    batch_size: int,
+    max_new_tokens: int,
+    trie: Optional[AnswerTrie] = None,
+) -> list[str]:
     """Answers to every prompt, `batch_size` at a time; prompts of similar length share a
     batch (less padding), answers come back in the prompts' order."""
     from harness.live import Progress
@@ -169,9 +176,8 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
         if size == 1:
             by_batch["1"] = tg_median
         elif isinstance(rt, BatchingRuntime):
-            by_batch[str(size)] = median_std(
-                [size * cfg.gen_tokens / s for s in _repeat(lambda: _batched_decode(rt, prompt[:1], size, cfg.gen_tokens), cfg)]
-            )[0]
+            seconds = _repeat(lambda n=size: _batched_decode(rt, prompt[:1], n, cfg.gen_tokens), cfg)
+            by_batch[str(size)] = median_std([size * cfg.gen_tokens / s for s in seconds])[0]
         else:
             by_batch[str(size)] = None  # this runtime decodes one sequence at a time
     return {
@@ -187,8 +193,16 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
     }
 
 
-def load_curve(rt: Runtime, prompts: list[list[int]], timed: list[int], answers: list[Answer], levels: list[int],
-               max_new_tokens: int, trie: Optional[AnswerTrie], correct: Callable[[int, str], bool]) -> list[dict]:
+def load_curve(
+    rt: Runtime,
+    prompts: list[list[int]],
+    timed: list[int],
+    answers: list[Answer],
+    levels: list[int],
+    max_new_tokens: int,
+    trie: Optional[AnswerTrie],
+    correct: Callable[[int, str], bool],
+) -> list[dict]:
     """Throughput, latency and accuracy at each concurrency level, over the batch-1 pass's
     queries (`timed`, answered as `answers`). Level 1 is that pass; a higher level answers the
     same queries that many at a time, each batch static (a query waits for its whole batch, as
@@ -197,15 +211,22 @@ def load_curve(rt: Runtime, prompts: list[list[int]], timed: list[int], answers:
     from harness.live import Progress
 
     def level(concurrency: int, texts: list[str], latencies_ms: list[float], seconds: float) -> dict:
-        return {"concurrency": concurrency, "queries_per_s": len(texts) / seconds,
-                "latency_p50_ms": percentile(latencies_ms, 50), "latency_p95_ms": percentile(latencies_ms, 95),
-                "accuracy": sum(correct(i, t) for i, t in zip(timed, texts)) / len(texts),
-                "agreement": sum(t == a.text for t, a in zip(texts, answers)) / len(texts)}
+        return {
+            "concurrency": concurrency,
+            "queries_per_s": len(texts) / seconds,
+            "latency_p50_ms": percentile(latencies_ms, 50),
+            "latency_p95_ms": percentile(latencies_ms, 95),
+            "accuracy": sum(correct(i, t) for i, t in zip(timed, texts)) / len(texts),
+            "agreement": sum(t == a.text for t, a in zip(texts, answers)) / len(texts),
+        }
 
     curve = []
     if 1 in levels:
-        curve.append(level(1, [a.text for a in answers], [a.latency_s * 1000 for a in answers],
-                           sum(a.latency_s for a in answers)))
+        curve.append(
+            level(
+                1, [a.text for a in answers], [a.latency_s * 1000 for a in answers], sum(a.latency_s for a in answers)
+            )
+        )
     if not isinstance(rt, BatchingRuntime):
         return curve
     for concurrency in sorted(set(levels) - {1}):
@@ -233,7 +254,11 @@ def test_rows(data_dir: Path, cfg: MeasureConfig) -> list[dict]:
 
 
 def write_predictions(
-    out_dir: Path, rows: list[dict], raw: list[str], predicted: list, latencies_ms: list[Optional[float]],
+    out_dir: Path,
+    rows: list[dict],
+    raw: list[str],
+    predicted: list,
+    latencies_ms: list[Optional[float]],
     errors: Optional[list[Optional[str]]] = None,
 ) -> None:
     """Every test query with the model's raw answer and its parse, for auditing (latency
@@ -241,8 +266,20 @@ def write_predictions(
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for i, (row, text, p, ms) in enumerate(zip(rows, raw, predicted, latencies_ms)):
             error = {"error": errors[i]} if errors and errors[i] else {}
-            f.write(json.dumps({**row, "raw_answer": text, "predicted": p, "correct": p == row["intent"],
-                                "latency_ms": ms, **error}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        **row,
+                        "raw_answer": text,
+                        "predicted": p,
+                        "correct": p == row["intent"],
+                        "latency_ms": ms,
+                        **error,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
 
 
 def held_libraries() -> list[str]:
@@ -250,103 +287,158 @@ def held_libraries() -> list[str]:
     return sorted(name for name in HEAVY_LIBRARIES if name in sys.modules)
 
 
-def measure(spec: MeasureSpec) -> dict:
+@dataclass
+class Served:
+    """What the serving window measured: the model loaded, the batch-1 pass and the speed test,
+    with the process's peak memory over them (a server's footprint)."""
+
+    rt: Runtime
+    prompts: list[list[int]]
+    trie: Optional[AnswerTrie]
+    batch: int  # the accuracy pass's batch size (1 where the runtime cannot batch)
+    timed: list[int]  # the queries of the batch-1 pass
+    answers: list[Answer]
+    eval_cpu_s: float
+    energy: EnergyReading
+    speed: dict
+    memory: dict
+
+
+def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
+    """Load the artifact, answer the batch-1 queries (energy and CPU time over them), run the
+    speed test; memory sampled throughout."""
     import psutil
 
     from harness.live import track
 
-    rows = test_rows(Path(spec.data_dir), spec.measure)
-    assert len(rows) == len(spec.prompts), "the prompts were rendered from another test split"
     process = psutil.Process()
-    rss_before_load = process.memory_info().rss / 2**20
     spec.quant.prepare_kernels(spec.hardware)  # a one-time kernel build is not the load's time
+    max_new = spec.measure.max_new_tokens
     with PeakRSSSampler() as rss, GpuMemoryTracker(spec.hardware.device) as vram:
         t0 = time.perf_counter()
         rt = spec.quant.open(Path(spec.artifact), spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
         prompts = [rt.tokenize(text) for text in spec.prompts]
-        max_new = spec.measure.max_new_tokens
         trie = label_trie(rt, spec.labels, max_new) if spec.measure.decoding == "labels" else None
         greedy_answer(rt, prompts[0], max_new, trie)  # warm-up
         batch = spec.measure.eval_batch_size if isinstance(rt, BatchingRuntime) else 1
         everyone = list(range(len(prompts)))
         timed = everyone if batch == 1 else spread(everyone, spec.measure.latency_samples)
-
-        answers: list[Answer] = []
         cpu_before = process.cpu_times()
         with EnergyMeter(spec.hardware.device) as energy:
-            for i in track(timed, len(timed), f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)", "query"):
-                answers.append(greedy_answer(rt, prompts[i], max_new, trie))
+            label = f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)"
+            answers = [greedy_answer(rt, prompts[i], max_new, trie) for i in track(timed, len(timed), label, "query")]
         cpu_after = process.cpu_times()
-        batch1_s = sum(a.latency_s for a in answers)
-        eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         speed = speed_test(rt, spec.measure)
-    # The batched accuracy pass comes last, outside the memory windows above (torch's peaks
-    # included: they were read as that window closed): its padded batches would charge a
-    # serving-at-batch-1 footprint with memory it never needs. It has figures of its own.
+    memory = {
+        "peak_rss_mib": rss.peak_mib,
+        "rss_before_load_mib": rss_before_load,
+        "peak_rss_over_baseline_mib": rss.peak_mib - rss_before_load,
+        "model_mib": rt.model_mib,
+        "load_s": load_s,
+        **vram.report(),
+    }
+    eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    return Served(rt, prompts, trie, batch, timed, answers, eval_cpu_s, energy.reading, speed, memory)
+
+
+def accuracy_pass(spec: MeasureSpec, served: Served, rows: list[dict]) -> tuple[list[str], float, list[dict], dict]:
+    """(every query's answer, the pass's seconds, the load curve, the pass's own memory peaks).
+
+    It comes after the serving window, outside it (torch's peaks included: they were read as
+    that window closed): its padded batches would charge a serving-at-batch-1 footprint with
+    memory it never needs."""
+    s, max_new = served, spec.measure.max_new_tokens
+
     def correct(i: int, text: str) -> bool:
         return parse_answer(text, spec.labels) == rows[i]["intent"]
 
-    batch_memory = {}
-    if batch == 1:
-        texts = [a.text for a in answers]
-        accuracy_pass_s = batch1_s
-        curve = load_curve(rt, prompts, timed, answers, spec.measure.concurrency, max_new, trie, correct)
-    else:
-        with PeakRSSSampler() as batch_rss, GpuMemoryTracker(spec.hardware.device) as batch_vram:
-            t0 = time.perf_counter()
-            texts = batched_answers(rt, prompts, batch, max_new, trie)
-            accuracy_pass_s = time.perf_counter() - t0
-            curve = load_curve(rt, prompts, timed, answers, spec.measure.concurrency, max_new, trie, correct)
-        batch_vram_figures = batch_vram.report()
-        batch_memory = {"accuracy_pass_peak_rss_mib": batch_rss.peak_mib,
-                        "accuracy_pass_peak_vram_mib": batch_vram_figures["peak_vram_mib"],
-                        "accuracy_pass_torch_peak_allocated_mib": batch_vram_figures["torch_peak_allocated_mib"]}
+    def curve() -> list[dict]:
+        return load_curve(s.rt, s.prompts, s.timed, s.answers, spec.measure.concurrency, max_new, s.trie, correct)
 
-    agreement = None if batch == 1 else sum(texts[i] == a.text for i, a in zip(timed, answers)) / len(answers)
-    predictions = [parse_answer(text, spec.labels) for text in texts]
-    latencies_ms = [a.latency_s * 1000 for a in answers]
-    latency_of = dict(zip(timed, latencies_ms))
-    write_predictions(Path(spec.out_dir), rows, texts, predictions, [latency_of.get(i) for i in everyone])
+    if s.batch == 1:
+        return [a.text for a in s.answers], sum(a.latency_s for a in s.answers), curve(), {}
+    with PeakRSSSampler() as rss, GpuMemoryTracker(spec.hardware.device) as vram:
+        t0 = time.perf_counter()
+        texts = batched_answers(s.rt, s.prompts, s.batch, max_new, s.trie)
+        seconds = time.perf_counter() - t0
+        load = curve()
+    figures = vram.report()
+    memory = {
+        "accuracy_pass_peak_rss_mib": rss.peak_mib,
+        "accuracy_pass_peak_vram_mib": figures["peak_vram_mib"],
+        "accuracy_pass_torch_peak_allocated_mib": figures["torch_peak_allocated_mib"],
+    }
+    return texts, seconds, load, memory
 
-    ttft_ms = [a.ttft_s * 1000 for a in answers]
-    generated = sum(a.generated_tokens for a in answers)
-    joules = energy.reading.joules
-    watts = spec.hardware.cpu_watts_per_core
-    estimate = cpu_time_estimate_j(eval_cpu_s, watts) if watts else None
-    metrics = Metrics(
-        accuracy=Accuracy(**classification_metrics(
-            [r["intent"] for r in rows], predictions, [r["language"] for r in rows], spec.labels
-        ), batch_agreement=agreement),
-        latency=Latency(
-            latency_p50_ms=percentile(latencies_ms, 50),
-            latency_p95_ms=percentile(latencies_ms, 95),
-            latency_p99_ms=percentile(latencies_ms, 99),
-            ttft_p50_ms=percentile(ttft_ms, 50),
-            queries_per_s=len(answers) / batch1_s,
-            latency_samples=len(answers),
-            eval_batch_size=batch,
-            accuracy_pass_queries_per_s=len(rows) / accuracy_pass_s,
-            load_curve=curve,
-            mean_prompt_tokens=sum(a.prompt_tokens for a in answers) / len(answers),
-            mean_generated_tokens=generated / len(answers),
-        ),
-        speed=Speed(**speed),
-        memory=Memory(peak_rss_mib=rss.peak_mib, rss_before_load_mib=rss_before_load,
-                      peak_rss_over_baseline_mib=rss.peak_mib - rss_before_load, **batch_memory,
-                      model_mib=rt.model_mib, load_s=load_s, **vram.report()),
-        energy=Energy(
-            energy_j=joules,
-            energy_j_per_query=joules / len(answers) if joules is not None else None,
-            energy_j_per_token=joules / generated if joules is not None else None,
-            energy_method=energy.reading.method,
-            energy_unmeasured_reason=energy.reading.reason,
-            eval_cpu_s=eval_cpu_s,
-            energy_estimate_j_per_query=estimate / len(answers) if estimate is not None else None,
-            energy_estimate_method=f"cpu_time_x_{watts:g}W_per_core" if watts else None,
-        ),
+
+def latency_section(s: Served, n_queries: int, accuracy_pass_s: float, curve: list[dict]) -> Latency:
+    latencies_ms = [a.latency_s * 1000 for a in s.answers]
+    return Latency(
+        latency_p50_ms=percentile(latencies_ms, 50),
+        latency_p95_ms=percentile(latencies_ms, 95),
+        latency_p99_ms=percentile(latencies_ms, 99),
+        ttft_p50_ms=percentile([a.ttft_s * 1000 for a in s.answers], 50),
+        queries_per_s=len(s.answers) / sum(a.latency_s for a in s.answers),
+        latency_samples=len(s.answers),
+        eval_batch_size=s.batch,
+        accuracy_pass_queries_per_s=n_queries / accuracy_pass_s,
+        load_curve=curve,
+        mean_prompt_tokens=sum(a.prompt_tokens for a in s.answers) / len(s.answers),
+        mean_generated_tokens=sum(a.generated_tokens for a in s.answers) / len(s.answers),
     )
-    runtime = {"name": rt.name, "version": rt.version, "threads": spec.threads, "kernel": rt.kernel,
-               "kernel_choice": rt.kernel_choice, "process_held": held_libraries(), "devices": rt.devices,
-               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def energy_section(s: Served, watts_per_core: Optional[float]) -> Energy:
+    """Measured energy where a counter was read; an estimate only where asked for, apart."""
+    joules, n = s.energy.joules, len(s.answers)
+    generated = sum(a.generated_tokens for a in s.answers)
+    estimate = cpu_time_estimate_j(s.eval_cpu_s, watts_per_core) if watts_per_core else None
+    return Energy(
+        energy_j=joules,
+        energy_j_per_query=joules / n if joules is not None else None,
+        energy_j_per_token=joules / generated if joules is not None else None,
+        energy_method=s.energy.method,
+        energy_unmeasured_reason=s.energy.reason,
+        eval_cpu_s=s.eval_cpu_s,
+        energy_estimate_j_per_query=estimate / n if estimate is not None else None,
+        energy_estimate_method=f"cpu_time_x_{watts_per_core:g}W_per_core" if watts_per_core else None,
+    )
+
+
+def measure(spec: MeasureSpec) -> dict:
+    """The whole measurement: serving window, accuracy pass and load curve, then the record's
+    runtime and metrics sections; every answer written to predictions.jsonl."""
+    import psutil
+
+    rows = test_rows(Path(spec.data_dir), spec.measure)
+    assert len(rows) == len(spec.prompts), "the prompts were rendered from another test split"
+    served = serve(spec, psutil.Process().memory_info().rss / 2**20)
+    texts, accuracy_pass_s, curve, batch_memory = accuracy_pass(spec, served, rows)
+    timed, answers = served.timed, served.answers
+    agreement = None if served.batch == 1 else sum(texts[i] == a.text for i, a in zip(timed, answers)) / len(answers)
+    predictions = [parse_answer(text, spec.labels) for text in texts]
+    latency_of = {i: a.latency_s * 1000 for i, a in zip(timed, answers)}
+    write_predictions(Path(spec.out_dir), rows, texts, predictions, [latency_of.get(i) for i in range(len(rows))])
+    gold, languages = [r["intent"] for r in rows], [r["language"] for r in rows]
+    metrics = Metrics(
+        accuracy=Accuracy(
+            **classification_metrics(gold, predictions, languages, spec.labels), batch_agreement=agreement
+        ),
+        latency=latency_section(served, len(rows), accuracy_pass_s, curve),
+        speed=Speed(**served.speed),
+        memory=Memory(**served.memory, **batch_memory),
+        energy=energy_section(served, spec.hardware.cpu_watts_per_core),
+    )
+    rt = served.rt
+    runtime = {
+        "name": rt.name,
+        "version": rt.version,
+        "threads": spec.threads,
+        "kernel": rt.kernel,
+        "kernel_choice": rt.kernel_choice,
+        "process_held": held_libraries(),
+        "devices": rt.devices,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     return {"runtime": runtime, "metrics": metrics.flat()}

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from harness.report import results
-from harness.report.decision import ReportConfig
+from harness.report.config import ReportConfig
 from harness.report.records import collect
 from harness.report.summary import print_table
 from harness.report.write import write_report
@@ -30,23 +30,34 @@ def render(csv_path: Path, readme: Path | None, title: str | None = None) -> Non
     print(f"results page: {md}")
     if readme is not None:
         rows = results.read_csv(csv_path)
-        readme.write_text(results.readme_with_table(readme.read_text(encoding="utf-8"), csv_path.stem, rows), encoding="utf-8")
+        readme.write_text(
+            results.readme_with_table(readme.read_text(encoding="utf-8"), csv_path.stem, rows), encoding="utf-8"
+        )
         print(f"README table: {readme}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dirs", nargs="*", type=Path, default=[Path("outputs")], help="where to look for record.json files")
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "dirs", nargs="*", type=Path, default=[Path("outputs")], help="where to look for record.json files"
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/report"), help="where the report goes")
     parser.add_argument("--title", default="slm-harness: accuracy vs speed, memory and energy")
     parser.add_argument("--results", type=Path, metavar="PATH", help="keep the records as PATH.csv and render PATH.md")
     parser.add_argument("--command", help="with --results: the command that produced the records")
     parser.add_argument("--render", type=Path, metavar="CSV", help="render a results page again from its CSV")
-    parser.add_argument("--readme", type=Path, help="with --results or --render: refresh this README's copy of the table")
+    parser.add_argument(
+        "--readme", type=Path, help="with --results or --render: refresh this README's copy of the table"
+    )
     parser.add_argument("--baseline", help="the variant the others are compared with (default: the largest artifact)")
-    parser.add_argument("--min-relative-accuracy", type=float, default=ReportConfig.min_relative_accuracy,
-                        help="the gate: lower 95%% bound of accuracy relative to the baseline's (default %(default)s)")
+    parser.add_argument(
+        "--min-relative-accuracy",
+        type=float,
+        default=ReportConfig.min_relative_accuracy,
+        help="the gate: lower 95%% bound of accuracy relative to the baseline's (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     cfg = ReportConfig(args.baseline, args.min_relative_accuracy)
     if args.render:

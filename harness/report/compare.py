@@ -51,8 +51,13 @@ def mcnemar_exact_p(fixed: int, broken: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_bootstrap(baseline: Sequence[bool], variant: Sequence[bool], clusters: Sequence[str],
-                     resamples: int = RESAMPLES, seed: int = 0) -> tuple[tuple[float, float], tuple[float, float]]:
+def paired_bootstrap(
+    baseline: Sequence[bool],
+    variant: Sequence[bool],
+    clusters: Sequence[str],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """95% percentile intervals of (variant - baseline accuracy, variant / baseline accuracy)
     over `resamples` draws of whole clusters with replacement (seeded: the same answers give
     the same interval)."""
@@ -82,8 +87,15 @@ def paired(baseline: Sequence[bool], variant: Sequence[bool], clusters: Sequence
     fixed = sum(v and not b for b, v in zip(baseline, variant))
     broken = sum(b and not v for b, v in zip(baseline, variant))
     difference_ci, relative_ci = paired_bootstrap(baseline, variant, clusters)
-    return Paired(len(baseline), fixed, broken, (fixed - broken) / len(baseline), difference_ci, relative_ci,
-                  mcnemar_exact_p(fixed, broken))
+    return Paired(
+        len(baseline),
+        fixed,
+        broken,
+        (fixed - broken) / len(baseline),
+        difference_ci,
+        relative_ci,
+        mcnemar_exact_p(fixed, broken),
+    )
 
 
 def cluster_of(row: dict) -> str:
@@ -125,8 +137,14 @@ def compare(baseline_rows: list[dict], variant_rows: list[dict], min_relative_ac
     by_language = {}
     for lang in languages:
         idx = [i for i, r in enumerate(baseline_rows) if r["language"] == lang]
-        by_language[lang] = paired([baseline_rows[i]["correct"] for i in idx], [variant_rows[i]["correct"] for i in idx],
-                                   [cluster_of(baseline_rows[i]) for i in idx])
-    overall = paired([r["correct"] for r in baseline_rows], [r["correct"] for r in variant_rows],
-                     [cluster_of(r) for r in baseline_rows])
+        by_language[lang] = paired(
+            [baseline_rows[i]["correct"] for i in idx],
+            [variant_rows[i]["correct"] for i in idx],
+            [cluster_of(baseline_rows[i]) for i in idx],
+        )
+    overall = paired(
+        [r["correct"] for r in baseline_rows],
+        [r["correct"] for r in variant_rows],
+        [cluster_of(r) for r in baseline_rows],
+    )
     return Comparison(overall, by_language, min_relative_accuracy)

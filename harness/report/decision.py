@@ -9,31 +9,14 @@ the report and the committed results pages."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from harness.errors import ConfigError
 from harness.report.compare import compare
+from harness.report.config import ReportConfig
 from harness.report.pareto import baseline_index
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
-
-
-@dataclass
-class ReportConfig:
-    """The `report` section of a job's config: how a sweep's report judges its variants."""
-
-    # The variant the others are compared with, as the report names it (e.g. fp32); None: the
-    # largest artifact, the unquantized one where there is one.
-    baseline: Optional[str] = None
-    # The gate: a variant passes when the lower 95% bound of its accuracy relative to the
-    # baseline's is at least this, overall and in every language.
-    min_relative_accuracy: float = 0.99
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_relative_accuracy <= 1.5:
-            raise ConfigError(f"report.min_relative_accuracy={self.min_relative_accuracy} must be in (0, 1.5]: "
-                              "e.g. 0.99 for 99% of the baseline's accuracy")
 
 
 def _predictions(record: dict) -> Optional[list[dict]]:
@@ -82,12 +65,19 @@ def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> l
     """One row per variant (the records and their `points`, in the same order)."""
     base = baseline_of(compared, cfg)
     base_rows = _predictions(records[base])
-    hosted = [(p["variant"], r["metrics"]["cost_usd_per_query"]) for r, p in zip(records, compared)
-              if r["metrics"].get("cost_usd_per_query")]
+    hosted = [
+        (p["variant"], r["metrics"]["cost_usd_per_query"])
+        for r, p in zip(records, compared)
+        if r["metrics"].get("cost_usd_per_query")
+    ]
     out = []
     for i, (record, p) in enumerate(zip(records, compared)):
-        row: dict[str, Any] = {"variant": p["variant"], "baseline": compared[base]["variant"],
-                               "min_relative_accuracy": cfg.min_relative_accuracy, **serving_figures(record)}
+        row: dict[str, Any] = {
+            "variant": p["variant"],
+            "baseline": compared[base]["variant"],
+            "min_relative_accuracy": cfg.min_relative_accuracy,
+            **serving_figures(record),
+        }
         rows = _predictions(record)
         if i == base:
             row["verdict"] = "baseline"
@@ -99,13 +89,21 @@ def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> l
                 out.append(row)
                 continue
             o = c.overall
-            row.update({
-                "fixed": o.fixed, "broken": o.broken, "mcnemar_p": o.mcnemar_p,
-                "accuracy_difference": o.difference, "accuracy_difference_ci95_low": o.difference_ci95[0],
-                "accuracy_difference_ci95_high": o.difference_ci95[1], "verdict": o.verdict,
-                "relative_accuracy_ci95_low": o.relative_ci95[0], "gate": "pass" if c.passes else "fail",
-                "gate_failing_languages": " ".join(c.failing_languages), "hurt_most": c.hurt_most or "",
-            })
+            row.update(
+                {
+                    "fixed": o.fixed,
+                    "broken": o.broken,
+                    "mcnemar_p": o.mcnemar_p,
+                    "accuracy_difference": o.difference,
+                    "accuracy_difference_ci95_low": o.difference_ci95[0],
+                    "accuracy_difference_ci95_high": o.difference_ci95[1],
+                    "verdict": o.verdict,
+                    "relative_accuracy_ci95_low": o.relative_ci95[0],
+                    "gate": "pass" if c.passes else "fail",
+                    "gate_failing_languages": " ".join(c.failing_languages),
+                    "hurt_most": c.hurt_most or "",
+                }
+            )
         price = row["usd_per_hour"]
         for name, per_query in hosted:
             if price and name != p["variant"]:
@@ -119,17 +117,37 @@ def _fmt(row: dict, key: str, fmt: str, missing: str = "") -> str:
     return missing if value is None or value == "" else fmt.format(value)
 
 
-HEADERS = ["variant", "fixed / broken", "McNemar p", "difference (95% CI)", "verdict", "gate", "relative low",
-           "languages failing", "hurt most", "capacity q/s (at)", "USD / M queries", "bandwidth"]
+HEADERS = [
+    "variant",
+    "fixed / broken",
+    "McNemar p",
+    "difference (95% CI)",
+    "verdict",
+    "gate",
+    "relative low",
+    "languages failing",
+    "hurt most",
+    "capacity q/s (at)",
+    "USD / M queries",
+    "bandwidth",
+]
 
 
 def cells(row: dict) -> list[str]:
     """A decision row as table cells; the baseline's comparison cells are empty."""
     compared = row.get("verdict") not in (None, "baseline")
-    diff = ("{:+.3f} ({:+.3f} to {:+.3f})".format(row["accuracy_difference"], row["accuracy_difference_ci95_low"],
-                                                  row["accuracy_difference_ci95_high"]) if compared else "")
-    capacity = ("unmeasured" if row.get("capacity_queries_per_s") is None else
-                "{:.1f} ({} at a time)".format(row["capacity_queries_per_s"], row["capacity_concurrency"]))
+    diff = (
+        "{:+.3f} ({:+.3f} to {:+.3f})".format(
+            row["accuracy_difference"], row["accuracy_difference_ci95_low"], row["accuracy_difference_ci95_high"]
+        )
+        if compared
+        else ""
+    )
+    capacity = (
+        "unmeasured"
+        if row.get("capacity_queries_per_s") is None
+        else "{:.1f} ({} at a time)".format(row["capacity_queries_per_s"], row["capacity_concurrency"])
+    )
     return [
         row["variant"],
         "{} / {}".format(row["fixed"], row["broken"]) if compared else "",
@@ -148,14 +166,19 @@ def cells(row: dict) -> list[str]:
 
 def caption(rows: list[dict]) -> str:
     r = rows[0]
-    price = f"${r['usd_per_hour']:g} per machine-hour (hardware.usd_per_hour)" if r.get("usd_per_hour") else \
-        "no machine price (set hardware.usd_per_hour)"
-    return (f"Against {r['baseline']}, paired query by query. Difference: the 95% interval from a bootstrap over "
-            f"phrasing clusters; verdict from that interval. Gate: the lower 95% bound of accuracy relative to "
-            f"the baseline's is at least {r['min_relative_accuracy']:g}, overall and in every language. "
-            f"Capacity: the highest throughput whose p95 latency is at most {_fmt(r, 'slo_p95_ms', '{:g}')} ms "
-            f"(measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per second while decoding, as a "
-            "share of the measured memory bandwidth.")
+    price = (
+        f"${r['usd_per_hour']:g} per machine-hour (hardware.usd_per_hour)"
+        if r.get("usd_per_hour")
+        else "no machine price (set hardware.usd_per_hour)"
+    )
+    return (
+        f"Against {r['baseline']}, paired query by query. Difference: the 95% interval from a bootstrap over "
+        f"phrasing clusters; verdict from that interval. Gate: the lower 95% bound of accuracy relative to "
+        f"the baseline's is at least {r['min_relative_accuracy']:g}, overall and in every language. "
+        f"Capacity: the highest throughput whose p95 latency is at most {_fmt(r, 'slo_p95_ms', '{:g}')} ms "
+        f"(measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per second while decoding, as a "
+        "share of the measured memory bandwidth."
+    )
 
 
 def markdown(rows: list[dict]) -> str:

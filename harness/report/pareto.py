@@ -104,8 +104,12 @@ def versus(point: Mapping, base: Mapping) -> str:
     parts = []
     if point.get(SPEED.key) and base.get(SPEED.key):
         parts.append(f"{noise(SPEED)}{point[SPEED.key] / base[SPEED.key]:.1f}x decode tok/s")
-    parts += [pct(LATENCY.key, "latency p50"), pct(MEMORY.key, "peak memory"), pct("size_mib", "size"),
-              pct(ENERGY.key, "energy/query")]
+    parts += [
+        pct(LATENCY.key, "latency p50"),
+        pct(MEMORY.key, "peak memory"),
+        pct("size_mib", "size"),
+        pct(ENERGY.key, "energy/query"),
+    ]
     if point.get(ACCURACY.key) is not None and base.get(ACCURACY.key) is not None:
         parts.append(f"{noise(ACCURACY)}{100 * (point[ACCURACY.key] - base[ACCURACY.key]):+.1f} pt accuracy")
     return ", ".join(p for p in parts if p)

@@ -16,17 +16,44 @@ from typing import Any, Optional
 
 from harness.record import OK
 from harness.report import decision
-from harness.report.decision import ReportConfig
+from harness.report.config import ReportConfig
 from harness.report.records import by_hardware, cell, points
 
 # What a row says of where its figures come from; a page states each once, above its table.
-PROVENANCE = ("model", "train", "hardware", "machine", "test_queries", "dataset", "measure_version", "measured_on",
-              "commit", "command")
+PROVENANCE = (
+    "bandwidth_method",
+    "model",
+    "train",
+    "hardware",
+    "machine",
+    "test_queries",
+    "dataset",
+    "measure_version",
+    "measured_on",
+    "commit",
+    "command",
+)
 # The figures a row keeps, as `records.point` names them.
-FIGURES = ("size_mib", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "invalid_rate",
-           "decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high",
-           "prefill_tokens_per_s", "latency_p50_ms", "latency_p95_ms", "peak_memory_mib", "memory_kind",
-           "batch_agreement", "energy_j_per_query", "energy_method", "train_wall_s", "quantize_wall_s")
+FIGURES = (
+    "size_mib",
+    "accuracy",
+    "accuracy_ci95_low",
+    "accuracy_ci95_high",
+    "invalid_rate",
+    "decode_tokens_per_s",
+    "decode_tokens_per_s_ci95_low",
+    "decode_tokens_per_s_ci95_high",
+    "prefill_tokens_per_s",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "peak_memory_mib",
+    "memory_kind",
+    "batch_agreement",
+    "energy_j_per_query",
+    "energy_method",
+    "train_wall_s",
+    "quantize_wall_s",
+)
 LANGUAGE_PREFIX = "accuracy_"
 
 
@@ -42,23 +69,27 @@ def rows_from_records(records: list[dict], command: str, cfg: ReportConfig) -> l
     for record, p in zip(ok, points(ok)):
         env = record.get("environment") or {}
         by_language = record["metrics"].get("accuracy_by_language") or {}
-        out.append({
-            "variant": p["variant"],
-            "runtime": record["runtime"]["name"],
-            **{k: p.get(k) for k in FIGURES},
-            **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
-            "model": p["model"],
-            "train": p["train"],
-            "hardware": p["hardware"],
-            "machine": p["machine"],
-            "test_queries": record["metrics"].get("n_samples"),
-            "dataset": record["keys"].get("dataset"),
-            "measure_version": record.get("measure_version"),
-            "measured_on": (env.get("measured_at") or "")[:10],
-            "commit": (env.get("git_commit") or "")[:12],
-            "command": command,
-            **judged[record["keys"]["record"]],
-        })
+        out.append(
+            {
+                "variant": p["variant"],
+                "runtime": record["runtime"]["name"],
+                **{k: p.get(k) for k in FIGURES},
+                **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
+                "model": p["model"],
+                "train": p["train"],
+                "hardware": p["hardware"],
+                "machine": p["machine"],
+                "test_queries": record["metrics"].get("n_samples"),
+                "dataset": record["keys"].get("dataset"),
+                "measure_version": record.get("measure_version"),
+                "bandwidth_gb_per_s": (record.get("bandwidth") or {}).get("gb_per_s"),
+                "bandwidth_method": (record.get("bandwidth") or {}).get("method"),
+                "measured_on": (env.get("measured_at") or "")[:10],
+                "commit": (env.get("git_commit") or "")[:12],
+                "command": command,
+                **judged[record["keys"]["record"]],
+            }
+        )
     return out
 
 
@@ -90,25 +121,48 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def languages(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({k[len(LANGUAGE_PREFIX):] for row in rows for k in row
-                   if k.startswith(LANGUAGE_PREFIX) and len(k) == len(LANGUAGE_PREFIX) + 2})
+    return sorted(
+        {
+            k[len(LANGUAGE_PREFIX) :]
+            for row in rows
+            for k in row
+            if k.startswith(LANGUAGE_PREFIX) and len(k) == len(LANGUAGE_PREFIX) + 2
+        }
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The results table in Markdown: one row per variant, accuracy per language beside it."""
     langs = languages(rows)
-    headers = ["variant", "runtime", "size MiB", "accuracy (95% CI)", *langs, "decode tok/s (95% CI)",
-               "p50 ms", "peak MiB", "batch agreement", "J/query"]
+    headers = [
+        "variant",
+        "runtime",
+        "size MiB",
+        "accuracy (95% CI)",
+        *langs,
+        "decode tok/s (95% CI)",
+        "p50 ms",
+        "peak MiB",
+        "batch agreement",
+        "J/query",
+    ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
         cells = [
-            r["variant"], r["runtime"], cell(r, "size_mib", "{:.0f}"),
+            r["variant"],
+            r["runtime"],
+            cell(r, "size_mib", "{:.0f}"),
             cell(r, ("accuracy", "accuracy_ci95_low", "accuracy_ci95_high"), "{:.3f} ({:.3f}-{:.3f})"),
             *(cell(r, f"{LANGUAGE_PREFIX}{lang}", "{:.2f}") for lang in langs),
-            cell(r, ("decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high"),
-                 "{:.1f} ({:.1f}-{:.1f})"),
-            cell(r, "latency_p50_ms", "{:.0f}"), cell(r, "peak_memory_mib", "{:.0f}") + f" {r['memory_kind']}",
-            cell(r, "batch_agreement", "{:.2f}"), cell(r, "energy_j_per_query", "{:.3f}"),
+            cell(
+                r,
+                ("decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high"),
+                "{:.1f} ({:.1f}-{:.1f})",
+            ),
+            cell(r, "latency_p50_ms", "{:.0f}"),
+            cell(r, "peak_memory_mib", "{:.0f}") + f" {r['memory_kind']}",
+            cell(r, "batch_agreement", "{:.2f}"),
+            cell(r, "energy_j_per_query", "{:.3f}"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -122,30 +176,33 @@ def provenance(rows: list[dict[str, Any]]) -> dict[str, str]:
 def page(title: str, rows: list[dict[str, Any]], csv_name: str) -> str:
     """The whole results page: what was measured, where, when and how, then the table."""
     p = provenance(rows)
-    return "\n".join([
-        f"# {title}",
-        "",
-        "Generated from `" + csv_name + "` by `python -m harness.report --render` (do not edit by hand).",
-        "",
-        f"- command: `{p['command']}`",
-        f"- measured on: {p['measured_on']}, measurement version {p['measure_version']}, commit {p['commit']}",
-        f"- machine: {p['machine']} (hardware={p['hardware']})",
-        f"- model: {p['model']}, fine-tuning: {p['train']}",
-        f"- test split: {p['test_queries']} queries (dataset {p['dataset']})",
-        "",
-        table(rows),
-        "Accuracy is exact match of the intent over the test split, with its 95% Wilson interval; per "
-        "language, each column's share. Decode tok/s is the median of repeated fixed-shape runs with the "
-        "95% interval of that median. p50 is the per-query latency at batch 1. Peak MiB is the measuring "
-        "process's peak (RSS on a CPU, VRAM on a GPU). Batch agreement is the share of batch-1 answers the "
-        "batched accuracy pass reproduced. J/query is 'unmeasured' where no energy counter could be read.",
-        "",
-        "## Against the baseline, and serving cost",
-        "",
-        decision.caption(rows),
-        "",
-        decision.markdown(rows),
-    ])
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            "Generated from `" + csv_name + "` by `python -m harness.report --render` (do not edit by hand).",
+            "",
+            f"- command: `{p['command']}`",
+            f"- measured on: {p['measured_on']}, measurement version {p['measure_version']}, commit {p['commit']}",
+            f"- machine: {p['machine']} (hardware={p['hardware']}); memory bandwidth "
+            f"{cell(rows[0], 'bandwidth_gb_per_s', '{:.1f}')} GB/s ({p['bandwidth_method']})",
+            f"- model: {p['model']}, fine-tuning: {p['train']}",
+            f"- test split: {p['test_queries']} queries (dataset {p['dataset']})",
+            "",
+            table(rows),
+            "Accuracy is exact match of the intent over the test split, with its 95% Wilson interval; per "
+            "language, each column's share. Decode tok/s is the median of repeated fixed-shape runs with the "
+            "95% interval of that median. p50 is the per-query latency at batch 1. Peak MiB is the measuring "
+            "process's peak (RSS on a CPU, VRAM on a GPU). Batch agreement is the share of batch-1 answers the "
+            "batched accuracy pass reproduced. J/query is 'unmeasured' where no energy counter could be read.",
+            "",
+            "## Against the baseline, and serving cost",
+            "",
+            decision.caption(rows),
+            "",
+            decision.markdown(rows),
+        ]
+    )
 
 
 def write_page(csv_path: Path, title: Optional[str] = None) -> Path:
@@ -158,15 +215,23 @@ def write_page(csv_path: Path, title: Optional[str] = None) -> Path:
     return md
 
 
-README_BLOCK = "<!-- results table: {name} (generated: python -m harness.report --render docs/results/{name}.csv --readme README.md) -->"
+README_BLOCK = (
+    "<!-- results table: {name} (generated: python -m harness.report --render docs/results/{name}.csv "
+    "--readme README.md) -->"
+)
 README_END = "<!-- end of results table -->"
 
 
+def readme_tables(rows: list[dict[str, Any]]) -> str:
+    """What the README shows of a page: its results table, then each variant against the baseline."""
+    return f"{table(rows)}\n{decision.markdown(rows)}"
+
+
 def readme_with_table(readme: str, name: str, rows: list[dict[str, Any]]) -> str:
-    """The README with the table between its markers for `name` replaced by the generated one."""
+    """The README with the tables between its markers for `name` replaced by the generated ones."""
     start = README_BLOCK.format(name=name)
     if start not in readme:
         raise ValueError(f"README has no marker for the {name} table: {start}")
     head, rest = readme.split(start, 1)
     _, tail = rest.split(README_END, 1)
-    return f"{head}{start}\n{table(rows)}{README_END}{tail}"
+    return f"{head}{start}\n{readme_tables(rows)}{README_END}{tail}"

@@ -13,7 +13,9 @@ HOURS_PER_MONTH = 730
 def capacity_at(curve: list[dict], slo_p95_ms: float) -> Optional[dict]:
     """The load-curve level with the highest throughput whose p95 latency meets the objective
     (None: no level does)."""
-    meeting = [level for level in curve if level["latency_p95_ms"] is not None and level["latency_p95_ms"] <= slo_p95_ms]
+    meeting = [
+        level for level in curve if level["latency_p95_ms"] is not None and level["latency_p95_ms"] <= slo_p95_ms
+    ]
     return max(meeting, key=lambda level: level["queries_per_s"], default=None)
 
 

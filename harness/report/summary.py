@@ -13,9 +13,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.record import OK, SKIPPED, TERMINAL, shown_in
-from harness.report.pareto import frontier_memberships
 from harness.report import decision
-from harness.report.decision import ReportConfig
+from harness.report.config import ReportConfig
+from harness.report.pareto import frontier_memberships
 from harness.report.records import by_hardware, cell, failures, points, read_sweep_records, shared_caption
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ def print_table(records: list[dict], title: str, cfg: ReportConfig | None = None
     if not console.is_terminal:
         console = Console(width=160)  # logs and CI: do not squeeze figures into 80 columns
     ok = [r for r in records if r.get("status") == OK]
-    table = Table(title=title, caption=(shared_caption(ok) + "; Pareto: frontiers of accuracy vs each cost") if ok else None)
+    table = Table(
+        title=title, caption=(shared_caption(ok) + "; Pareto: frontiers of accuracy vs each cost") if ok else None
+    )
     for header in ("variant",) + tuple(c.header for c in COLUMNS) + ("Pareto",):
         table.add_column(header, justify="left" if header in ("variant", "Pareto") else "right")
     for row in rows(records):
@@ -84,7 +86,8 @@ class SweepSummary(Callback):
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from harness.report.wandb_log import LoggerConfig, log_sweep
+        from harness.report.config import LoggerConfig
+        from harness.report.wandb_log import log_sweep
         from harness.report.write import write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -100,7 +103,9 @@ class SweepSummary(Callback):
             log.warning("%d of %d cells do not exist and were skipped (see SKIPPED above)", len(skipped), len(records))
         failed = [r for r in records if r.get("status") not in (OK, SKIPPED)]
         if failed:
-            log.error("%d of %d jobs failed; their records (with reasons) are under %s", len(failed), len(records), sweep_dir)
+            log.error(
+                "%d of %d jobs failed; their records (with reasons) are under %s", len(failed), len(records), sweep_dir
+            )
             sys.exit(1)
 
 

@@ -20,38 +20,16 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from harness import live
-from harness.errors import ConfigError
 from harness.record import scalar_figures
+from harness.report.config import LoggerConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
 from harness.report.records import RECORD, points
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoggerConfig:
-    # wandb: one W&B run per job and a summary run per sweep; none: records and report only.
-    name: str = "wandb"
-    project: str = "slm-harness"
-    entity: Optional[str] = None
-    # offline (the default): runs are files under `dir`, uploaded later with `wandb sync`;
-    # online needs a login (`wandb login` or WANDB_API_KEY).
-    mode: str = "offline"
-    dir: str = "outputs"
-    # None: the sweep's directory names (date_time), so the jobs of one sweep group together.
-    group: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.name not in ("wandb", "none"):
-            raise ConfigError(f"logger={self.name!r} is unknown; choose logger=wandb or logger=none")
-        if self.mode not in ("offline", "online", "disabled"):
-            raise ConfigError(f"logger.mode={self.mode!r} is unknown; choose offline, online or disabled (as WANDB_MODE)")
 
 
 @contextmanager
@@ -65,11 +43,15 @@ def _run(logger: LoggerConfig, **init: Any) -> Iterator[Any]:
 
         Path(logger.dir).mkdir(parents=True, exist_ok=True)
         run = wandb.init(
-            project=logger.project, entity=logger.entity, mode=logger.mode, dir=logger.dir,
+            project=logger.project,
+            entity=logger.entity,
+            mode=logger.mode,
+            dir=logger.dir,
             # console capture would duplicate Hydra's job log; system stats would load the CPU
             # while a sweep measures on it.
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
-            reinit="finish_previous", **{"tags": logger.tags, **init},
+            reinit="finish_previous",
+            **{"tags": logger.tags, **init},
         )
     except Exception as exc:  # no network, bad key, broken install: the record is what matters
         log.warning("W&B: could not start a run (%s: %s); the record on disk is unaffected", type(exc).__name__, exc)
@@ -155,8 +137,12 @@ class LiveRun:
             self.run.log(event)
         elif event.get("total"):
             stage = event["bar"].split(" ")[0]
-            self.run.log({f"progress/{stage}": event["n"] / event["total"],
-                          "progress/elapsed_s": round(time.monotonic() - self.started, 1)})
+            self.run.log(
+                {
+                    f"progress/{stage}": event["n"] / event["total"],
+                    "progress/elapsed_s": round(time.monotonic() - self.started, 1),
+                }
+            )
             self.run.summary["stage"] = event["bar"]
 
 
@@ -201,8 +187,11 @@ def _log_record(run: Any, record: dict, trained_live: bool) -> None:
     if (record_dir / "predictions.jsonl").is_file():
         run.log({"predictions": _predictions(wandb, record_dir / "predictions.jsonl")})
     upstream = _lineage(wandb, run, record)
-    artifact = wandb.Artifact(f"record-{record['keys']['record'][:16]}", type="record",
-                              metadata={**record.get("job", {}), "derived_from": upstream})
+    artifact = wandb.Artifact(
+        f"record-{record['keys']['record'][:16]}",
+        type="record",
+        metadata={**record.get("job", {}), "derived_from": upstream},
+    )
     for file in (RECORD, "predictions.jsonl"):
         if (record_dir / file).is_file():
             artifact.add_file(str(record_dir / file))
@@ -219,11 +208,16 @@ def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group
 
         compared = points(ok)
         columns = list(compared[0]) + ["pareto_frontiers"]
-        table = wandb.Table(columns=columns, data=[
-            [p[c] for c in columns[:-1]] + [" ".join(on)] for p, on in zip(compared, frontier_memberships(compared))
-        ])
+        table = wandb.Table(
+            columns=columns,
+            data=[
+                [p[c] for c in columns[:-1]] + [" ".join(on)] for p, on in zip(compared, frontier_memberships(compared))
+            ],
+        )
         plots = {
-            f"pareto/accuracy_vs_{cost.key}": wandb.plot.scatter(table, cost.key, ACCURACY.key, title=f"accuracy vs {cost.label}")
+            f"pareto/accuracy_vs_{cost.key}": wandb.plot.scatter(
+                table, cost.key, ACCURACY.key, title=f"accuracy vs {cost.label}"
+            )
             for cost in COSTS
             if any(p.get(cost.key) is not None for p in compared)
         }

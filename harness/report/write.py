@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.record import REPORT, SKIPPED, Column, shown_in
 from harness.report import decision
-from harness.report.decision import ReportConfig
+from harness.report.config import ReportConfig
 from harness.report.pareto import ACCURACY, COSTS, Objective, frontier, frontier_memberships, interval, versus
 from harness.report.records import by_hardware, cell, failures, points, shared_caption
 
@@ -75,16 +75,38 @@ def plot_tradeoff(compared: list[dict], cost: Objective, title: str, path: Path)
         p = compared[i]
         on = i in best
         (x_low, x_high), (y_low, y_high) = interval(p, cost.key), interval(p, ACCURACY.key)
-        ax.errorbar(p[cost.key], p[ACCURACY.key], xerr=[[p[cost.key] - x_low], [x_high - p[cost.key]]],
-                    yerr=[[p[ACCURACY.key] - y_low], [y_high - p[ACCURACY.key]]], fmt="none", ecolor="0.6",
-                    elinewidth=0.8, capsize=2, zorder=2)
-        ax.scatter(p[cost.key], p[ACCURACY.key], s=70 if on else 40, color="tab:red" if on else "tab:blue",
-                   zorder=3, edgecolor="black", linewidth=0.5)
+        ax.errorbar(
+            p[cost.key],
+            p[ACCURACY.key],
+            xerr=[[p[cost.key] - x_low], [x_high - p[cost.key]]],
+            yerr=[[p[ACCURACY.key] - y_low], [y_high - p[ACCURACY.key]]],
+            fmt="none",
+            ecolor="0.6",
+            elinewidth=0.8,
+            capsize=2,
+            zorder=2,
+        )
+        ax.scatter(
+            p[cost.key],
+            p[ACCURACY.key],
+            s=70 if on else 40,
+            color="tab:red" if on else "tab:blue",
+            zorder=3,
+            edgecolor="black",
+            linewidth=0.5,
+        )
         ax.annotate(p["variant"], (p[cost.key], p[ACCURACY.key]), textcoords="offset points", xytext=(6, 5), fontsize=8)
     front = sorted((compared[i][cost.key], compared[i][ACCURACY.key]) for i in best)
     if len(front) > 1:
-        ax.step([x for x, _ in front], [y for _, y in front], where="post" if cost.maximize else "pre",
-                color="tab:red", linewidth=1.2, alpha=0.7, label="Pareto frontier")
+        ax.step(
+            [x for x, _ in front],
+            [y for _, y in front],
+            where="post" if cost.maximize else "pre",
+            color="tab:red",
+            linewidth=1.2,
+            alpha=0.7,
+            label="Pareto frontier",
+        )
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel(cost.label + (" (higher is better)" if cost.maximize else " (lower is better)"))
     ax.set_ylabel("accuracy (test split)")
@@ -113,8 +135,13 @@ def plot_load(group: list[dict], compared: list[dict], path: Path) -> Path | Non
         if curve:
             ax.plot([c["latency_p95_ms"] for c in curve], [c["queries_per_s"] for c in curve], marker="o", label=name)
             for c in curve:
-                ax.annotate(str(c["concurrency"]), (c["latency_p95_ms"], c["queries_per_s"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+                ax.annotate(
+                    str(c["concurrency"]),
+                    (c["latency_p95_ms"], c["queries_per_s"]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
     slo = ((group[0].get("config") or {}).get("measure") or {}).get("slo_p95_ms")
     if slo:
         ax.axvline(slo, color="tab:red", linestyle="--", linewidth=1, label=f"p95 objective {slo:g} ms")
@@ -134,11 +161,25 @@ def sections(records: list[dict], out_dir: Path, cfg: ReportConfig) -> list[Sect
     for hardware, group in sorted(by_hardware(records).items()):
         compared = points(group)
         plots = [
-            plot_tradeoff(compared, cost, f"{hardware}: accuracy vs {cost.label}", out_dir / f"{hardware}_accuracy_vs_{cost.key}.png")
+            plot_tradeoff(
+                compared,
+                cost,
+                f"{hardware}: accuracy vs {cost.label}",
+                out_dir / f"{hardware}_accuracy_vs_{cost.key}.png",
+            )
             for cost in COSTS
         ] + [plot_load(group, compared, out_dir / f"{hardware}_load.png")]
-        out.append(Section(hardware, shared_caption(group), compared, frontier_memberships(compared),
-                           decision.baseline_of(compared, cfg), [p for p in plots if p], decision.decisions(group, compared, cfg)))
+        out.append(
+            Section(
+                hardware,
+                shared_caption(group),
+                compared,
+                frontier_memberships(compared),
+                decision.baseline_of(compared, cfg),
+                [p for p in plots if p],
+                decision.decisions(group, compared, cfg),
+            )
+        )
     return out
 
 
@@ -149,8 +190,13 @@ def _energy_note(points: list[dict]) -> str:
     estimates = [p for p in points if p.get("energy_estimate_j_per_query") is not None]
     note = "Energy was not measured on this hardware" + (f" ({'; '.join(reasons)})" if reasons else "") + "."
     if estimates:
-        note += " Estimates, not measurements (" + estimates[0]["energy_estimate_method"] + "): " + ", ".join(
-            f"{p['variant']} {p['energy_estimate_j_per_query']:.3f} J/query" for p in estimates) + "."
+        note += (
+            " Estimates, not measurements ("
+            + estimates[0]["energy_estimate_method"]
+            + "): "
+            + ", ".join(f"{p['variant']} {p['energy_estimate_j_per_query']:.3f} J/query" for p in estimates)
+            + "."
+        )
     return note
 
 
@@ -162,14 +208,25 @@ def memory_kinds(s: Section) -> str:
 def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
     lines = [f"# {title}", ""]
     for s in secs:
-        lines += [f"## {s.hardware}", "", f"{s.caption}; peak memory is {memory_kinds(s)}."
-                  + (f" Baseline: {s.points[s.baseline]['variant']}." if s.baseline is not None else ""), ""]
+        lines += [
+            f"## {s.hardware}",
+            "",
+            f"{s.caption}; peak memory is {memory_kinds(s)}."
+            + (f" Baseline: {s.points[s.baseline]['variant']}." if s.baseline is not None else ""),
+            "",
+        ]
         lines.append("| " + " | ".join(_headers()) + " |")
         lines.append("|" + "---|" * len(_headers()))
         lines += ["| " + " | ".join(r) + " |" for r in _table_rows(s)]
         lines += ["", MEMORY_NOTE, "", NOISE_NOTE]
-        lines += ["", "### Against the baseline, and serving cost", "", decision.caption(s.decisions), "",
-                  decision.markdown(s.decisions).rstrip("\n")]
+        lines += [
+            "",
+            "### Against the baseline, and serving cost",
+            "",
+            decision.caption(s.decisions),
+            "",
+            decision.markdown(s.decisions).rstrip("\n"),
+        ]
         note = _energy_note(s.points)
         lines += ["", note] if note else []
         lines += [""] + [f"![{p.stem}]({p.name})" for p in s.plots] + [""]
@@ -187,7 +244,9 @@ def write_csv(secs: list[Section], path: Path) -> None:
         writer.writeheader()
         for s in secs:
             for i, (p, on) in enumerate(zip(s.points, s.on_frontier)):
-                writer.writerow({"hardware": s.hardware, **p, "pareto_frontiers": " ".join(on), "is_baseline": i == s.baseline})
+                writer.writerow(
+                    {"hardware": s.hardware, **p, "pareto_frontiers": " ".join(on), "is_baseline": i == s.baseline}
+                )
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
@@ -197,29 +256,49 @@ tr.frontier td:first-child{font-weight:bold}.plots img{max-width:48%;margin:4px}
 
 def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
     e = html.escape
-    body = [f"<h1>{e(title)}</h1>", "<p class=note>Bold variants are on at least one Pareto frontier "
-            "(no other variant is both at least as accurate and cheaper on that cost).</p>"]
+    body = [
+        f"<h1>{e(title)}</h1>",
+        "<p class=note>Bold variants are on at least one Pareto frontier "
+        "(no other variant is both at least as accurate and cheaper on that cost).</p>",
+    ]
     for s in secs:
         body.append(f"<h2>{e(s.hardware)}</h2><p>{e(s.caption)}; peak memory is {e(memory_kinds(s))}.</p>")
         body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in _headers()) + "</tr>")
         for row, on in zip(_table_rows(s), s.on_frontier):
-            body.append(f"<tr class={'frontier' if on else 'dominated'}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+            body.append(
+                f"<tr class={'frontier' if on else 'dominated'}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
+            )
         body.append("</table>")
         body.append(f"<p class=note>{e(MEMORY_NOTE)}</p><p class=note>{e(NOISE_NOTE)}</p>")
-        body.append(f"<h3>Against the baseline, and serving cost</h3><p class=note>{e(decision.caption(s.decisions))}</p>")
-        body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in decision.HEADERS) + "</tr>" + "".join(
-            "<tr>" + "".join(f"<td>{e(c)}</td>" for c in decision.cells(d)) + "</tr>" for d in s.decisions) + "</table>")
+        body.append(
+            f"<h3>Against the baseline, and serving cost</h3><p class=note>{e(decision.caption(s.decisions))}</p>"
+        )
+        body.append(
+            "<table><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in decision.HEADERS)
+            + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in decision.cells(d)) + "</tr>" for d in s.decisions)
+            + "</table>"
+        )
         note = _energy_note(s.points)
         if note:
             body.append(f"<p class=note>{e(note)}</p>")
-        body.append("<div class=plots>" + "".join(
-            f"<img alt='{e(p.stem)}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>" for p in s.plots
-        ) + "</div>")
+        body.append(
+            "<div class=plots>"
+            + "".join(
+                f"<img alt='{e(p.stem)}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+                for p in s.plots
+            )
+            + "</div>"
+        )
     if failed:
         body.append("<h2>Failed jobs</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in failed) + "</ul>")
     if skipped:
-        body.append("<h2>Skipped cells (they do not exist)</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in skipped) + "</ul>")
-    return f"<!doctype html><html><head><meta charset=utf-8><title>{e(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+        body.append(
+            "<h2>Skipped cells (they do not exist)</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in skipped) + "</ul>"
+        )
+    head = f"<meta charset=utf-8><title>{e(title)}</title><style>{_CSS}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
 
 
 def write_report(records: list[dict], out_dir: Path, title: str, cfg: ReportConfig | None = None) -> Path:

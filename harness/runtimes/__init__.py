@@ -52,8 +52,9 @@ class BatchingRuntime(Runtime, Protocol):
     def step_batch(self, tokens: list[int]) -> list[int]:
         """Append one token to each sequence; the greedy next token of each."""
 
-    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
-                       trie: Optional[AnswerTrie] = None) -> list[list[int]]:
+    def generate_batch(
+        self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str, trie: Optional[AnswerTrie] = None
+    ) -> list[list[int]]:
         """Greedy answers (token ids, end of turn left out) to prompts of any lengths, decoded
         together; a row stops at end of turn, at `max_new_tokens`, or once its text holds `stop`.
         With `trie`, each row's answer is restricted to the trie's answers."""

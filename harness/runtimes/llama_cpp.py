@@ -94,7 +94,9 @@ class ParallelSequences:
             b.n_tokens = len(chunk)
             rc = llama_cpp.llama_decode(self.ctx, b)
             if rc != 0:
-                raise RuntimeError(f"llama_decode returned {rc} ({len(chunk)} tokens, {self.n_seq} sequences, n_ctx {self.n_ctx})")
+                raise RuntimeError(
+                    f"llama_decode returned {rc} ({len(chunk)} tokens, {self.n_seq} sequences, n_ctx {self.n_ctx})"
+                )
             for i, (seq, _, last) in enumerate(chunk):
                 if last:
                     out[seq] = logits_row(self.ctx, i, self.n_vocab)
@@ -115,8 +117,10 @@ def ggml_devices() -> list[str]:
     for getter in (libggml.ggml_backend_dev_name, libggml.ggml_backend_dev_description):
         getter.argtypes, getter.restype = [ctypes.c_void_p], ctypes.c_char_p
     devices = [libggml.ggml_backend_dev_get(i) for i in range(libggml.ggml_backend_dev_count())]
-    return [f"{libggml.ggml_backend_dev_name(d).decode()}: {libggml.ggml_backend_dev_description(d).decode()}"
-            for d in devices]
+    return [
+        f"{libggml.ggml_backend_dev_name(d).decode()}: {libggml.ggml_backend_dev_description(d).decode()}"
+        for d in devices
+    ]
 
 
 class LlamaCppRuntime:
@@ -184,7 +188,9 @@ class LlamaCppRuntime:
             if p is not None:
                 p.close()
             # Whole 1024-token blocks, so the next batch's slightly longer prompts fit too.
-            self.parallel = p = ParallelSequences(self.llm.model, n_seq, -(-n_ctx // 1024) * 1024, self.threads, self.n_vocab)
+            self.parallel = p = ParallelSequences(
+                self.llm.model, n_seq, -(-n_ctx // 1024) * 1024, self.threads, self.n_vocab
+            )
         return p
 
     def start_batch(self, prompt_ids: list[list[int]]) -> list[int]:
@@ -197,8 +203,9 @@ class LlamaCppRuntime:
         nxt = self.parallel.feed([(s, [t]) for s, t in enumerate(tokens)])
         return [nxt[s] for s in range(len(tokens))]
 
-    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
-                       trie: Optional[AnswerTrie] = None) -> list[list[int]]:
+    def generate_batch(
+        self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str, trie: Optional[AnswerTrie] = None
+    ) -> list[list[int]]:
         """Greedy answers, decoded together; a sequence leaves the batch when it ends (end of
         turn, `max_new_tokens`, or a token holding `stop`, as the batch-1 pass decides), and
         keeps to the trie's answers when one is given. The prompts' shared prefix (system

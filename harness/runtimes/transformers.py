@@ -35,11 +35,17 @@ class TransformersRuntime:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.past = None
-        self.devices = ["cpu"] + [f"cuda:{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+        self.devices = ["cpu"] + [
+            f"cuda:{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())
+        ]
         self.model_mib = self.model.get_memory_footprint() / 2**20
         # The quantized linear layer the library chose (its kernel), if any.
         self.kernel = next(
-            (type(m).__name__ for m in self.model.modules() if type(m).__module__.startswith(("gptqmodel", "bitsandbytes"))),
+            (
+                type(m).__name__
+                for m in self.model.modules()
+                if type(m).__module__.startswith(("gptqmodel", "bitsandbytes"))
+            ),
             None,
         )
 
@@ -75,8 +81,9 @@ class TransformersRuntime:
     def step_batch(self, tokens: list[int]) -> list[int]:
         return self._forward([[t] for t in tokens])
 
-    def generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str,
-                       trie: Optional[AnswerTrie] = None) -> list[list[int]]:
+    def generate_batch(
+        self, prompt_ids: list[list[int]], max_new_tokens: int, stop: str, trie: Optional[AnswerTrie] = None
+    ) -> list[list[int]]:
         """Greedy answers to prompts of any lengths at once, through `generate` (each row's
         remainder after the prompts' shared prefix padded on its left, so every row's answer
         starts at the same step); each row stops at end of turn or once its text holds `stop`.
@@ -100,6 +107,7 @@ class TransformersRuntime:
         cached = {}
         constrain = {}
         if trie is not None:
+
             def allowed_tokens(_, row):
                 # a finished row (past its answer) is padded whatever this allows
                 return sorted(trie.allowed(row[width:].tolist()) or trie.end_ids)
@@ -115,10 +123,19 @@ class TransformersRuntime:
                 cache.batch_repeat_interleave(len(prompt_ids))
                 cached = {"past_key_values": cache}
             out = self.model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=False,
-                max_new_tokens=max_new_tokens, eos_token_id=sorted(self.eos_ids), pad_token_id=pad,
-                stop_strings=[stop], tokenizer=self.tokenizer,
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=pad,
+                stop_strings=[stop],
+                tokenizer=self.tokenizer,
                 # greedy: the checkpoint's sampling defaults (temperature, top_p) do not apply
-                temperature=None, top_p=None, top_k=None, **cached, **constrain,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                **cached,
+                **constrain,
             )
         return [[t for t in row if t != pad and t not in self.eos_ids] for row in out[:, width:].tolist()]

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from harness.errors import ConfigError
 from harness.extras import require
 
-
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METHODS = ("full", "lora", "qlora", "none")
 # The adapter's options: they shape LoRA and QLoRA, and mean nothing to full fine-tuning.
@@ -17,15 +16,18 @@ LORA_FIELDS = ("r", "alpha", "dropout", "target_modules")
 
 @dataclass
 class TrainConfig:
-    name: str = "lora"
-    method: str = "lora"
+    """Full fine-tuning by default, as `make run` does; the presets in conf/train/ set what
+    differs for each method."""
+
+    name: str = "full"
+    method: str = "full"
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     epochs: float = 1.0
     # > 0 caps the number of optimizer steps (overrides epochs).
     max_steps: int = 0
@@ -69,5 +71,3 @@ class TrainConfig:
         """Seconds-long: what the method needs is installed (QLoRA's 4-bit base is bitsandbytes')."""
         if self.method == "qlora":
             require("train.method=qlora (its frozen base in 4-bit NF4)", ["bitsandbytes"], "bnb")
-
-
