@@ -87,9 +87,10 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
 def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[float, ...]]:
     """The record's objectives for an optimising sweeper; None (a failed trial) when the job
     failed or an objective was not measured, which the sweeper records and moves past."""
+    from harness.record import OK
     from harness.report.records import point
 
-    values = [point(record, []).get(name) for name in objectives] if record["status"] == "ok" else [None]
+    values = [point(record, []).get(name) for name in objectives] if record["status"] == OK else [None]
     if None in values:
         log.info(
             "no objective values for an optimising sweeper (it records a failed trial): %s",

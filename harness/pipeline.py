@@ -20,8 +20,7 @@ from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
 from harness.prompt import system_prompt
-from harness.record import MEASURE_VERSION, OK, JobInfo
-from harness.report.records import RECORD
+from harness.record import MEASURE_VERSION, OK, RECORD, JobInfo
 from harness.store import cached_dir, read_json, write_json_atomic
 from harness.targets import target_for
 

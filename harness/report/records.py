@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.measure.machine import machine_label
-from harness.record import COLUMNS, FAILED, OK
+from harness.record import COLUMNS, FAILED, OK, RECORD
 from harness.store import read_json
 
-RECORD = "record.json"
 JOB_KEYS = ("model", "quant", "train", "decoding", "hardware", "languages")
 
 

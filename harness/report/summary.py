@@ -68,22 +68,9 @@ def print_table(records: list[dict], title: str, cfg: ReportConfig | None = None
 
 
 class SweepSummary(Callback):
-    """Before a multirun: the checks that concern every job. At its end: the table, the report
-    under <sweep>/report, the W&B summary run, and the exit code: 1 if a job failed, 0 when
-    every job that exists ran (cells skipped for not existing are listed, not failures)."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A sweep pinned to a GPU stops before its first job on a machine without one."""
-        from harness.errors import ConfigError
-        from harness.hardware import check_device
-
-        # sweepers that persist (Optuna's SQLite study) write there before any job runs
-        Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
-        try:
-            check_device(config.hardware.device)
-        except ConfigError as exc:
-            log.error("%s (the whole sweep needs it, so no job was started)", exc)
-            sys.exit(2)
+    """At a multirun's end: the table, the report under <sweep>/report, the W&B summary run, and
+    the exit code: 1 if a job failed, 0 when every job that exists ran (cells skipped for not
+    existing are listed, not failures)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from harness.report.config import LoggerConfig

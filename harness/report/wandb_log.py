@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from harness import live
-from harness.record import scalar_figures
+from harness.record import OK, RECORD, scalar_figures
 from harness.report.config import LoggerConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
-from harness.report.records import RECORD, points
+from harness.report.records import points
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _log_record(run: Any, record: dict, trained_live: bool) -> None:
     import wandb
 
     run.summary.update({"status": record["status"], "stage": "done", **summary_metrics(record)})
-    if record["status"] != "ok":
+    if record["status"] != OK:
         run.summary.update({"error": f"{record.get('error_type')}: {record.get('error')}"})
         return
     if not trained_live:  # a cached fine-tune: its curve from the record
@@ -200,7 +200,7 @@ def _log_record(run: Any, record: dict, trained_live: bool) -> None:
 
 def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group: str) -> None:
     """The sweep's summary run: every job in one table, and accuracy-vs-cost scatter plots."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.get("status") == OK]
     with _run(logger, group=logger.group or group, job_type="sweep-summary", name=f"summary {group}") as run:
         if run is None or not ok:
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.progress import eta_s, sweep_size
+from harness.sweep import eta_s, sweep_size
 
 
 def test_sweep_size_is_the_product_of_every_swept_keys_choices():

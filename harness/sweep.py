@@ -1,11 +1,15 @@
-"""Where a sweep is: "job k of N", time elapsed and an estimate of the time left, logged as
-each job starts (a Hydra callback), so a sweep of long jobs is never silent about its end."""
+"""Hydra callbacks around a sweep's jobs: the checks that concern every job, before the first
+(`SweepPreflight`), and where the sweep is, "job k of N", time elapsed and an estimate of the
+time left, logged as each job starts (`SweepProgress`), so a sweep of long jobs is never silent
+about its end. The summary at its end is the report's (`report.summary.SweepSummary`)."""
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.experimental.callback import Callback
@@ -69,3 +73,18 @@ class SweepProgress(Callback):
             _minutes(elapsed),
             f", about {_minutes(left)} left" if left is not None else "",
         )
+
+
+class SweepPreflight(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep pinned to a GPU stops before its first job on a machine without one."""
+        from harness.errors import ConfigError
+        from harness.hardware import check_device
+
+        # sweepers that persist (Optuna's SQLite study) write there before any job runs
+        Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            check_device(config.hardware.device)
+        except ConfigError as exc:
+            log.error("%s (the whole sweep needs it, so no job was started)", exc)
+            sys.exit(2)
