@@ -68,3 +68,10 @@ def gpu_half_precision(capability: tuple[int, int]) -> str:
     """The 16-bit float a GPU of this compute capability computes natively: bf16 from Ampere
     on, fp16 before it (a T4, sm75, emulates bf16)."""
     return "bf16" if tuple(capability) >= BF16_MIN_CAPABILITY else "fp16"
+
+
+def gpu_half_dtype():
+    """`gpu_half_precision` of CUDA device 0, as the torch dtype."""
+    import torch
+
+    return torch.bfloat16 if gpu_half_precision(cuda_capability()) == "bf16" else torch.float16

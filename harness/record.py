@@ -293,8 +293,10 @@ class JobInfo:
 # A job that produced a record, a job that failed, and a sweep cell that does not exist
 # (a format at a width it lacks), skipped at composition with the reason.
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
-# Where a job's record is written: its run directory, and the cache entry it came from.
+# Where a job's record is written: its run directory, and the cache entry it came from; every
+# test query's answer beside it in the cache entry.
 RECORD = "record.json"
+PREDICTIONS = "predictions.jsonl"
 
 
 def unfinished_record(status: str, resolved: dict[str, Any], exc: BaseException) -> dict[str, Any]:

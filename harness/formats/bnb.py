@@ -34,11 +34,9 @@ def compute_dtype(device: str):
     fp16 on a T4 and older); fp32 on a CPU, where few kernels take either."""
     import torch
 
-    from harness.hardware import cuda_capability, gpu_half_precision
+    from harness.hardware import gpu_half_dtype
 
-    if device != "cuda":
-        return torch.float32
-    return torch.bfloat16 if gpu_half_precision(cuda_capability()) == "bf16" else torch.float16
+    return gpu_half_dtype() if device == "cuda" else torch.float32
 
 
 @register

@@ -175,13 +175,10 @@ def load_with_fallback(kernel: Kernel, load_with: Callable[[str], Any]) -> Any:
 @functools.cache
 def cuda_kernel(bits: int) -> Kernel:
     """The kernel for this process's GPU, its extension built once per process."""
-    import torch
-
-    from harness.hardware import cuda_capability, gpu_half_precision
+    from harness.hardware import cuda_capability, gpu_half_dtype
 
     _import_gptqmodel()
-    capability = cuda_capability()
-    dtype = torch.bfloat16 if gpu_half_precision(capability) == "bf16" else torch.float16
+    dtype = gpu_half_dtype()
 
     def prewarm() -> Optional[str]:
         from gptqmodel.utils.marlin import marlin_runtime_error, prewarm_marlin_extension
@@ -193,20 +190,17 @@ def cuda_kernel(bits: int) -> Kernel:
             return repr(exc)
         return marlin_runtime_error(dtype) or "unavailable, with no reason given"
 
-    return choose_cuda_kernel(bits, capability, prewarm)
+    return choose_cuda_kernel(bits, cuda_capability(), prewarm)
 
 
 def load(model_dir: Path, device: str, backend: str):
     """The quantized checkpoint as a transformers model (gptqmodel wraps one), on `backend`,
     in the GPU's native half precision (Marlin refuses bf16 below compute capability 8.0)."""
-    import torch
-
-    from harness.hardware import cuda_capability, gpu_half_precision
+    from harness.hardware import gpu_half_dtype
 
     gptqmodel = _import_gptqmodel()
-    dtype = torch.bfloat16 if gpu_half_precision(cuda_capability()) == "bf16" else torch.float16
     return gptqmodel.GPTQModel.load(
-        str(model_dir), device=device, backend=gptqmodel.BACKEND(backend), dtype=dtype
+        str(model_dir), device=device, backend=gptqmodel.BACKEND(backend), dtype=gpu_half_dtype()
     ).model
 
 

@@ -47,19 +47,20 @@ class PeakRSSSampler:
         return self.peak_bytes / 2**20
 
 
-def torch_cuda_peaks() -> tuple[Optional[int], Optional[int]]:
-    """torch's peak allocated and reserved bytes since its last reset, where torch drove a GPU
-    in this process (it is never imported for this: that would weigh on the footprint)."""
+def _cuda_driven_by_torch():
+    """torch.cuda where torch drove a GPU in this process, else None (torch is never imported
+    for this: that would weigh on the footprint)."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return None, None
-    return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        return None
+    return torch.cuda
 
 
-def _reset_torch_cuda_peaks() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.reset_peak_memory_stats()
+def torch_cuda_peaks() -> tuple[Optional[int], Optional[int]]:
+    """torch's peak allocated and reserved bytes since its last reset (None where torch drove
+    no GPU here)."""
+    cuda = _cuda_driven_by_torch()
+    return (cuda.max_memory_allocated(), cuda.max_memory_reserved()) if cuda else (None, None)
 
 
 class GpuMemoryTracker:
@@ -121,7 +122,8 @@ class GpuMemoryTracker:
     def __enter__(self) -> "GpuMemoryTracker":
         if self.device != "cuda":
             return self
-        _reset_torch_cuda_peaks()
+        if cuda := _cuda_driven_by_torch():
+            cuda.reset_peak_memory_stats()
         try:
             self._nvml, self._handle = open_nvml(self._nvml)
         except Exception as exc:  # no driver, no library, no such device

@@ -27,7 +27,7 @@ from harness.measure.energy import EnergyMeter, EnergyReading, cpu_time_estimate
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_interval, median_std, percentile
 from harness.prompt import answer, parse_answer
-from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
+from harness.record import PREDICTIONS, Accuracy, Energy, Latency, Memory, Metrics, Speed
 from harness.runtimes import BatchingRuntime, Runtime, answer_ends
 from harness.runtimes.constrain import AnswerTrie
 
@@ -232,18 +232,18 @@ def load_curve(
     for concurrency in sorted(set(levels) - {1}):
         texts: list[str] = []
         latencies_ms: list[float] = []
+        seconds = 0.0  # a batch's queries are served together: the level's time is its batches'
         with Progress(len(timed), f"load ({rt.name}, {concurrency} at a time)", "query") as bar:
             for start in range(0, len(timed), concurrency):
                 chunk = timed[start : start + concurrency]
                 t0 = time.perf_counter()
                 ids = rt.generate_batch([prompts[i] for i in chunk], max_new_tokens, STOP, trie)
-                waited_ms = (time.perf_counter() - t0) * 1000
+                waited = time.perf_counter() - t0
+                seconds += waited
                 texts += [rt.detokenize(x) for x in ids]
-                latencies_ms += [waited_ms] * len(chunk)
+                latencies_ms += [waited * 1000] * len(chunk)
                 bar.update(len(chunk))
-        # a batch's queries are served together: the level's seconds are its batches' seconds
-        batch_seconds = sum(latencies_ms[i] for i in range(0, len(latencies_ms), concurrency)) / 1000
-        curve.append(level(concurrency, texts, latencies_ms, batch_seconds))
+        curve.append(level(concurrency, texts, latencies_ms, seconds))
     return curve
 
 
@@ -263,7 +263,7 @@ def write_predictions(
 ) -> None:
     """Every test query with the model's raw answer and its parse, for auditing (latency
     where the query was in the batch-1 pass; the error where a request failed)."""
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+    with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as f:
         for i, (row, text, p, ms) in enumerate(zip(rows, raw, predicted, latencies_ms)):
             error = {"error": errors[i]} if errors and errors[i] else {}
             f.write(

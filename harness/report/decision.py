@@ -8,23 +8,14 @@ the report and the committed results pages."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from harness.errors import ConfigError
 from harness.report.compare import compare
 from harness.report.config import ReportConfig
 from harness.report.pareto import baseline_index
+from harness.report.records import read_predictions
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
-
-
-def _predictions(record: dict) -> Optional[list[dict]]:
-    path = Path(record.get("record_dir") or "") / "predictions.jsonl"
-    if not record.get("record_dir") or not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def _config(record: dict, section: str, key: str) -> Any:
@@ -64,7 +55,7 @@ def serving_figures(record: dict) -> dict[str, Any]:
 def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
     """One row per variant (the records and their `points`, in the same order)."""
     base = baseline_of(compared, cfg)
-    base_rows = _predictions(records[base])
+    base_rows = read_predictions(records[base])
     hosted = [
         (p["variant"], r["metrics"]["cost_usd_per_query"])
         for r, p in zip(records, compared)
@@ -78,7 +69,7 @@ def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> l
             "min_relative_accuracy": cfg.min_relative_accuracy,
             **serving_figures(record),
         }
-        rows = _predictions(record)
+        rows = read_predictions(record)
         if i == base:
             row["verdict"] = "baseline"
         elif rows is not None and base_rows is not None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from harness.measure.machine import machine_label
-from harness.record import COLUMNS, FAILED, OK, RECORD
+from harness.record import COLUMNS, FAILED, OK, PREDICTIONS, RECORD
 from harness.store import read_json
 
 JOB_KEYS = ("model", "quant", "train", "decoding", "hardware", "languages")
@@ -17,6 +17,16 @@ def read_sweep_records(sweep_dir: Path) -> list[dict]:
     """The records of one Hydra multirun, in job order."""
     paths = sorted(sweep_dir.glob(f"*/{RECORD}"), key=lambda p: int(p.parent.name.split("_")[0]))
     return [read_json(p) for p in paths]
+
+
+def read_predictions(record: dict) -> Optional[list[dict]]:
+    """Every test query's answer, as the measurement wrote them beside the record; None where
+    the record has no such file (a record written by hand, or moved)."""
+    path = Path(record.get("record_dir") or "") / PREDICTIONS
+    if not record.get("record_dir") or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
 
 
 def job_value(record: dict, key: str) -> str | None:

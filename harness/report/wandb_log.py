@@ -16,7 +16,6 @@ the chain in their metadata. The run also holds every test query's answer as a T
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from harness import live
-from harness.record import OK, RECORD, scalar_figures
+from harness.record import OK, PREDICTIONS, RECORD, scalar_figures
 from harness.report.config import LoggerConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
-from harness.report.records import points
+from harness.report.records import points, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,7 @@ def _lineage(wandb: Any, run: Any, record: dict) -> Optional[str]:
     return upstream
 
 
-def _predictions(wandb: Any, path: Path) -> Any:
-    with path.open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
+def _predictions(wandb: Any, rows: list[dict]) -> Any:
     return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
 
 
@@ -184,15 +181,16 @@ def _log_record(run: Any, record: dict, trained_live: bool) -> None:
     if record["metrics"].get("confusion"):
         run.log({"confusion_matrix": _confusion_plot(wandb, record["metrics"]["confusion"])})
     record_dir = Path(record["record_dir"])
-    if (record_dir / "predictions.jsonl").is_file():
-        run.log({"predictions": _predictions(wandb, record_dir / "predictions.jsonl")})
+    answers = read_predictions(record)
+    if answers is not None:
+        run.log({"predictions": _predictions(wandb, answers)})
     upstream = _lineage(wandb, run, record)
     artifact = wandb.Artifact(
         f"record-{record['keys']['record'][:16]}",
         type="record",
         metadata={**record.get("job", {}), "derived_from": upstream},
     )
-    for file in (RECORD, "predictions.jsonl"):
+    for file in (RECORD, PREDICTIONS):
         if (record_dir / file).is_file():
             artifact.add_file(str(record_dir / file))
     run.log_artifact(artifact)
