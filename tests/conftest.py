@@ -12,6 +12,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Queries whose rendered prompts differ in length, for the batched passes: batches need padding.
+MIXED_LENGTH_QUERIES = [
+    "where is my order #123456",
+    "hi",
+    "do you sell nike running shoes in size 42 or 43, and in red?",
+    "refund pls",
+    "cancel order AB-1234 i changed my mind",
+    "kann ich mit paypal zahlen?",
+    "ok",
+]
 
 
 @pytest.fixture(scope="session")

@@ -8,17 +8,8 @@ from harness.hardware import HardwareConfig
 from harness.measure.run import batched_answers, greedy_answer
 from harness.prompt import render_prompt
 
+from .conftest import MIXED_LENGTH_QUERIES as QUERIES
 from .conftest import save_tiny_llama
-
-QUERIES = [
-    "where is my order #123456",
-    "hi",
-    "do you sell nike running shoes in size 42 or 43, and in red?",
-    "refund pls",
-    "cancel order AB-1234 i changed my mind",
-    "kann ich mit paypal zahlen?",
-    "ok",
-]
 
 
 def test_batched_answers_match_one_at_a_time(smollm2_tokenizer, tmp_path):

@@ -126,20 +126,12 @@ def test_parallel_sequences_compute_what_one_sequence_alone_computes(smollm2_tok
     from harness.prompt import common_prefix
     from harness.runtimes.llama_cpp import logits_row
 
+    from .conftest import MIXED_LENGTH_QUERIES as queries
     from .conftest import save_tiny_llama
 
     model = save_tiny_llama(tmp_path / "model", smollm2_tokenizer, initializer_range=0.2)
     artifact = build(GGUFQuant(format="gguf", bits=8), model, tmp_path / "cache")
     rt = LlamaCppRuntime(artifact.path, HardwareConfig(), threads=2)
-    queries = [
-        "where is my order #123456",
-        "hi",
-        "do you sell nike running shoes in size 42 or 43, and in red?",
-        "refund pls",
-        "cancel order AB-1234 i changed my mind",
-        "kann ich mit paypal zahlen?",
-        "ok",
-    ]
     prompts = [rt.tokenize(render_prompt(smollm2_tokenizer, q, "Classify the query.")) for q in queries]
     shared = common_prefix(prompts)
     assert len({len(p) for p in prompts}) > 3 and shared > 5

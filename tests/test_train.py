@@ -15,6 +15,13 @@ from harness.prompt import answer
 from harness.train.config import TrainConfig
 from harness.train.finetune import IGNORE_INDEX, encode_example, merge_adapter, train
 
+# Three labelled queries whose prompts are three different lengths (batches need padding).
+THREE_LENGTHS = [
+    ("hi", "other"),
+    ("where is my order #123456 it is late", "order_status"),
+    ("refund?", "refund_status"),
+]
+
 
 def test_only_answer_tokens_carry_loss(smollm2_tokenizer):
     ids, labels = encode_example(smollm2_tokenizer, "where is my order", "order_status", "Classify.", max_len=96)
@@ -202,14 +209,7 @@ def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smol
     from .conftest import save_tiny_llama
 
     model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2))
-    examples = [
-        encode_example(smollm2_tokenizer, q, label, "Classify.", max_len=96)
-        for q, label in [
-            ("hi", "other"),
-            ("where is my order #123456 it is late", "order_status"),
-            ("refund?", "refund_status"),
-        ]
-    ]
+    examples = [encode_example(smollm2_tokenizer, q, label, "Classify.", max_len=96) for q, label in THREE_LENGTHS]
     assert len({len(ids) for ids, _ in examples}) == 3
     eos = smollm2_tokenizer.eos_token_id
     with torch.no_grad():
@@ -238,12 +238,7 @@ def test_a_shared_prefix_run_once_gives_every_rows_own_loss_gradients_and_verdic
 
     model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path, smollm2_tokenizer, initializer_range=0.2))
     examples = [
-        encode_example(smollm2_tokenizer, q, label, "Classify the query.", max_len=96)
-        for q, label in [
-            ("hi", "other"),
-            ("where is my order #123456 it is late", "order_status"),
-            ("refund?", "refund_status"),
-        ]
+        encode_example(smollm2_tokenizer, q, label, "Classify the query.", max_len=96) for q, label in THREE_LENGTHS
     ]
     prefix = shared_prefix(examples)
     # the whole system turn and the user turn's markup; never a query token
