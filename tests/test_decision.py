@@ -97,7 +97,7 @@ def test_serving_cost_worked_by_hand():
     assert bandwidth_share(101, 90, 20) == pytest.approx(101 * 2**20 * 90 / 20e9)
 
 
-def _record(tmp_path, name: str, correct: list[bool], languages: list[str], size: float, qps: float) -> None:
+def _record(tmp_path, name: str, correct: list[bool], languages: list[str], size: float, qps: float, **metrics) -> None:
     job_dir = tmp_path / "sweep" / f"0_{name}"
     accuracy = sum(correct) / len(correct)
     job_dir.mkdir(parents=True)
@@ -116,6 +116,7 @@ def _record(tmp_path, name: str, correct: list[bool], languages: list[str], size
             "model_mib": size,
             "peak_rss_mib": 200.0,
             "load_curve": [{"concurrency": 1, "queries_per_s": qps, "latency_p50_ms": 200, "latency_p95_ms": 300}],
+            **metrics,
         },
         "config": {"hardware": {"device": "cpu", "usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
         "keys": {"record": name, "dataset": "d"},
@@ -138,3 +139,14 @@ def test_the_report_shows_flips_verdict_gate_capacity_cost_and_bandwidth(tmp_pat
     assert f"| 0 / {flips} |" in row and "| fail |" in row and "| de |" in row
     assert "| 9.0 (1 at a time) | 3.09 |" in row and f"| {101 * 2**20 * 90 / 20e9:.0%} |" in row
     assert "Against fp32" in md and "$0.1 per machine-hour" in md
+
+
+def test_the_report_names_the_volume_at_which_a_machine_breaks_even_with_a_hosted_model(tmp_path):
+    languages = ["de", "en"] * 50
+    answers = [True] * len(languages)
+    _record(tmp_path, "fp32", answers, languages, 513, 4.0)
+    _record(tmp_path, "gpt41", answers, languages, 0, 2.0, cost_usd_per_query=0.0002)
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    # $0.10 an hour for 730 hours, at $0.0002 a query: 365,000 queries a month
+    assert "fp32 against gpt41 above 365,000 queries" in md

@@ -98,9 +98,31 @@ def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> l
         price = row["usd_per_hour"]
         for name, per_query in hosted:
             if price and name != p["variant"]:
-                row[f"break_even_per_month_vs_{name}"] = break_even_queries_per_month(price, per_query)
+                row[f"{BREAK_EVEN}{name}"] = break_even_queries_per_month(price, per_query)
         out.append(row)
     return out
+
+
+# A row's monthly volume above which its machine costs less than a hosted row: this prefix,
+# then the hosted row's name.
+BREAK_EVEN = "break_even_per_month_vs_"
+
+
+def _break_even(rows: list[dict]) -> str:
+    """'Break-even against gpt41: gguf_q4km above 365,000 queries a month, ...', or nothing."""
+    pairs = [
+        (k[len(BREAK_EVEN) :], r["variant"], v)
+        for r in rows
+        for k, v in r.items()
+        if k.startswith(BREAK_EVEN) and v is not None
+    ]
+    if not pairs:
+        return ""
+    return (
+        " Break-even, a month, with the machine paid around the clock: "
+        + "; ".join(f"{variant} against {hosted} above {volume:,.0f} queries" for hosted, variant, volume in pairs)
+        + "."
+    )
 
 
 def _fmt(row: dict, key: str, fmt: str, missing: str = "") -> str:
@@ -168,7 +190,7 @@ def caption(rows: list[dict]) -> str:
         f"the baseline's is at least {r['min_relative_accuracy']:g}, overall and in every language. "
         f"Capacity: the highest throughput whose p95 latency is at most {_fmt(r, 'slo_p95_ms', '{:g}')} ms "
         f"(measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per second while decoding, as a "
-        "share of the measured memory bandwidth."
+        "share of the measured memory bandwidth." + _break_even(rows)
     )
 
 
