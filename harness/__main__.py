@@ -40,10 +40,10 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     from harness.errors import UnsupportedCell
     from harness.formats import quant_name
     from harness.pipeline import run_job, write_job_record
-    from harness.record import FAILED, OK, SKIPPED, JobInfo, unfinished_record
+    from harness.record import FAILED, OK, SKIPPED, JobInfo, job_label, unfinished_record
     from harness.report.config import LoggerConfig
     from harness.report.summary import print_table, sweep_group
-    from harness.report.wandb_log import job_run, log_job, run_name
+    from harness.report.wandb_log import job_run, log_job
 
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
@@ -60,11 +60,13 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     live_run = None
     with contextlib.ExitStack() as stack:
         try:
-            job = to_job_config(cfg)
-            resolved["quant"] = {"name": job.quant.name, **dataclasses.asdict(job.quant)}
+            job = to_job_config(cfg, list(hydra_cfg.overrides.task))
+            # what the job runs: no quant and no training for a model that is not built here
+            resolved["quant"] = job.quant and {"name": job.quant.name, **dataclasses.asdict(job.quant)}
+            resolved["train"] = dataclasses.asdict(job.train)
             info = dataclasses.asdict(JobInfo.from_config(resolved))
             # the run starts with the job, so its fine-tuning and progress are there live
-            live_run = stack.enter_context(job_run(logger, group, run_name(info), info, resolved))
+            live_run = stack.enter_context(job_run(logger, group, job_label(info), info, resolved))
             record = run_job(job, resolved)
         except UnsupportedCell as exc:
             log.warning("%s: %s", "skipped" if multirun else "cannot run", exc)
@@ -75,7 +77,7 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
         path = write_job_record(job_dir, record)
         log.info("record: %s", path)
         if record["status"] != SKIPPED:
-            log_job(record, logger, group=group, name=run_name(record["job"]), live_run=live_run)
+            log_job(record, logger, group=group, name=job_label(record["job"]), live_run=live_run)
     if not multirun:
         print_table([record], f"job {job_dir}")
         if record["status"] != OK:
@@ -101,11 +103,13 @@ def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[floa
 
 
 def cli() -> None:
-    """`python -m harness` and the `slm-harness` script: a missing launcher or sweeper plugin is
-    named with its install line before Hydra starts."""
+    """`python -m harness` and the `slm-harness` script: a retired override, or a missing
+    launcher or sweeper plugin, is named with its fix before Hydra starts."""
+    from harness.config import check_retired
     from harness.extras import check_plugins
 
     try:
+        check_retired(sys.argv[1:])
         check_plugins(sys.argv[1:], Path(CONF_DIR))
     except ConfigError as exc:
         sys.exit(f"error: {exc}")

@@ -5,14 +5,17 @@ Each group's schema lives next to the code that uses it (`models.ModelConfig`,
 `measure.config`, `report.config`, `runtimes.config`); `JobConfig` registers them all in
 Hydra's ConfigStore, so YAML presets and command-line overrides are type-checked when the
 job is composed. `quant` is the one group whose schema depends on a value, its format: it is
-parsed against that format's own dataclass right after composition, before any work. Every
+parsed against that format's own dataclass right after composition, before any work. A
+model that is not built here (a model file, a hosted model: `models.model_kind`) has no
+`quant` and no `train`: their defaults are dropped, and a choice of either is refused. Every
 `__post_init__` check raises ConfigError naming the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
@@ -22,8 +25,8 @@ from harness.errors import ConfigError, choices
 from harness.formats import QuantConfig, quant_from_dict, quant_name, registry
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
-from harness.models import ModelConfig
-from harness.record import OBJECTIVES
+from harness.models import ENDPOINT, FILE, ModelConfig, model_kind
+from harness.record import OBJECTIVES, JobInfo, job_label
 from harness.report.config import LoggerConfig, ReportConfig
 from harness.train.config import TrainConfig
 
@@ -49,7 +52,8 @@ class JobConfig:
     # The format's own options dataclass (see harness.formats) once parsed.
     # Typed here as what every format has; a preset's own schema (quant/schema/<format>)
     # types its options, and `to_job_config` parses the node as its format's dataclass.
-    quant: QuantConfig = MISSING
+    # None for a model that is not built here (a model file, a hosted model).
+    quant: Optional[QuantConfig] = MISSING
     hardware: HardwareConfig = MISSING
     language: LanguageConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -74,38 +78,7 @@ class JobConfig:
             raise ConfigError(f"objectives={self.objectives}: choose from {choices(OBJECTIVES)}")
         if self.build_timeout_s <= 0:
             raise ConfigError("build_timeout_s must be > 0 (seconds each build stage may take)")
-        hosted = self.model.source == "api"
-        if hosted != self.quant.HOSTED:
-            raise ConfigError(
-                f"model={self.model.name} is a hosted model, measured as served: quant={self.quant.name} "
-                "does not apply to it; drop the quant override for this model "
-                "(sweep hosted and local models separately)"
-                if hosted
-                else f"quant={self.quant.name} is only for hosted models (model.source=api, e.g. model=local_server)"
-            )
-        if hosted and self.train.method != "none":
-            raise ConfigError(
-                f"model={self.model.name} is a hosted model, measured as served: train={self.train.name} "
-                "does not apply to it; drop the train override for this model "
-                "(sweep hosted and local models separately)"
-            )
-        as_given = self.quant.AS_GIVEN
-        if as_given and self.model.source not in ("gguf", "local"):
-            raise ConfigError(
-                f"quant=as_is measures a model file as it is: it needs model.source=gguf (model.path=FILE.gguf) or "
-                f"model.source=local (model.path=DIR), not model.source={self.model.source}"
-            )
-        if self.model.source == "gguf" and not as_given:
-            raise ConfigError(
-                f"model.source=gguf is measured as it is: use quant=as_is (not quant={self.quant.name}); a GGUF is "
-                "not fine-tuned or requantized here"
-            )
-        if as_given and self.train.method != "none":
-            raise ConfigError(
-                f"quant=as_is measures the file as given, so train={self.train.name} does not apply: add train=none "
-                "(to fine-tune, start from a full-precision checkpoint with model.source=local and another quant)"
-            )
-        if hosted and self.measure.decoding != "free":
+        if self.model.kind == ENDPOINT and self.measure.decoding != "free":
             raise ConfigError(
                 f"measure.decoding={self.measure.decoding} restricts the tokens a local runtime picks; a hosted model "
                 "writes its answer itself: use measure.decoding=free, with the label list in its prompt and "
@@ -131,18 +104,82 @@ def register_configs() -> None:
     # a preset, and an override of one of its options, is type-checked against its own format.
     for cls in dict.fromkeys(registry().values()):
         cs.store(group="quant/schema", name=cls.__module__.rpartition(".")[2], node=cls)
-    # Run directories and W&B names use the variant's derived name: ${quant_name:${quant}}.
-    if not OmegaConf.has_resolver("quant_name"):
-        OmegaConf.register_new_resolver("quant_name", quant_name)
+    # Run directories are named as records name the job: ${job_label:${model},${quant},${train}}.
+    if not OmegaConf.has_resolver("job_label"):
+        OmegaConf.register_new_resolver("job_label", _composed_job_label)
 
 
-def to_job_config(cfg: DictConfig) -> JobConfig:
-    """Turn a composed config into validated objects; raises ConfigError naming the fix."""
-    # the node keeps the schema its preset started from, whatever `quant.format` now says
-    quant = quant_from_dict(OmegaConf.to_container(cfg.quant, resolve=True))
+def _composed_job_label(model: Any, quant: Any, train: Any) -> str:
+    plain = {k: OmegaConf.to_container(v, resolve=True) for k, v in (("model", model), ("train", train))}
+    return job_label(dataclasses.asdict(JobInfo.from_config({**plain, "quant": {"name": quant_name(quant)}})))
+
+
+# Presets that once said where a job runs rather than how it quantizes, and what replaced them.
+RETIRED = {
+    "quant=as_is": "a model file is measured as it is from its source alone: model.source=gguf model.path=FILE.gguf, "
+    "or model.source=checkpoint model.path=DIR; drop quant=as_is (and train=none)",
+    "quant=hosted": "a hosted model (model.source=api, e.g. model=gpt41) is measured as served with no quant; "
+    "drop quant=hosted",
+}
+
+
+def check_retired(overrides: Sequence[str]) -> None:
+    """Before Hydra composes (it would only say the preset is missing): a retired override, with its new form."""
+    for override in overrides:
+        key, _, values = override.partition("=")
+        for value in values.split(","):
+            if f"{key.lstrip('+~')}={value}" in RETIRED:
+                raise ConfigError(f"{key}={value} is retired: {RETIRED[f'{key}={value}']}")
+
+
+def _chosen_groups(overrides: Sequence[str]) -> dict[str, str]:
+    """The groups a job's command-line overrides (Hydra's task overrides) set, each with the
+    first override that set it (`quant=gguf_q8_0`, `train.epochs=2`); a deletion sets nothing."""
+    out: dict[str, str] = {}
+    for override in overrides:
+        key = override.partition("=")[0]
+        if not key.startswith("~"):
+            out.setdefault(key.lstrip("+").partition(".")[0], override)
+    return out
+
+
+NOT_TRAINED = TrainConfig(name="none", method="none")
+
+
+def _refuse_build_choices(model: DictConfig, kind: str, overrides: Sequence[str]) -> None:
+    """A model that is not built here takes no quant or training: the composed defaults are
+    dropped, and one the user chose is refused, with what to do instead."""
+    chosen = _chosen_groups(overrides)
+    for group in ("quant", "train"):
+        override = chosen.get(group)
+        if override is None or override == "train=none":
+            continue
+        if kind == ENDPOINT:
+            raise ConfigError(
+                f"model={model.name} is a hosted model, measured as served: {override} does not apply to it; drop "
+                f"the {group} override for this model (sweep hosted and local models separately)"
+            )
+        raise ConfigError(
+            f"model.source={model.source} is measured as it is: {override} does not apply (a model file is not "
+            f"{'requantized' if group == 'quant' else 'fine-tuned'} here); drop the {group} override, or start from "
+            "a full-precision checkpoint with model.source=local to build it"
+        )
+
+
+def to_job_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobConfig:
+    """Turn a composed config into validated objects; raises ConfigError naming the fix.
+    `overrides`: the job's command-line overrides, which say whether a quant or a train the
+    config holds was the user's choice or the default."""
+    kind = model_kind(cfg.model.source)
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.quant = OmegaConf.structured(quant)
+        if kind in (FILE, ENDPOINT):
+            _refuse_build_choices(cfg.model, kind, overrides)
+            cfg.quant = None
+            cfg.train = OmegaConf.structured(NOT_TRAINED)
+        else:
+            # the node keeps the schema its preset started from, whatever `quant.format` now says
+            cfg.quant = OmegaConf.structured(quant_from_dict(OmegaConf.to_container(cfg.quant, resolve=True)))
     job = OmegaConf.to_object(cfg)
     assert isinstance(job, JobConfig)
     return job

@@ -24,12 +24,30 @@ from harness.store import cache_key, cached_dir, file_digest
 log = logging.getLogger(__name__)
 
 
+# What a job does with its model follows from where the model comes from, and only from
+# that: a model it can read the weights of is built here (fine-tuned, merged, quantized); a
+# model file is measured as it is; a hosted model is measured as served. Every part of the
+# harness that depends on this asks `model_kind`.
+BUILT, FILE, ENDPOINT = "built", "file", "endpoint"
+KINDS = {"embedded": BUILT, "hf": BUILT, "local": BUILT, "gguf": FILE, "checkpoint": FILE, "api": ENDPOINT}
+# What a record calls the variant of a model no quant built (a built one is named for its quant).
+UNBUILT_VARIANT = {FILE: "as_given", ENDPOINT: "hosted"}
+
+
+def model_kind(source: Optional[str]) -> Optional[str]:
+    """BUILT, FILE or ENDPOINT for a `model.source` (None for one that is not known)."""
+    return KINDS.get(source or "")
+
+
 @dataclass
 class ModelConfig:
-    """The base model. `source=embedded` loads a GGUF shipped inside a Python package;
-    `source=hf` loads a Hugging Face id (needs network or a warm HF cache); `source=local`
-    a Hugging Face checkpoint directory on disk; `source=gguf` a GGUF file on disk, measured
-    as it is (`quant=as_is`)."""
+    """The model. Built here (fine-tuned and quantized by the job's `train` and `quant`):
+    `source=embedded`, a GGUF shipped inside a Python package; `source=hf`, a Hugging Face id
+    (needs network or a warm HF cache); `source=local`, a Hugging Face checkpoint directory on
+    disk. Measured as it is, with no `train` or `quant`: `source=gguf`, a GGUF file on disk;
+    `source=checkpoint`, a checkpoint directory (full precision, or already quantized with
+    GPTQ, AWQ or bitsandbytes). Measured as served: `source=api`, an OpenAI-compatible
+    endpoint (`model.api`)."""
 
     name: str = MISSING
     source: str = "embedded"
@@ -38,8 +56,8 @@ class ModelConfig:
     package: Optional[str] = None
     gguf_file: Optional[str] = None
     path: Optional[str] = None
-    # source=gguf: a tokenizer (directory or hub id) whose chat template renders the prompts;
-    # None: the template in the GGUF's own metadata.
+    # source=gguf or checkpoint: a tokenizer (directory or hub id) whose chat template renders
+    # the prompts; None: the file's own (a GGUF's metadata, a checkpoint's tokenizer files).
     tokenizer: Optional[str] = None
     # Name the labels in the system prompt. None: only for a model not fine-tuned here
     # (train=none); set false for a file fine-tuned on this task (e.g. one this harness built).
@@ -64,14 +82,19 @@ class ModelConfig:
         elif self.source == "local":
             if not self.path:
                 raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
-        elif self.source == "gguf":
+        elif self.source in ("gguf", "checkpoint"):
             if not self.path:
-                raise ConfigError(f"model={self.name}: source=gguf needs model.path (a .gguf file)")
+                what = "a .gguf file" if self.source == "gguf" else "a checkpoint directory"
+                raise ConfigError(f"model={self.name}: source={self.source} needs model.path ({what})")
         elif self.source == "api":
             if self.api is None:
                 raise ConfigError(f"model={self.name}: source=api needs model.api (base_url, model_name, ...)")
         else:
-            raise ConfigError(f"model.source={self.source!r} is unknown; choose one of: embedded, hf, local, gguf, api")
+            raise ConfigError(f"model.source={self.source!r} is unknown; choose one of: {', '.join(KINDS)}")
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.source]
 
 
 def embedded_gguf_path(model: ModelConfig) -> Path:

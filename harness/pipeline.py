@@ -1,6 +1,6 @@
 """One job: the dataset, then its target's stages, then the measurement, as one record.
 
-    dataset -> target.prepare (base -> adapter -> merged -> artifact, or an endpoint) -> measure
+    dataset -> target.prepare (base -> fine-tuned -> artifact; a model file; an endpoint) -> measure
 
 Each stage's key hashes exactly its inputs and the keys before it, so a sweep over eight
 quantizations fine-tunes once, and re-running a finished sweep reuses its records.
@@ -19,6 +19,7 @@ from typing import Any
 from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
+from harness.models import ENDPOINT
 from harness.prompt import system_prompt
 from harness.record import MEASURE_VERSION, OK, RECORD, JobInfo
 from harness.store import cached_dir, read_json, write_json_atomic
@@ -33,7 +34,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     started = datetime.now(timezone.utc)
     target = target_for(job)
     target.preflight()
-    if job.train.method == "none" and job.measure.decoding == "free" and job.model.source != "api":
+    if job.train.method == "none" and job.measure.decoding == "free" and job.model.kind != ENDPOINT:
         log.warning(
             "train=none: a model not fine-tuned here may not write the answer format, and a free answer "
             "that is not one is invalid; measure.decoding=labels gives the zero-shot baseline "
@@ -61,7 +62,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
             "machine": prepared.machine,
             "bandwidth": prepared.bandwidth,
             "measure_version": MEASURE_VERSION,
-            "environment": environment(REPO_ROOT, job.quant.PACKAGES),
+            "environment": environment(REPO_ROOT, prepared.packages),
             "started_at": started.isoformat(timespec="seconds"),
             "measure_wall_s": time.perf_counter() - t0,
         }

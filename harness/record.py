@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.models import BUILT, FILE, UNBUILT_VARIANT, model_kind
+
 TERMINAL, REPORT = "terminal", "report"
 # What a record means: bumped whenever the measurement changes what a figure measures, so
 # records of older measurement code are measured again rather than reused. 2: the measuring
@@ -275,19 +277,25 @@ class JobInfo:
         """From a resolved job config (plain dicts), valid or not: a field it lacks is None."""
         quant = resolved.get("quant") or {}
         model = resolved.get("model") or {}
-        # a model file measured as it is is named for the file, so a sweep over files tells them apart
-        as_given = quant.get("format") == "as_is" and model.get("path")
+        kind = model_kind(model.get("source")) or BUILT
+        built = kind == BUILT
         return cls(
-            model=Path(model["path"]).stem if as_given else model.get("name"),
-            quant=quant.get("name"),
-            format=quant.get("format"),
-            bits=quant.get("bits"),
-            gguf_type=quant.get("gguf_type"),
+            # a model file is named for the file, so a sweep over files tells them apart
+            model=Path(model["path"]).stem if kind == FILE and model.get("path") else model.get("name"),
+            quant=quant.get("name") if built else UNBUILT_VARIANT[kind],
+            format=quant.get("format") if built else None,
+            bits=quant.get("bits") if built else None,
+            gguf_type=quant.get("gguf_type") if built else None,
+            train=(resolved.get("train") or {}).get("name") if built else "none",
             hardware=(resolved.get("hardware") or {}).get("name"),
-            train=(resolved.get("train") or {}).get("name"),
             decoding=(resolved.get("measure") or {}).get("decoding"),
             languages=sorted((resolved.get("language") or {}).get("codes") or {}),
         )
+
+
+def job_label(job: dict[str, Any]) -> str:
+    """model_variant_train, as a record's `job` block names them: W&B run names, run directories."""
+    return f"{job.get('model')}_{job.get('quant')}_{job.get('train')}"
 
 
 # A job that produced a record, a job that failed, and a sweep cell that does not exist

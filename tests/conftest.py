@@ -119,7 +119,7 @@ def tiny_job_overrides(tiny_llama: Path, outputs: Path, logger: str = "none") ->
 def build(quant, model_dir: Path, cache: Path, data_dir: Path | None = None, system: str = ""):
     """The artifact stage as a job runs it (a spawned build, cached), on 2 threads and the CPU."""
     from harness.formats import BuildInputs
-    from harness.targets import build_artifact
+    from harness.targets.built import build_artifact
 
     inputs = BuildInputs(data_dir=str(data_dir or ""), system=system, threads=2, device="cpu", cache_root=str(cache))
     return build_artifact(quant, model_dir, "tiny", inputs, cache, timeout_s=600)

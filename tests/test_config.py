@@ -20,7 +20,7 @@ QUANT_PRESETS = sorted(p.stem for p in (REPO / "conf" / "quant").glob("*.yaml"))
 def compose_job(overrides: list[str]):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return to_job_config(cfg)
+    return to_job_config(cfg, overrides)
 
 
 def test_default_composes_to_the_embedded_model_and_gguf_q4km():
@@ -32,18 +32,46 @@ def test_default_composes_to_the_embedded_model_and_gguf_q4km():
 
 @pytest.mark.parametrize("preset", QUANT_PRESETS)
 def test_every_quant_preset_is_valid(preset):
-    # quant=hosted belongs with a hosted model, quant=as_is with a model file; neither is fine-tuned
-    model = {
-        "hosted": ["model=local_server", "train=none"],
-        "as_is": ["model.source=gguf", "model.path=model.gguf", "train=none"],
-    }.get(preset, [])
-    job = compose_job([f"quant={preset}", *model])
+    job = compose_job([f"quant={preset}"])
     assert job.quant.name == preset
 
 
-def test_hosted_quant_with_a_local_model_names_the_fix():
-    with pytest.raises(ConfigError, match=r"quant=hosted is only for hosted models"):
-        compose_job(["quant=hosted"])
+@pytest.mark.parametrize(
+    "overrides, kind",
+    [
+        (["model.source=gguf", "model.path=model.gguf"], "file"),
+        (["model.source=checkpoint", "model.path=ckpt"], "file"),
+        (["model=gpt41"], "endpoint"),
+        (["model=local_server", "train=none"], "endpoint"),
+    ],
+)
+def test_a_model_not_built_here_drops_the_default_quant_and_training(overrides, kind):
+    """The kind follows from the model's source alone: a model file, or a hosted model, has no
+    build, so the defaults of `quant` and `train` do not apply to it (and are not an error)."""
+    job = compose_job(overrides)
+    assert job.model.kind == kind and job.quant is None and job.train.method == "none"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.source=gguf", "model.path=x.gguf", "quant=gguf_q8_0"], "quant=gguf_q8_0 does not apply"),
+        (["model.source=checkpoint", "model.path=d", "train=lora"], "train=lora does not apply"),
+        (["model.source=gguf", "model.path=x.gguf", "train.epochs=2"], "train.epochs=2 does not apply"),
+        (["model=gpt41", "quant.bits=8"], "hosted model, measured as served: quant.bits=8 does not apply"),
+        (["model.source=gguf"], "source=gguf needs model.path"),
+    ],
+)
+def test_a_build_choice_for_a_model_not_built_here_names_the_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose_job(overrides)
+
+
+@pytest.mark.parametrize("retired", ["quant=as_is", "quant=hosted", "quant=gguf_q4km,as_is"])
+def test_a_retired_quant_names_what_replaced_it(retired):
+    done = run_harness([retired, "model.source=gguf", "model.path=x.gguf"])
+    assert done.returncode != 0 and "is retired" in done.stderr, done.stderr[-2000:]
+    assert ("model.source=gguf model.path=FILE.gguf" if "as_is" in retired else "model=gpt41") in done.stderr
 
 
 def test_language_list_merges_presets():
@@ -61,7 +89,7 @@ def test_gguf_bits_contradicting_type_names_the_fix():
         ({"format": "bnb", "bits": 3}, r"quant.bits=3 is not supported by quant.format=bnb; supported bits: 4, 8"),
         (
             {"format": "awq", "bits": 4},
-            r"quant.format='awq' is unknown; choose one of: as_is, bf16, bnb, fp16, fp32, gguf",
+            r"quant.format='awq' is unknown; choose one of: bf16, bnb, fp16, fp32, gguf",
         ),
         ({"format": "gguf", "bits": 4, "gguf_type": "Q9_X"}, r"quant.gguf_type='Q9_X' is not a llama.cpp file type"),
         (
@@ -115,7 +143,7 @@ def test_help_lists_groups_and_choices():
     done = run_harness(["--help"])
     assert done.returncode == 0
     for line in (
-        "quant: as_is, bf16",
+        "quant: bf16, bnb_int8",
         "gguf_q4km",
         "model: gpt41, llama32_1b, local_server, smollm2_135m",
         "train: full, lora, none, qlora",
@@ -157,7 +185,7 @@ def test_own_data_files_are_set_as_the_readme_writes_them():
 
 def test_a_hosted_model_cannot_be_constrained_to_the_labels():
     with pytest.raises(ConfigError, match="measure.decoding=free"):
-        compose_job(["model=local_server", "quant=hosted", "train=none", "measure.decoding=labels"])
+        compose_job(["model=local_server", "measure.decoding=labels"])
     with pytest.raises(ConfigError, match="measure.decoding='grammar' is unknown"):
         compose_job(["measure.decoding=grammar"])
 
@@ -178,4 +206,4 @@ def test_the_console_script_is_the_same_app():
 
     script = Path(sys.executable).parent / "slm-harness"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "quant: as_is, bf16" in done.stdout
+    assert done.returncode == 0 and "quant: bf16, bnb_int8" in done.stdout

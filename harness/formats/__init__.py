@@ -66,10 +66,6 @@ class QuantConfig:
     PACKAGES: ClassVar[tuple[str, ...]] = ()
     # The pyproject extra that installs them ("" for the core's formats).
     EXTRA: ClassVar[str] = ""
-    # Measured behind an endpoint rather than built here.
-    HOSTED: ClassVar[bool] = False
-    # The artifact is the model file the user gave (model.path), measured as it is.
-    AS_GIVEN: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         widths = self.widths()

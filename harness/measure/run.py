@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from harness.data.dataset import read_split, spread
-from harness.formats import QuantConfig
 from harness.hardware import HardwareConfig
 from harness.measure.accuracy import classification_metrics
 from harness.measure.config import MeasureConfig
@@ -28,7 +27,7 @@ from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.stats import median_interval, median_std, percentile
 from harness.prompt import answer, parse_answer
 from harness.record import PREDICTIONS, Accuracy, Energy, Latency, Memory, Metrics, Speed
-from harness.runtimes import BatchingRuntime, Runtime, answer_ends
+from harness.runtimes import BatchingRuntime, Opener, Runtime, answer_ends
 from harness.runtimes.constrain import AnswerTrie
 
 # A neutral filler for the fixed-shape speed test; its tokens, repeated, make any length.
@@ -45,7 +44,7 @@ class MeasureSpec:
     # measurement starts: the measuring process holds the runtime, not the tokenizer library.
     prompts: list[str]
     data_dir: str
-    quant: QuantConfig
+    opener: Opener
     hardware: HardwareConfig
     measure: MeasureConfig
     threads: int
@@ -312,11 +311,11 @@ def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
     from harness.live import track
 
     process = psutil.Process()
-    spec.quant.prepare_kernels(spec.hardware)  # a one-time kernel build is not the load's time
+    spec.opener.prepare_kernels(spec.hardware)  # a one-time kernel build is not the load's time
     max_new = spec.measure.max_new_tokens
     with PeakRSSSampler() as rss, GpuMemoryTracker(spec.hardware.device) as vram:
         t0 = time.perf_counter()
-        rt = spec.quant.open(Path(spec.artifact), spec.hardware, spec.threads)
+        rt = spec.opener.open(Path(spec.artifact), spec.hardware, spec.threads)
         load_s = time.perf_counter() - t0
         prompts = [rt.tokenize(text) for text in spec.prompts]
         trie = label_trie(rt, spec.labels, max_new) if spec.measure.decoding == "labels" else None

@@ -110,11 +110,6 @@ def _predictions(wandb: Any, rows: list[dict]) -> Any:
     return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
 
 
-def run_name(job: dict) -> str:
-    """A job's run name: model, variant and fine-tuning, as its record's `job` names them."""
-    return f"{job.get('model')}_{job.get('quant')}_{job.get('train')}"
-
-
 class LiveRun:
     """The listener (`harness.live`) that puts a job's progress into its run as it happens:
     the training loss, learning rate and validation accuracy against `train/step`, and each

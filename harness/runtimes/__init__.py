@@ -1,7 +1,7 @@
 """Runtimes run an artifact token by token; every measurement in `harness.measure` is
 written against the small `Runtime` interface below, so a new runtime gets accuracy,
 latency, throughput and memory figures without code of its own. A format's `open` picks
-the runtime for its artifact."""
+the runtime for its artifact (`Opener`)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,13 @@ class BatchingRuntime(Runtime, Protocol):
         """Greedy answers (token ids, end of turn left out) to prompts of any lengths, decoded
         together; a row stops at end of turn, at `max_new_tokens`, or once its text holds `stop`.
         With `trie`, each row's answer is restricted to the trie's answers."""
+
+
+class Opener(Protocol):
+    """What opens an artifact on its runtime, in the measuring process: a quant format (the
+    artifact it built), or a model file's own (`targets.file.ModelFile`)."""
+
+    def prepare_kernels(self, hardware) -> None:
+        """Build or load the kernels the runtime will use, before the load is timed."""
+
+    def open(self, artifact, hardware, threads: int) -> Runtime: ...

@@ -1,0 +1,129 @@
+"""What a job measures, one target per kind of model (`models.model_kind`): an artifact built
+here through cached stages (`built`), a model file measured as it is (`file`), or a hosted
+endpoint measured as served (`endpoint`). Each owns its checks, and all answer the same two
+calls, chosen once per job:
+
+    target.preflight()                       seconds-long checks before any heavy work
+    target.prepare(data_dir, system, labels) build what is needed; how to measure it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from harness.config import JobConfig
+from harness.isolated import run_isolated
+from harness.models import BUILT, FILE
+from harness.record import MEASURE_VERSION
+from harness.runtimes import Opener
+from harness.store import cache_key
+
+
+@dataclass
+class Prepared:
+    """What the stages before the measurement produced, and the measurement itself."""
+
+    measure: Callable[[Path], dict]
+    artifact_info: dict
+    train_facts: Optional[dict]
+    keys: dict[str, str]
+    # the identity of the machine that measures (None: a remote endpoint's)
+    machine: Optional[dict]
+    # that machine's measured memory bandwidth (harness.measure.bandwidth; None: an endpoint)
+    bandwidth: Optional[dict] = None
+    # Where the measured thing came from, upstream first: each stage's output as
+    # {"stage", "key", "path"} (dataset -> model -> artifact), for W&B's lineage.
+    lineage: list[dict] = dataclasses.field(default_factory=list)
+    # Python distributions the measurement ran on, whose versions the record lists.
+    packages: tuple[str, ...] = ()
+
+
+def link(stage: str, key: str, path: Path) -> dict:
+    return {"stage": stage, "key": key, "path": str(path.resolve())}
+
+
+def record_key(
+    artifact_key: str,
+    data_key: str,
+    job: JobConfig,
+    threads: int,
+    system: str,
+    machine: dict,
+    version: int = MEASURE_VERSION,
+) -> str:
+    """A record is reused only for the same artifact, data, hardware and measurement config,
+    measured on the same kind of machine by the same version of the measurement code. What
+    only the report reads (the machine's price, the latency objective) is no measurement's input."""
+    hardware = {k: v for k, v in dataclasses.asdict(job.hardware).items() if k != "usd_per_hour"}
+    measure = {k: v for k, v in dataclasses.asdict(job.measure).items() if k != "slo_p95_ms"}
+    return cache_key("record", artifact_key, data_key, hardware, measure, threads, system, machine, version)
+
+
+class Target(Protocol):
+    def preflight(self) -> None: ...
+
+    def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared: ...
+
+
+def target_for(job: JobConfig) -> Target:
+    if job.model.kind == BUILT:
+        from harness.targets.built import BuiltTarget
+
+        return BuiltTarget(job)
+    if job.model.kind == FILE:
+        from harness.targets.file import FileTarget
+
+        return FileTarget(job)
+    from harness.targets.endpoint import EndpointTarget
+
+    return EndpointTarget(job)
+
+
+def local_measurement(
+    job: JobConfig,
+    artifact: Path,
+    opener: Opener,
+    load_tokenizer: Callable[[], Any],
+    data_dir: Path,
+    system: str,
+    labels: list[str],
+) -> Callable[[Path], dict]:
+    """The measurement of a local artifact, in a spawned process that holds only the runtime."""
+    from harness.measure.run import MeasureSpec, measure, test_rows
+    from harness.prompt import render_prompt
+
+    def run(out: Path) -> dict:
+        # rendered only when a measurement runs: a reused record needs no tokenizer
+        tokenizer = load_tokenizer()
+        prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
+        spec = MeasureSpec(
+            artifact=str(artifact),
+            prompts=prompts,
+            data_dir=str(data_dir),
+            opener=opener,
+            hardware=job.hardware,
+            measure=job.measure,
+            threads=job.hardware.threads_used,
+            system=system,
+            labels=labels,
+            out_dir=str(out),
+        )
+        return run_isolated(
+            "measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s", job.hardware.device
+        )
+
+    return run
+
+
+def local_machine(job: JobConfig) -> tuple[dict, dict]:
+    """(the identity of the machine that measures, its memory bandwidth, measured once per machine)."""
+    from harness.measure.bandwidth import memory_bandwidth
+    from harness.measure.machine import machine_identity
+
+    machine = machine_identity(job.hardware.device)
+    cache = Path(job.paths.cache_dir).resolve()
+    threads = job.hardware.threads_used
+    return machine, memory_bandwidth(cache, machine, job.hardware.device, threads, job.build_timeout_s)

@@ -1,0 +1,204 @@
+"""A model file measured as it is: a GGUF on llama.cpp (`model.source=gguf`), or a checkpoint
+directory on transformers as its `config.json` says to load it (`model.source=checkpoint`:
+full precision, or already quantized with GPTQ, AWQ or bitsandbytes). Nothing is trained or
+built; the artifact is the user's file, checked before any native code opens it, and the
+record says what it holds, keyed by its digest."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import JobConfig
+from harness.errors import ConfigError
+from harness.extras import require
+from harness.formats import parameter_count
+from harness.store import cache_key, file_digest
+from harness.targets import Prepared, link, local_machine, local_measurement, record_key
+
+# A user's file is not ours to rebuild: the fix is to give another one.
+USER_FILE_FIX = "check the file (a complete download, the right path) or pass another model.path"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+@dataclass
+class ModelFile:
+    """Opens the file on its runtime in the measuring process (an `Opener`)."""
+
+    is_gguf: bool
+
+    @property
+    def runtime_package(self) -> str:
+        return "llama_cpp_python" if self.is_gguf else "transformers"
+
+    def prepare_kernels(self, hardware) -> None:
+        """A file's kernels are whatever its runtime loads with it."""
+
+    def open(self, artifact: Path, hardware, threads: int):
+        if self.is_gguf:
+            from harness.runtimes.llama_cpp import LlamaCppRuntime
+
+            return LlamaCppRuntime(artifact, hardware, threads)
+        from harness.runtimes.transformers import TransformersRuntime
+
+        def load(device: str):
+            from transformers import AutoModelForCausalLM
+
+            # dtype "auto": the dtype the checkpoint was saved in; a quantization_config in
+            # config.json picks the quantized layers, which are placed on load (bitsandbytes
+            # and GPTQ models cannot be moved afterwards).
+            return AutoModelForCausalLM.from_pretrained(artifact, dtype="auto", device_map=device)
+
+        return TransformersRuntime(artifact, hardware, threads, load)
+
+
+class FileTarget:
+    def __init__(self, job: JobConfig):
+        assert job.model.path is not None
+        self.job = job
+        self.path = Path(job.model.path).expanduser()
+        self.file = ModelFile(is_gguf=job.model.source == "gguf")
+
+    def preflight(self) -> None:
+        from harness.hardware import check_device
+
+        source, is_gguf = self.job.model.source, self.file.is_gguf
+        require(f"model.source={source}", (self.file.runtime_package,), "")
+        if self.path.exists() and self.path.is_dir() == is_gguf:
+            raise ConfigError(
+                f"model.path={self.path} is a {'directory' if self.path.is_dir() else 'file'}: model.source=gguf takes "
+                "a .gguf file, model.source=checkpoint a checkpoint directory"
+            )
+        try:
+            if is_gguf:
+                from harness.formats.gguf import check_gguf_file
+
+                check_gguf_file(self.path, fix=USER_FILE_FIX)
+            else:
+                check_checkpoint_dir(self.path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model.path: {exc}") from None
+        if is_gguf and not self.job.model.tokenizer:
+            from harness.gguf_header import read_header
+
+            if "tokenizer.chat_template" not in read_header(self.path).keys:
+                raise ConfigError(
+                    f"model.path={self.path} has no chat template in its metadata, so its prompts cannot be rendered "
+                    "as it expects them: give one with model.tokenizer=<a tokenizer directory or hub id>"
+                )
+        check_device(self.job.hardware.device)
+
+    def _tokenizer(self) -> Any:
+        """The tokenizer whose chat template renders the prompts: model.tokenizer if given,
+        else the file's own (a GGUF's metadata, a checkpoint's tokenizer files)."""
+        from transformers import AutoTokenizer
+
+        if self.job.model.tokenizer:
+            return AutoTokenizer.from_pretrained(self.job.model.tokenizer)
+        if self.file.is_gguf:
+            return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
+        return AutoTokenizer.from_pretrained(self.path)
+
+    def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
+        job, is_gguf = self.job, self.file.is_gguf
+        facts = gguf_facts(self.path) if is_gguf else checkpoint_facts(self.path)
+        facts["chat_template_from"] = job.model.tokenizer or ("gguf metadata" if is_gguf else "checkpoint")
+        # the rendered prompts are keyed by the record (its system prompt, the test split); the
+        # file and the runtime that runs it, here
+        runtime = self.file.runtime_package
+        key = cache_key(
+            "model_file", facts["sha256"], facts["chat_template_from"], runtime, importlib.metadata.version(runtime)
+        )
+        machine, bandwidth = local_machine(job)
+        return Prepared(
+            measure=local_measurement(job, self.path, self.file, self._tokenizer, data_dir, system, labels),
+            artifact_info={
+                "format": "gguf" if is_gguf else "checkpoint",
+                "bits": None,
+                **facts,
+                "tool": "as given",
+                "quantize_wall_s": None,
+            },
+            train_facts=None,
+            keys={
+                "dataset": data_dir.name,
+                "artifact": key,
+                "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine),
+            },
+            machine=machine,
+            bandwidth=bandwidth,
+            lineage=[link("dataset", data_dir.name, data_dir), link("artifact", key, self.path)],
+            packages=(runtime,),
+        )
+
+
+def check_checkpoint_dir(path: Path) -> dict[str, Any]:
+    """A clear error for a directory that is not a loadable checkpoint; its config otherwise."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such checkpoint directory (model.path)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{path} is not a Hugging Face checkpoint (no config.json); {USER_FILE_FIX}")
+    if not any(any(path.glob(p)) for p in WEIGHT_PATTERNS):
+        raise ValueError(
+            f"{path} has a config.json but no weights (*.safetensors or pytorch_model*.bin); {USER_FILE_FIX}"
+        )
+    try:
+        return json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config} is not valid JSON ({exc}); {USER_FILE_FIX}") from None
+
+
+def gguf_facts(path: Path) -> dict[str, Any]:
+    """What a GGUF holds, from its header: architecture, llama.cpp file type, the share of
+    parameters in each tensor type, parameter count, and whether it carries a chat template."""
+    from harness.gguf_header import read_header
+
+    header = read_header(path)
+    by_type: Counter[str] = Counter()
+    for tensor in header.tensors:
+        by_type[tensor.type_name] += tensor.n_elements
+    n_params = sum(by_type.values())
+    size = path.stat().st_size
+    return {
+        "file": str(path.resolve()),
+        "sha256": file_digest(path),
+        "size_mib": size / 2**20,
+        "architecture": header.values.get("general.architecture"),
+        "gguf_type": header.file_type,
+        "tensor_types": {k: round(v / n_params, 4) for k, v in by_type.most_common()},
+        "n_params": n_params,
+        "bits_per_weight": size * 8 / n_params,
+        "chat_template_in_file": "tokenizer.chat_template" in header.keys,
+    }
+
+
+def checkpoint_facts(path: Path) -> dict[str, Any]:
+    """What a checkpoint directory holds: its architecture, how its weights are quantized (if
+    they are), their size, and one digest over every file in it (weights, config, tokenizer
+    and its chat template: a change to any is another model to measure)."""
+    config = check_checkpoint_dir(path)
+    weights = sorted(w for p in WEIGHT_PATTERNS for w in path.glob(p))
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    digest = hashlib.sha256("".join(f"{p.name}:{file_digest(p)}" for p in files).encode()).hexdigest()
+    quant = config.get("quantization_config") or {}
+    size = sum(w.stat().st_size for w in weights)
+    facts = {
+        "file": str(path.resolve()),
+        "sha256": digest,
+        "size_mib": size / 2**20,
+        "architecture": (config.get("architectures") or [None])[0],
+        "quant_method": quant.get("quant_method"),
+        "quant_bits": quant.get("bits")
+        or (4 if quant.get("load_in_4bit") else 8 if quant.get("load_in_8bit") else None),
+        "dtype": config.get("torch_dtype") or config.get("dtype"),
+    }
+    if not quant:  # packed quantized tensors do not count parameters
+        n_params = parameter_count(path)
+        facts.update(n_params=n_params, bits_per_weight=size * 8 / n_params if n_params else None)
+    return facts
