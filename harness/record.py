@@ -39,10 +39,16 @@ def figure(
     maximize: Optional[bool] = None,
     shown: tuple[str, ...] = (),
     default: Any = None,
+    ci: str = "",
+    frontier: str = "",
+    label: str = "",
 ) -> Any:
     """A record field with its column spec. `maximize`: an objective a sweeper may optimise
-    (True: higher is better, False: lower); `shown`: the tables with a column for it."""
-    return field(default=default, metadata={"header": header, "fmt": fmt, "maximize": maximize, "shown": shown})
+    (True: higher is better, False: lower); `shown`: the tables with a column for it; `ci`:
+    the cell format of its 95% interval (the record's `<name>_ci95`), shown beside it;
+    `frontier`: the short name of a Pareto objective (`label` its plots' axis)."""
+    spec = {"header": header, "fmt": fmt, "maximize": maximize, "shown": shown, "ci": ci, "frontier": frontier}
+    return field(default=default, metadata={**spec, "label": label or header})
 
 
 def detail(default_factory=None) -> Any:
@@ -53,7 +59,9 @@ def detail(default_factory=None) -> Any:
 @dataclass
 class Accuracy:
     n_samples: Optional[int] = figure()
-    accuracy: Optional[float] = figure("accuracy", "{:.3f}", True, (TERMINAL, REPORT))
+    accuracy: Optional[float] = figure(
+        "accuracy", "{:.3f}", True, (TERMINAL, REPORT), ci="{:.2f}-{:.2f}", frontier="accuracy"
+    )
     accuracy_ci95: Optional[list] = detail(list)
     macro_f1: Optional[float] = figure("macro-F1", "{:.3f}", True, (REPORT,))
     invalid_rate: Optional[float] = figure("invalid", "{:.3f}", False, (TERMINAL,))
@@ -67,7 +75,9 @@ class Accuracy:
 
 @dataclass
 class Latency:
-    latency_p50_ms: Optional[float] = figure("p50 ms", "{:.1f}", False, (TERMINAL, REPORT))
+    latency_p50_ms: Optional[float] = figure(
+        "p50 ms", "{:.1f}", False, (TERMINAL, REPORT), frontier="latency", label="latency p50 (ms)"
+    )
     latency_p95_ms: Optional[float] = figure("p95 ms", "{:.1f}", False)
     latency_p99_ms: Optional[float] = figure("p99 ms", "{:.1f}", False)
     ttft_p50_ms: Optional[float] = figure("TTFT p50 ms", "{:.1f}", False)
@@ -90,7 +100,15 @@ class Speed:
     prefill_tokens_per_s_std: Optional[float] = figure()
     # 95% interval of the median over the repetitions
     prefill_tokens_per_s_ci95: Optional[list] = detail(list)
-    decode_tokens_per_s: Optional[float] = figure("decode tok/s", "{:.1f}", True, (TERMINAL, REPORT))
+    decode_tokens_per_s: Optional[float] = figure(
+        "decode tok/s",
+        "{:.1f}",
+        True,
+        (TERMINAL, REPORT),
+        ci="{:.0f}-{:.0f}",
+        frontier="speed",
+        label="decode tokens/s",
+    )
     decode_tokens_per_s_std: Optional[float] = figure()
     decode_tokens_per_s_ci95: Optional[list] = detail(list)
     decode_tokens_per_s_by_batch: dict = detail()
@@ -128,7 +146,9 @@ class Memory:
 @dataclass
 class Energy:
     energy_j: Optional[float] = figure()
-    energy_j_per_query: Optional[float] = figure("J/query", "{:.3f}", False, (TERMINAL, REPORT))
+    energy_j_per_query: Optional[float] = figure(
+        "J/query", "{:.3f}", False, (TERMINAL, REPORT), frontier="energy", label="energy per query (J)"
+    )
     energy_j_per_token: Optional[float] = figure()
     energy_method: Optional[str] = None
     energy_unmeasured_reason: Optional[str] = None
@@ -175,6 +195,17 @@ class Column:
     shown: tuple[str, ...] = ()
     # where a record holds it: (section of record.json, field)
     source: Optional[tuple[str, str]] = None
+    # the cell format of its 95% interval, where the record has one (`<key>_ci95`)
+    ci: str = ""
+    # a Pareto objective's short name (the frontier it names), and its plots' axis label
+    frontier: str = ""
+    label: str = ""
+
+    def interval_column(self) -> "Column":
+        """Its interval's column, shown where it is: the point's `<key>_ci95_low` / `_high`."""
+        assert isinstance(self.key, str) and self.ci
+        header = f"{self.header.split()[0]} 95% CI"
+        return Column((f"{self.key}_ci95_low", f"{self.key}_ci95_high"), header, self.ci, None, self.shown)
 
 
 def _metric_columns() -> list[Column]:
@@ -186,6 +217,9 @@ def _metric_columns() -> list[Column]:
             f.metadata["maximize"],
             f.metadata["shown"],
             ("metrics", f.name),
+            f.metadata["ci"],
+            f.metadata["frontier"],
+            f.metadata["label"] or f.name,
         )
         for section in SECTIONS
         for f in dataclasses.fields(section)
@@ -193,25 +227,25 @@ def _metric_columns() -> list[Column]:
     ]
 
 
-# Every scalar figure of a record, in table order. Derived ones (no source) are computed by
-# `report.records.point`: the accuracy interval, and peak memory on the device the model runs
-# on (VRAM on a GPU, RSS on a CPU).
-COLUMNS: tuple[Column, ...] = (
+_MEASURED = (
     Column("size_mib", "size MiB", "{:.0f}", False, (TERMINAL, REPORT), ("artifact", "size_mib")),
     Column("bits_per_weight", "bits/weight", "{:.2f}", None, (REPORT,), ("artifact", "bits_per_weight")),
     Column("quantize_wall_s", "quantize s", "{:.0f}", None, (), ("artifact", "quantize_wall_s")),
     Column("train_wall_s", "train s", "{:.0f}", None, (), ("train", "train_wall_s")),
     *_metric_columns(),
-    Column(("accuracy_ci95_low", "accuracy_ci95_high"), "accuracy 95% CI", "{:.2f}-{:.2f}", None, (TERMINAL, REPORT)),
-    Column(
-        ("decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high"),
-        "decode 95% CI",
-        "{:.0f}-{:.0f}",
-        None,
-        (TERMINAL, REPORT),
-    ),
-    Column("peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT)),
 )
+# Every scalar figure of a record, in table order. Derived ones (no source) are computed by
+# `report.records.point`: the intervals, and peak memory on the device the model runs on
+# (VRAM on a GPU, RSS on a CPU).
+COLUMNS: tuple[Column, ...] = (
+    *_MEASURED,
+    *(c.interval_column() for c in _MEASURED if c.ci),
+    Column(
+        "peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT), frontier="memory", label="peak memory (MiB)"
+    ),
+)
+# The figures with a 95% interval, by key.
+INTERVALS = tuple(c.key for c in _MEASURED if c.ci)
 _ORDER = (
     "size_mib",
     "bits_per_weight",
@@ -238,6 +272,10 @@ def shown_in(view: str) -> list[Column]:
     """The columns a table shows, in the order readers expect (size, accuracy, speed,
     latency, memory, energy)."""
     return sorted((c for c in COLUMNS if view in c.shown), key=_rank)
+
+
+# The Pareto objectives (each column with a frontier name), in that order, by name.
+FRONTIERS: dict[str, Column] = {c.frontier: c for c in sorted(COLUMNS, key=_rank) if c.frontier}
 
 
 # Figures a sweeper may optimise -> True to maximise, False to minimise.

@@ -6,28 +6,17 @@ that could not be measured) is never on that objective's frontier and never domi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from harness.record import FRONTIERS, Column
 
-@dataclass(frozen=True)
-class Objective:
-    key: str
-    label: str
-    maximize: bool
-    short: str
-
-
-ACCURACY = Objective("accuracy", "accuracy", True, "accuracy")
-SPEED = Objective("decode_tokens_per_s", "decode tokens/s", True, "speed")
-LATENCY = Objective("latency_p50_ms", "latency p50 (ms)", False, "latency")
-MEMORY = Objective("peak_memory_mib", "peak memory (MiB)", False, "memory")
-ENERGY = Objective("energy_j_per_query", "energy per query (J)", False, "energy")
+# The objectives are the columns the record's spec names a frontier for.
+ACCURACY, SPEED, LATENCY, MEMORY, ENERGY = (FRONTIERS[k] for k in ("accuracy", "speed", "latency", "memory", "energy"))
 # Each is weighed against accuracy in its own plot; all of them together make the overall frontier.
-COSTS = (SPEED, LATENCY, MEMORY, ENERGY)
+COSTS = tuple(c for c in FRONTIERS.values() if c is not ACCURACY)
 
 
-def _at_least_as_good(a: float, b: float, objective: Objective) -> bool:
+def _at_least_as_good(a: float, b: float, objective: Column) -> bool:
     return a >= b if objective.maximize else a <= b
 
 
@@ -37,13 +26,13 @@ def interval(p: Mapping, key: str) -> tuple[float, float]:
     return (low, high) if low is not None and high is not None else (p[key], p[key])
 
 
-def clearly_better(a: Mapping, b: Mapping, o: Objective) -> bool:
+def clearly_better(a: Mapping, b: Mapping, o: Column) -> bool:
     """a beats b on o beyond the noise: their intervals do not overlap."""
     (a_low, a_high), (b_low, b_high) = interval(a, o.key), interval(b, o.key)
     return a_low > b_high if o.maximize else a_high < b_low
 
 
-def dominates(a: Mapping, b: Mapping, objectives: Sequence[Objective]) -> bool:
+def dominates(a: Mapping, b: Mapping, objectives: Sequence[Column]) -> bool:
     """a is at least as good as b on every objective and better beyond the noise on one: two
     points whose intervals overlap on every objective are indistinguishable, and both stay."""
     return all(_at_least_as_good(a[o.key], b[o.key], o) for o in objectives) and any(
@@ -51,11 +40,11 @@ def dominates(a: Mapping, b: Mapping, objectives: Sequence[Objective]) -> bool:
     )
 
 
-def measured(points: Sequence[Mapping], objectives: Sequence[Objective]) -> list[int]:
+def measured(points: Sequence[Mapping], objectives: Sequence[Column]) -> list[int]:
     return [i for i, p in enumerate(points) if all(p.get(o.key) is not None for o in objectives)]
 
 
-def frontier(points: Sequence[Mapping], objectives: Sequence[Objective]) -> list[int]:
+def frontier(points: Sequence[Mapping], objectives: Sequence[Column]) -> list[int]:
     """Indices of the non-dominated points among those measured on every objective.
     Identical points do not dominate each other: both stay on the frontier."""
     candidates = measured(points, objectives)
@@ -78,7 +67,7 @@ def frontier_memberships(points: Sequence[Mapping]) -> list[list[str]]:
             out[members[j]].append("all")
         for cost in COSTS:
             for j in frontier(group, [ACCURACY, cost]):
-                out[members[j]].append(cost.short)
+                out[members[j]].append(cost.frontier)
     return out
 
 
@@ -97,7 +86,7 @@ def versus(point: Mapping, base: Mapping) -> str:
             return None
         return f"{100 * (point[key] / base[key] - 1):+.0f}% {what}"
 
-    def noise(o: Objective) -> str:
+    def noise(o: Column) -> str:
         """'~' where the two figures' intervals overlap: a difference inside the noise."""
         return "" if clearly_better(point, base, o) or clearly_better(base, point, o) else "~"
 

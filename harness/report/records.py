@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness.measure.machine import machine_label
-from harness.record import COLUMNS, FAILED, OK, PREDICTIONS, RECORD
+from harness.record import COLUMNS, FAILED, INTERVALS, OK, PREDICTIONS, RECORD
 from harness.store import read_json
 
 JOB_KEYS = ("model", "quant", "train", "decoding", "hardware", "languages")
@@ -129,7 +129,7 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
     m = record["metrics"]
     on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda"
     intervals = {}
-    for key in ("accuracy", "decode_tokens_per_s", "prefill_tokens_per_s"):
+    for key in INTERVALS:
         low, high = m.get(f"{key}_ci95") or (None, None)
         intervals.update({f"{key}_ci95_low": low, f"{key}_ci95_high": high})
     figures = {}

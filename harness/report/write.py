@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.record import REPORT, SKIPPED, Column, shown_in
 from harness.report import decision
 from harness.report.config import ReportConfig
-from harness.report.pareto import ACCURACY, COSTS, Objective, frontier, frontier_memberships, interval, versus
+from harness.report.pareto import ACCURACY, COSTS, frontier, frontier_memberships, interval, versus
 from harness.report.records import by_hardware, cell, failures, points, shared_caption
 
 NOISE_NOTE = (
@@ -58,7 +58,7 @@ def _headers() -> list[str]:
     return [c.header for c in TABLE] + ["Pareto frontiers", "vs baseline"]
 
 
-def plot_tradeoff(compared: list[dict], cost: Objective, title: str, path: Path) -> Path | None:
+def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) -> Path | None:
     """Accuracy against one cost, every variant labelled, the frontier drawn as a step line.
     None when no variant measured this cost (energy on most VMs)."""
     import matplotlib
