@@ -21,7 +21,7 @@ from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
 from harness.models import ENDPOINT
 from harness.prompt import system_prompt
-from harness.record import MEASURE_VERSION, OK, RECORD, JobInfo
+from harness.record import RECORD, JobInfo, MeasuredRecord
 from harness.store import cached_dir, read_json, write_json_atomic
 from harness.targets import target_for
 
@@ -47,28 +47,26 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     system = system_prompt(job.model.system_prompt, labels, list_labels)
     prepared = target.prepare(data_dir, system, labels)
 
-    def measure(out: Path) -> None:
+    def measure_and_record(out: Path) -> None:
         t0 = time.perf_counter()
-        measured = prepared.measure(out)
-        record = {
-            "status": OK,
-            "job": dataclasses.asdict(JobInfo.from_config(resolved_config)),
+        measured = prepared.measurement(out)
+        record = MeasuredRecord(
+            job=dataclasses.asdict(JobInfo.from_config(resolved_config)),
             **measured,
-            "artifact": prepared.artifact_info,
-            "train": prepared.train_facts,
-            "keys": prepared.keys,
-            "lineage": prepared.lineage,
-            "config": resolved_config,
-            "machine": prepared.machine,
-            "bandwidth": prepared.bandwidth,
-            "measure_version": MEASURE_VERSION,
-            "environment": environment(REPO_ROOT, prepared.packages),
-            "started_at": started.isoformat(timespec="seconds"),
-            "measure_wall_s": time.perf_counter() - t0,
-        }
-        write_json_atomic(out / RECORD, record)
+            artifact=prepared.artifact_info,
+            train=prepared.train_facts,
+            keys=prepared.keys,
+            lineage=prepared.lineage,
+            config=resolved_config,
+            machine=prepared.machine,
+            bandwidth=prepared.bandwidth,
+            environment=environment(REPO_ROOT, prepared.packages),
+            started_at=started.isoformat(timespec="seconds"),
+            measure_wall_s=time.perf_counter() - t0,
+        )
+        write_json_atomic(out / RECORD, dataclasses.asdict(record))
 
-    record_dir = cached_dir(cache, "records", prepared.keys["record"], measure, force=job.force)
+    record_dir = cached_dir(cache, "records", prepared.keys["record"], measure_and_record, force=job.force)
     record = read_json(record_dir / RECORD)
     record["record_dir"] = str(record_dir)
     return record

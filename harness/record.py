@@ -345,12 +345,50 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.jsonl"
 
 
+@dataclass
+class MeasuredRecord:
+    """What `record.json` holds for a job that was measured (status ok). The pipeline writes
+    it; the report, W&B and the results pages read these keys."""
+
+    job: dict[str, Any]  # JobInfo
+    runtime: dict[str, Any]  # what served: its name, version, kernel, the devices it saw
+    metrics: dict[str, Any]  # Metrics.flat()
+    artifact: dict[str, Any]  # what was measured: format, size, bits/weight, tool, digest
+    train: Optional[dict[str, Any]]  # the fine-tune's facts and loss curve; None: not trained
+    keys: dict[str, str]  # each stage's cache key, the record's own last
+    lineage: list[dict[str, str]]  # each stage's output, upstream first (W&B artifacts)
+    config: dict[str, Any]  # the resolved job config
+    machine: Optional[dict[str, Any]]  # the measuring machine's identity; None: an endpoint
+    bandwidth: Optional[dict[str, Any]]  # that machine's measured memory bandwidth
+    environment: dict[str, Any]  # host, Python, packages, the repository's commit
+    started_at: str
+    measure_wall_s: float
+    measure_version: int = MEASURE_VERSION
+    status: str = OK
+    # The cache entry it was measured into (set as it is read back: not in the cached file).
+    record_dir: Optional[str] = None
+
+
+@dataclass
+class UnfinishedRecord:
+    """What `record.json` holds for a job that failed, or a sweep cell that was skipped."""
+
+    status: str
+    error_type: str
+    error: str
+    job: dict[str, Any]
+    config: dict[str, Any]
+    failed_at: str
+
+
 def unfinished_record(status: str, resolved: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-    return {
-        "status": status,
-        "error_type": type(exc).__name__,
-        "error": str(exc),
-        "job": dataclasses.asdict(JobInfo.from_config(resolved)),
-        "config": resolved,
-        "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return dataclasses.asdict(
+        UnfinishedRecord(
+            status=status,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            job=dataclasses.asdict(JobInfo.from_config(resolved)),
+            config=resolved,
+            failed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+    )

@@ -405,7 +405,7 @@ def energy_section(s: Served, watts_per_core: Optional[float]) -> Energy:
     )
 
 
-def measure(spec: MeasureSpec) -> dict:
+def measure_artifact(spec: MeasureSpec) -> dict:
     """The whole measurement: serving window, accuracy pass and load curve, then the record's
     runtime and metrics sections; every answer written to predictions.jsonl."""
     import psutil

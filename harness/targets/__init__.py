@@ -26,7 +26,7 @@ from harness.store import cache_key
 class Prepared:
     """What the stages before the measurement produced, and the measurement itself."""
 
-    measure: Callable[[Path], dict]
+    measurement: Callable[[Path], dict]
     artifact_info: dict
     train_facts: Optional[dict]
     keys: dict[str, str]
@@ -92,7 +92,7 @@ def local_measurement(
     labels: list[str],
 ) -> Callable[[Path], dict]:
     """The measurement of a local artifact, in a spawned process that holds only the runtime."""
-    from harness.measure.run import MeasureSpec, measure, test_rows
+    from harness.measure.run import MeasureSpec, measure_artifact, test_rows
     from harness.prompt import render_prompt
 
     def run(out: Path) -> dict:
@@ -112,7 +112,13 @@ def local_measurement(
             out_dir=str(out),
         )
         return run_isolated(
-            "measure", measure, {"spec": spec}, out, job.measure.timeout_s, "measure.timeout_s", job.hardware.device
+            "measure",
+            measure_artifact,
+            {"spec": spec},
+            out,
+            job.measure.timeout_s,
+            "measure.timeout_s",
+            job.hardware.device,
         )
 
     return run

@@ -150,7 +150,7 @@ class BuiltTarget:
         key = record_key(artifact.key, data_dir.name, job, threads, system, machine)
 
         return Prepared(
-            measure=local_measurement(
+            measurement=local_measurement(
                 job,
                 artifact.path,
                 job.quant,

@@ -38,7 +38,7 @@ class EndpointTarget:
             "record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system, MEASURE_VERSION
         )
         return Prepared(
-            measure=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
+            measurement=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
             artifact_info={
                 "format": "hosted",
                 "size_mib": None,

@@ -116,7 +116,7 @@ class FileTarget:
         )
         machine, bandwidth = local_machine(job)
         return Prepared(
-            measure=local_measurement(job, self.path, self.file, self._tokenizer, data_dir, system, labels),
+            measurement=local_measurement(job, self.path, self.file, self._tokenizer, data_dir, system, labels),
             artifact_info={
                 "format": "gguf" if is_gguf else "checkpoint",
                 "bits": None,
