@@ -128,31 +128,34 @@ def check_retired(overrides: Sequence[str]) -> None:
     for override in overrides:
         key, _, values = override.partition("=")
         for value in values.split(","):
-            if f"{key.lstrip('+~')}={value}" in RETIRED:
-                raise ConfigError(f"{key}={value} is retired: {RETIRED[f'{key}={value}']}")
+            name = f"{key.lstrip('+~')}={value}"
+            if name in RETIRED:
+                raise ConfigError(f"{name} is retired: {RETIRED[name]}")
 
 
 def _chosen_groups(overrides: Sequence[str]) -> dict[str, str]:
     """The groups a job's command-line overrides (Hydra's task overrides) set, each with the
-    first override that set it (`quant=gguf_q8_0`, `train.epochs=2`); a deletion sets nothing."""
+    last override that set it, as Hydra applies the last (`quant=gguf_q8_0`, `train.epochs=2`);
+    a deletion sets nothing."""
     out: dict[str, str] = {}
     for override in overrides:
         key = override.partition("=")[0]
         if not key.startswith("~"):
-            out.setdefault(key.lstrip("+").partition(".")[0], override)
+            out[key.lstrip("+").partition(".")[0]] = override
     return out
 
 
 NOT_TRAINED = TrainConfig(name="none", method="none")
 
 
-def _refuse_build_choices(model: DictConfig, kind: str, overrides: Sequence[str]) -> None:
+def _refuse_build_choices(cfg: DictConfig, kind: str, overrides: Sequence[str]) -> None:
     """A model that is not built here takes no quant or training: the composed defaults are
-    dropped, and one the user chose is refused, with what to do instead."""
-    chosen = _chosen_groups(overrides)
+    dropped, and one the user chose is refused, with what to do instead (choosing no training
+    is what the kind does anyway)."""
+    chosen, model = _chosen_groups(overrides), cfg.model
     for group in ("quant", "train"):
         override = chosen.get(group)
-        if override is None or override == "train=none":
+        if override is None or (group == "train" and cfg.train.method == "none"):
             continue
         if kind == ENDPOINT:
             raise ConfigError(
@@ -174,7 +177,7 @@ def to_job_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobConfig:
     cfg = cfg.copy()
     with open_dict(cfg):
         if kind in (FILE, ENDPOINT):
-            _refuse_build_choices(cfg.model, kind, overrides)
+            _refuse_build_choices(cfg, kind, overrides)
             cfg.quant = None
             cfg.train = OmegaConf.structured(NOT_TRAINED)
         else:

@@ -345,11 +345,13 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.jsonl"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MeasuredRecord:
     """What `record.json` holds for a job that was measured (status ok). The pipeline writes
-    it; the report, W&B and the results pages read these keys."""
+    it into the record's cache entry; the copy in each job's run directory adds `record_dir`,
+    that entry. The report, W&B and the results pages read these keys."""
 
+    status: str = OK
     job: dict[str, Any]  # JobInfo
     runtime: dict[str, Any]  # what served: its name, version, kernel, the devices it saw
     metrics: dict[str, Any]  # Metrics.flat()
@@ -364,9 +366,6 @@ class MeasuredRecord:
     started_at: str
     measure_wall_s: float
     measure_version: int = MEASURE_VERSION
-    status: str = OK
-    # The cache entry it was measured into (set as it is read back: not in the cached file).
-    record_dir: Optional[str] = None
 
 
 @dataclass

@@ -43,6 +43,8 @@ def test_every_quant_preset_is_valid(preset):
         (["model.source=checkpoint", "model.path=ckpt"], "file"),
         (["model=gpt41"], "endpoint"),
         (["model=local_server", "train=none"], "endpoint"),
+        (["model.source=gguf", "model.path=m.gguf", "train=lora", "train=none"], "file"),  # Hydra's last wins
+        (["model.source=gguf", "model.path=m.gguf", "train.method=none"], "file"),
     ],
 )
 def test_a_model_not_built_here_drops_the_default_quant_and_training(overrides, kind):
@@ -67,7 +69,7 @@ def test_a_build_choice_for_a_model_not_built_here_names_the_fix(overrides, mess
         compose_job(overrides)
 
 
-@pytest.mark.parametrize("retired", ["quant=as_is", "quant=hosted", "quant=gguf_q4km,as_is"])
+@pytest.mark.parametrize("retired", ["quant=as_is", "quant=hosted", "quant=gguf_q4km,as_is", "+quant=as_is"])
 def test_a_retired_quant_names_what_replaced_it(retired):
     done = run_harness([retired, "model.source=gguf", "model.path=x.gguf"])
     assert done.returncode != 0 and "is retired" in done.stderr, done.stderr[-2000:]

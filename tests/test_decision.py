@@ -146,7 +146,10 @@ def test_the_report_names_the_volume_at_which_a_machine_breaks_even_with_a_hoste
     answers = [True] * len(languages)
     _record(tmp_path, "fp32", answers, languages, 513, 4.0)
     _record(tmp_path, "gpt41", answers, languages, 0, 2.0, cost_usd_per_query=0.0002)
+    _record(tmp_path, "other_api", answers, languages, 0, 2.0, cost_usd_per_query=0.0001)
     assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     # $0.10 an hour for 730 hours, at $0.0002 a query: 365,000 queries a month
     assert "fp32 against gpt41 above 365,000 queries" in md
+    # a hosted model priced per query is no machine rented by the hour: it breaks even with nothing
+    assert "other_api against gpt41" not in md and "gpt41 against other_api" not in md

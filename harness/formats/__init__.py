@@ -59,8 +59,6 @@ class QuantConfig:
     # The `quant.format` names this class answers to (one module may serve several, as the
     # unquantized fp32 / fp16 / bf16 do).
     FORMATS: ClassVar[tuple[str, ...]] = ()
-    # The runtime that opens its artifacts, as records name it.
-    RUNTIME: ClassVar[str] = ""
     # Python distributions whose versions a record's provenance lists; each must be
     # installed for the format to run (`check`).
     PACKAGES: ClassVar[tuple[str, ...]] = ()

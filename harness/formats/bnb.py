@@ -43,7 +43,6 @@ def compute_dtype(device: str):
 @dataclass
 class BnbQuant(QuantConfig):
     FORMATS = ("bnb",)
-    RUNTIME = "transformers"
     PACKAGES = ("bitsandbytes", "transformers")
     EXTRA = "bnb"
 

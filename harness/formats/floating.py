@@ -17,7 +17,6 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 @dataclass
 class FloatQuant(QuantConfig):
     FORMATS = tuple(DTYPES)
-    RUNTIME = "transformers"
     PACKAGES = ("transformers", "torch")
 
     def widths(self) -> dict[int, str]:

@@ -88,7 +88,6 @@ class GGUFQuant(QuantConfig):
     calibration_samples: int = 256
 
     FORMATS = ("gguf",)
-    RUNTIME = "llama_cpp"
     PACKAGES = ("llama_cpp_python", "gguf")
 
     def widths(self) -> dict[int, str]:

@@ -43,7 +43,6 @@ class GPTQQuant(QuantConfig):
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
 
     FORMATS = ("gptq",)
-    RUNTIME = "transformers"
     PACKAGES = ("gptqmodel", "optimum", "transformers")
     EXTRA = "gptq"
 

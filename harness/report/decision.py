@@ -37,7 +37,8 @@ def serving_figures(record: dict) -> dict[str, Any]:
     m = record["metrics"]
     slo = _config(record, "measure", "slo_p95_ms")
     level = capacity_at(m.get("load_curve") or [], slo) if slo else None
-    price = _config(record, "hardware", "usd_per_hour")
+    # a row its provider prices per query (a hosted model) is not a machine rented by the hour
+    price = _config(record, "hardware", "usd_per_hour") if m.get("cost_usd_per_query") is None else None
     bandwidth = (record.get("bandwidth") or {}).get("gb_per_s")
     share = None
     if bandwidth and m.get("model_mib") and m.get("decode_tokens_per_s"):

@@ -10,7 +10,6 @@ import hashlib
 import importlib.metadata
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +17,13 @@ from harness.config import JobConfig
 from harness.errors import ConfigError
 from harness.extras import require
 from harness.formats import parameter_count
+from harness.runtimes.model_file import ModelFile
 from harness.store import cache_key, file_digest
 from harness.targets import Prepared, link, local_machine, local_measurement, record_key
 
 # A user's file is not ours to rebuild: the fix is to give another one.
 USER_FILE_FIX = "check the file (a complete download, the right path) or pass another model.path"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-
-
-@dataclass
-class ModelFile:
-    """Opens the file on its runtime in the measuring process (an `Opener`)."""
-
-    is_gguf: bool
-
-    @property
-    def runtime_package(self) -> str:
-        return "llama_cpp_python" if self.is_gguf else "transformers"
-
-    def prepare_kernels(self, hardware) -> None:
-        """A file's kernels are whatever its runtime loads with it."""
-
-    def open(self, artifact: Path, hardware, threads: int):
-        if self.is_gguf:
-            from harness.runtimes.llama_cpp import LlamaCppRuntime
-
-            return LlamaCppRuntime(artifact, hardware, threads)
-        from harness.runtimes.transformers import TransformersRuntime
-
-        def load(device: str):
-            from transformers import AutoModelForCausalLM
-
-            # dtype "auto": the dtype the checkpoint was saved in; a quantization_config in
-            # config.json picks the quantized layers, which are placed on load (bitsandbytes
-            # and GPTQ models cannot be moved afterwards).
-            return AutoModelForCausalLM.from_pretrained(artifact, dtype="auto", device_map=device)
-
-        return TransformersRuntime(artifact, hardware, threads, load)
 
 
 class FileTarget:

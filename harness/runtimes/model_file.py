@@ -1,0 +1,38 @@
+"""Opening a user's model file on its runtime, in the measuring process: a light module, as
+that process should hold the runtime and little else (its RSS is the serving footprint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ModelFile:
+    """A GGUF on llama.cpp, or a checkpoint directory on transformers (an `Opener`)."""
+
+    is_gguf: bool
+
+    @property
+    def runtime_package(self) -> str:
+        return "llama_cpp_python" if self.is_gguf else "transformers"
+
+    def prepare_kernels(self, hardware) -> None:
+        """A file's kernels are whatever its runtime loads with it."""
+
+    def open(self, artifact: Path, hardware, threads: int):
+        if self.is_gguf:
+            from harness.runtimes.llama_cpp import LlamaCppRuntime
+
+            return LlamaCppRuntime(artifact, hardware, threads)
+        from harness.runtimes.transformers import TransformersRuntime
+
+        def load(device: str):
+            from transformers import AutoModelForCausalLM
+
+            # dtype "auto": the dtype the checkpoint was saved in; a quantization_config in
+            # config.json picks the quantized layers, which are placed on load (bitsandbytes
+            # and GPTQ models cannot be moved afterwards).
+            return AutoModelForCausalLM.from_pretrained(artifact, dtype="auto", device_map=device)
+
+        return TransformersRuntime(artifact, hardware, threads, load)
