@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from harness import quiet_known_notices
 from harness.config import register_configs
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.record import Record
 
 log = logging.getLogger("harness")
 register_configs()
@@ -76,27 +79,27 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
             record = unfinished_record(FAILED, resolved, exc)
         path = write_job_record(job_dir, record)
         log.info("record: %s", path)
-        if record["status"] != SKIPPED:
-            log_job(record, logger, group=group, name=job_label(record["job"]), live_run=live_run)
+        if record.status != SKIPPED:
+            log_job(record, logger, group=group, name=job_label(record.job), live_run=live_run)
     if not multirun:
         print_table([record], f"job {job_dir}")
-        if record["status"] != OK:
+        if record.status != OK:
             sys.exit(1)
         return None
     return objective_values(record, list(cfg.objectives))
 
 
-def objective_values(record: dict, objectives: list[str]) -> Optional[tuple[float, ...]]:
+def objective_values(record: "Record", objectives: list[str]) -> Optional[tuple[float, ...]]:
     """The record's objectives for an optimising sweeper; None (a failed trial) when the job
     failed or an objective was not measured, which the sweeper records and moves past."""
     from harness.record import OK
     from harness.report.records import point
 
-    values = [point(record, []).get(name) for name in objectives] if record["status"] == OK else [None]
+    values = [point(record, []).get(name) for name in objectives] if record.status == OK else [None]
     if None in values:
         log.info(
             "no objective values for an optimising sweeper (it records a failed trial): %s",
-            record.get("error") or f"unmeasured among {objectives}",
+            record.error or f"unmeasured among {objectives}",
         )
         return None
     return tuple(float(v) for v in values)

@@ -21,15 +21,15 @@ from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
 from harness.models import ENDPOINT
 from harness.prompt import system_prompt
-from harness.record import RECORD, JobInfo, MeasuredRecord
-from harness.store import cached_dir, read_json, write_json_atomic
+from harness.record import MEASURE_VERSION, RECORD, JobInfo, Record
+from harness.store import cached_dir, write_json_atomic
 from harness.targets import target_for
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
+def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
     """Run every stage of one job and return its (successful) record."""
     started = datetime.now(timezone.utc)
     target = target_for(job)
@@ -50,7 +50,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
     def measure_and_record(out: Path) -> None:
         t0 = time.perf_counter()
         measured = prepared.measurement(out)
-        record = MeasuredRecord(
+        record = Record(
             job=dataclasses.asdict(JobInfo.from_config(resolved_config)),
             **measured,
             artifact=prepared.artifact_info,
@@ -61,18 +61,19 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> dict[str, Any]:
             machine=prepared.machine,
             bandwidth=prepared.bandwidth,
             environment=environment(REPO_ROOT, prepared.packages),
+            measure_version=MEASURE_VERSION,
             started_at=started.isoformat(timespec="seconds"),
             measure_wall_s=time.perf_counter() - t0,
         )
-        write_json_atomic(out / RECORD, dataclasses.asdict(record))
+        write_json_atomic(out / RECORD, record.to_json())
 
     record_dir = cached_dir(cache, "records", prepared.keys["record"], measure_and_record, force=job.force)
-    record = read_json(record_dir / RECORD)
-    record["record_dir"] = str(record_dir)
+    record = Record.read(record_dir / RECORD)
+    record.record_dir = str(record_dir)
     return record
 
 
-def write_job_record(job_dir: Path, record: dict[str, Any]) -> Path:
+def write_job_record(job_dir: Path, record: Record) -> Path:
     path = job_dir / RECORD
-    write_json_atomic(path, record)
+    write_json_atomic(path, record.to_json())
     return path

@@ -14,6 +14,7 @@ records written before these types existed read the same way.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,6 +202,12 @@ class Column:
     frontier: str = ""
     label: str = ""
 
+    def read(self, record: Record) -> Any:
+        """Its figure in a record (None where the record lacks it); a derived column has none."""
+        assert self.source is not None
+        section, name = self.source
+        return (getattr(record, section) or {}).get(name)
+
     def interval_column(self) -> "Column":
         """Its interval's column, shown where it is: the point's `<key>_ci95_low` / `_high`."""
         assert isinstance(self.key, str) and self.ci
@@ -282,14 +289,13 @@ FRONTIERS: dict[str, Column] = {c.frontier: c for c in sorted(COLUMNS, key=_rank
 OBJECTIVES: dict[str, bool] = {c.key: c.maximize for c in COLUMNS if isinstance(c.key, str) and c.maximize is not None}
 
 
-def scalar_figures(record: dict) -> dict[str, float]:
+def scalar_figures(record: Record) -> dict[str, float]:
     """Every scalar figure a record holds, by column key (for W&B's summary)."""
     out = {}
     for c in COLUMNS:
         if c.source is None:
             continue
-        section, name = c.source
-        value = (record.get(section) or {}).get(name)
+        value = c.read(record)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[c.key] = value
     return out
@@ -346,48 +352,70 @@ PREDICTIONS = "predictions.jsonl"
 
 
 @dataclass(kw_only=True)
-class MeasuredRecord:
-    """What `record.json` holds for a job that was measured (status ok). The pipeline writes
-    it into the record's cache entry; the copy in each job's run directory adds `record_dir`,
-    that entry. The report, W&B and the results pages read these keys."""
+class Record:
+    """A `record.json`: a measured job's (status ok), or a failed or skipped one's (its error).
+    The pipeline writes it into the record's cache entry; the copy in each job's run directory
+    adds `record_dir`, that entry. Every reader takes it as this type (`Record.read`), so a
+    key an older file lacks reads as empty rather than as a KeyError somewhere in a report."""
 
     status: str = OK
     job: dict[str, Any]  # JobInfo
-    runtime: dict[str, Any]  # what served: its name, version, kernel, the devices it saw
-    metrics: dict[str, Any]  # Metrics.flat()
-    artifact: dict[str, Any]  # what was measured: format, size, bits/weight, tool, digest
-    train: Optional[dict[str, Any]]  # the fine-tune's facts and loss curve; None: not trained
-    keys: dict[str, str]  # each stage's cache key, the record's own last
-    lineage: list[dict[str, str]]  # each stage's output, upstream first (W&B artifacts)
-    config: dict[str, Any]  # the resolved job config
-    machine: Optional[dict[str, Any]]  # the measuring machine's identity; None: an endpoint
-    bandwidth: Optional[dict[str, Any]]  # that machine's measured memory bandwidth
-    environment: dict[str, Any]  # host, Python, packages, the repository's commit
-    started_at: str
-    measure_wall_s: float
-    measure_version: int = MEASURE_VERSION
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved job config
+    # a measured job's
+    runtime: dict[str, Any] = field(default_factory=dict)  # what served: name, version, kernel, devices seen
+    metrics: dict[str, Any] = field(default_factory=dict)  # Metrics.flat()
+    artifact: dict[str, Any] = field(default_factory=dict)  # format, size, bits/weight, tool, digest
+    train: Optional[dict[str, Any]] = None  # the fine-tune's facts and loss curve; None: not trained
+    keys: dict[str, str] = field(default_factory=dict)  # each stage's cache key, the record's own last
+    lineage: list[dict[str, str]] = field(default_factory=list)  # each stage's output, upstream first
+    machine: Optional[dict[str, Any]] = None  # the measuring machine's identity; None: an endpoint
+    bandwidth: Optional[dict[str, Any]] = None  # that machine's measured memory bandwidth
+    environment: dict[str, Any] = field(default_factory=dict)  # host, Python, packages, commit
+    measure_version: Optional[int] = None
+    started_at: Optional[str] = None
+    measure_wall_s: Optional[float] = None
+    record_dir: Optional[str] = None
+    # an unfinished job's
+    error_type: Optional[str] = None
+    error: Optional[str] = None
+    failed_at: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Record":
+        return cls(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
+
+    @classmethod
+    def read(cls, path: Path) -> "Record":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(json.load(f))
+
+    def to_json(self) -> dict[str, Any]:
+        """As the file holds it: a measured record without the unfinished fields and the other
+        way round; `record_dir` only once it is known."""
+        unfinished = ("error_type", "error", "failed_at")
+        drop = {"record_dir"} if self.record_dir is None else set()
+        if self.status == OK:
+            drop.update(unfinished)
+        else:
+            drop.update(
+                f.name for f in dataclasses.fields(self) if f.name not in {"status", "job", "config", *unfinished}
+            )
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in drop}
+
+    def config_value(self, section: str, key: str) -> Any:
+        """`config.<section>.<key>`, None where the record's config lacks it."""
+        return (self.config.get(section) or {}).get(key)
 
 
-@dataclass
-class UnfinishedRecord:
-    """What `record.json` holds for a job that failed, or a sweep cell that was skipped."""
-
-    status: str
-    error_type: str
-    error: str
-    job: dict[str, Any]
-    config: dict[str, Any]
-    failed_at: str
+_RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
 
 
-def unfinished_record(status: str, resolved: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-    return dataclasses.asdict(
-        UnfinishedRecord(
-            status=status,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            job=dataclasses.asdict(JobInfo.from_config(resolved)),
-            config=resolved,
-            failed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
+def unfinished_record(status: str, resolved: dict[str, Any], exc: BaseException) -> Record:
+    return Record(
+        status=status,
+        error_type=type(exc).__name__,
+        error=str(exc),
+        job=dataclasses.asdict(JobInfo.from_config(resolved)),
+        config=resolved,
+        failed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -16,6 +16,7 @@ from harness.hardware import gpu_half_precision
 from harness.isolated import run_isolated
 from harness.measure.energy import EnergyMeter
 from harness.measure.memory import GpuMemoryTracker
+from harness.record import Record
 from harness.report.records import point
 from harness.train.finetune import resolve_precision
 
@@ -136,12 +137,11 @@ def test_without_nvml_a_cuda_job_measures_no_gpu_figure_and_a_cpu_job_asks_for_n
 
 def test_a_gpu_row_without_vram_is_unmeasured_in_the_report_never_its_host_rss():
     def record(vram, method):
-        return {
-            "status": "ok",
-            "job": {"quant": "fp16", "hardware": "cuda"},
-            "config": {"hardware": {"device": "cuda"}},
-            "metrics": {"peak_rss_mib": 2000.0, "peak_vram_mib": vram, "vram_method": method},
-        }
+        return Record(
+            job={"quant": "fp16", "hardware": "cuda"},
+            config={"hardware": {"device": "cuda"}},
+            metrics={"peak_rss_mib": 2000.0, "peak_vram_mib": vram, "vram_method": method},
+        )
 
     unmeasured = point(record(None, None), [])
     assert unmeasured["peak_memory_mib"] is None and unmeasured["memory_kind"] == "VRAM unmeasured"

@@ -7,7 +7,7 @@ import dataclasses
 
 from harness.config import register_configs
 from harness.measure.machine import cpu_facts, machine_identity, visible_device
-from harness.record import MEASURE_VERSION
+from harness.record import MEASURE_VERSION, Record
 from harness.report.records import by_hardware
 from harness.targets import record_key
 
@@ -63,12 +63,11 @@ def test_nvml_watches_the_gpu_cuda_uses():
 
 def test_figures_from_two_machines_are_never_one_comparison():
     def record(cpu, key):
-        return {
-            "status": "ok",
-            "job": {"hardware": "cpu", "quant": "gguf_q4km"},
-            "keys": {"record": key},
-            "machine": {"cpu": cpu_facts(cpu), "logical_cores": 2, "ram_gib": 24, "gpu": None},
-        }
+        return Record(
+            job={"hardware": "cpu", "quant": "gguf_q4km"},
+            keys={"record": key},
+            machine={"cpu": cpu_facts(cpu), "logical_cores": 2, "ram_gib": 24, "gpu": None},
+        )
 
     groups = by_hardware([record(XEON, "a"), record(EPYC, "b"), record(XEON, "c")])
     assert sorted(groups) == ["cpu on AMD EPYC 9654, 2 cores", "cpu on Intel(R) Xeon(R) Platinum 8480C, 2 cores"]

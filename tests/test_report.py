@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from harness.record import Record
 from harness.report.pareto import (
     ACCURACY,
     ENERGY,
@@ -92,38 +93,40 @@ def test_baseline_is_the_largest_artifact_and_ratios_read_like_the_study():
 
 def _record(quant, size, acc, tg, rss, key, status="ok"):
     if status != "ok":
-        return {
-            "status": "failed",
-            "error_type": "RuntimeError",
-            "error": "boom\nmore",
-            "job": {"quant": quant, "model": "m", "train": "lora", "hardware": "cpu"},
+        return Record(
+            status="failed",
+            error_type="RuntimeError",
+            error="boom\nmore",
+            job={"quant": quant, "model": "m", "train": "lora", "hardware": "cpu"},
+        )
+    return Record.from_json(
+        {
+            "status": "ok",
+            "job": {"model": "m", "quant": quant, "format": quant.split("_")[0], "train": "lora", "hardware": "cpu"},
+            "artifact": {"size_mib": size, "bits_per_weight": size / 10},
+            "metrics": {
+                "accuracy": acc,
+                "accuracy_ci95": [acc - 0.05, acc + 0.05],
+                "macro_f1": acc,
+                "invalid_rate": 0.0,
+                "decode_tokens_per_s": tg,
+                "prefill_tokens_per_s": 10 * tg,
+                "latency_p50_ms": 1000 / tg,
+                "peak_rss_mib": rss,
+                "energy_j_per_query": None,
+                "energy_unmeasured_reason": "no RAPL here",
+                "energy_estimate_j_per_query": 0.5,
+                "energy_estimate_method": "cpu_time_x_10W_per_core",
+            },
+            "config": {"hardware": {"device": "cpu"}},
+            "keys": {"record": key},
         }
-    return {
-        "status": "ok",
-        "job": {"model": "m", "quant": quant, "format": quant.split("_")[0], "train": "lora", "hardware": "cpu"},
-        "artifact": {"size_mib": size, "bits_per_weight": size / 10},
-        "metrics": {
-            "accuracy": acc,
-            "accuracy_ci95": [acc - 0.05, acc + 0.05],
-            "macro_f1": acc,
-            "invalid_rate": 0.0,
-            "decode_tokens_per_s": tg,
-            "prefill_tokens_per_s": 10 * tg,
-            "latency_p50_ms": 1000 / tg,
-            "peak_rss_mib": rss,
-            "energy_j_per_query": None,
-            "energy_unmeasured_reason": "no RAPL here",
-            "energy_estimate_j_per_query": 0.5,
-            "energy_estimate_method": "cpu_time_x_10W_per_core",
-        },
-        "config": {"hardware": {"device": "cpu"}},
-        "keys": {"record": key},
-    }
+    )
 
 
 def _write(path, record):
     path.mkdir(parents=True)
-    (path / "record.json").write_text(json.dumps(record))
+    (path / "record.json").write_text(json.dumps(record.to_json()))
 
 
 def test_collect_counts_each_measurement_once_and_drops_failures_since_fixed(tmp_path):
@@ -133,8 +136,8 @@ def test_collect_counts_each_measurement_once_and_drops_failures_since_fixed(tmp
     _write(tmp_path / "b/1_gptq4", _record("gptq4", 100, 0.9, 30, 300, "k2"))  # fixed later
     _write(tmp_path / "b/2_bnb", _record("bnb_nf4", 0, 0, 0, 0, "", status="failed"))
     records = collect([tmp_path])
-    assert sorted(r["job"]["quant"] for r in records) == ["bnb_nf4", "fp32", "gptq4"]
-    assert [r["status"] for r in records if r["job"]["quant"] == "gptq4"] == ["ok"]
+    assert sorted(r.job["quant"] for r in records) == ["bnb_nf4", "fp32", "gptq4"]
+    assert [r.status for r in records if r.job["quant"] == "gptq4"] == ["ok"]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from harness.record import Record
 from harness.report import results
 from harness.report.__main__ import main as report_main
 from harness.report.config import ReportConfig
@@ -19,43 +20,45 @@ from .conftest import REPO
 COMMITTED = sorted((REPO / "docs" / "results").glob("*.csv"))
 
 
-def _record(quant: str, acc: float, epochs: int, key: str, runtime: str = "llama_cpp") -> dict:
-    return {
-        "status": "ok",
-        "job": {
-            "model": "smollm2_135m",
-            "quant": quant,
-            "format": quant.split("_")[0],
-            "train": "full",
-            "hardware": "cpu",
-            "decoding": "free",
-            "languages": ["de", "en"],
-        },
-        "runtime": {"name": runtime},
-        "artifact": {"size_mib": 101.2},
-        "metrics": {
-            "n_samples": 520,
-            "accuracy": acc,
-            "accuracy_ci95": [acc - 0.03, acc + 0.03],
-            "invalid_rate": 0.0,
-            "accuracy_by_language": {"de": acc - 0.05, "en": acc + 0.05},
-            "decode_tokens_per_s": 88.6,
-            "decode_tokens_per_s_ci95": [84.0, 93.0],
-            "latency_p50_ms": 225.0,
-            "peak_rss_mib": 232.4,
-            "batch_agreement": 1.0,
-            "energy_j_per_query": None,
-        },
-        "config": {
-            "hardware": {"device": "cpu"},
-            "train": {"name": "full", "epochs": epochs},
-            "paths": {"output_dir": f"/tmp/run{epochs}"},
-        },
-        "keys": {"record": key, "dataset": "dataset-abc"},
-        "machine": {"cpu": {"model": "AMD EPYC"}, "logical_cores": 2, "ram_gib": 24, "gpu": None},
-        "measure_version": 5,
-        "environment": {"measured_at": "2026-12-04T16:00:00+00:00", "git_commit": "0123456789abcdef"},
-    }
+def _record(quant: str, acc: float, epochs: int, key: str, runtime: str = "llama_cpp") -> Record:
+    return Record.from_json(
+        {
+            "status": "ok",
+            "job": {
+                "model": "smollm2_135m",
+                "quant": quant,
+                "format": quant.split("_")[0],
+                "train": "full",
+                "hardware": "cpu",
+                "decoding": "free",
+                "languages": ["de", "en"],
+            },
+            "runtime": {"name": runtime},
+            "artifact": {"size_mib": 101.2},
+            "metrics": {
+                "n_samples": 520,
+                "accuracy": acc,
+                "accuracy_ci95": [acc - 0.03, acc + 0.03],
+                "invalid_rate": 0.0,
+                "accuracy_by_language": {"de": acc - 0.05, "en": acc + 0.05},
+                "decode_tokens_per_s": 88.6,
+                "decode_tokens_per_s_ci95": [84.0, 93.0],
+                "latency_p50_ms": 225.0,
+                "peak_rss_mib": 232.4,
+                "batch_agreement": 1.0,
+                "energy_j_per_query": None,
+            },
+            "config": {
+                "hardware": {"device": "cpu"},
+                "train": {"name": "full", "epochs": epochs},
+                "paths": {"output_dir": f"/tmp/run{epochs}"},
+            },
+            "keys": {"record": key, "dataset": "dataset-abc"},
+            "machine": {"cpu": {"model": "AMD EPYC"}, "logical_cores": 2, "ram_gib": 24, "gpu": None},
+            "measure_version": 5,
+            "environment": {"measured_at": "2026-12-04T16:00:00+00:00", "git_commit": "0123456789abcdef"},
+        }
+    )
 
 
 def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically(tmp_path):
@@ -99,7 +102,7 @@ def test_two_runs_that_differ_only_in_fine_tuning_are_named_for_the_difference(t
     one, two = _record("gguf_q4km", 0.797, 1, "k1"), _record("gguf_q4km", 0.818, 2, "k2")
     assert [p["variant"] for p in points([one, two])] == ["gguf_q4km train.epochs=1", "gguf_q4km train.epochs=2"]
     other_data = copy.deepcopy(one)
-    other_data["keys"] = {"record": "k3", "dataset": "dataset-xyz"}
+    other_data.keys = {"record": "k3", "dataset": "dataset-xyz"}
     assert [p["variant"] for p in points([one, other_data])] == [
         "gguf_q4km data=dataset-abc",
         "gguf_q4km data=dataset-xyz",
@@ -108,7 +111,7 @@ def test_two_runs_that_differ_only_in_fine_tuning_are_named_for_the_difference(t
 
     for name, record in (("a", one), ("b", two)):
         (tmp_path / name / "0_quant=gguf_q4km").mkdir(parents=True)
-        (tmp_path / name / "0_quant=gguf_q4km" / "record.json").write_text(json.dumps(record))
+        (tmp_path / name / "0_quant=gguf_q4km" / "record.json").write_text(json.dumps(record.to_json()))
     assert report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| gguf_q4km train.epochs=1 |" in md and "| gguf_q4km train.epochs=2 |" in md

@@ -11,15 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.record import Record
 from harness.report.compare import compare
 from harness.report.config import ReportConfig
 from harness.report.pareto import baseline_index
 from harness.report.records import read_predictions
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
-
-
-def _config(record: dict, section: str, key: str) -> Any:
-    return ((record.get("config") or {}).get(section) or {}).get(key)
 
 
 def baseline_of(compared: list[dict], cfg: ReportConfig) -> int:
@@ -31,15 +28,15 @@ def baseline_of(compared: list[dict], cfg: ReportConfig) -> int:
     return names.index(cfg.baseline)
 
 
-def serving_figures(record: dict) -> dict[str, Any]:
+def serving_figures(record: Record) -> dict[str, Any]:
     """Capacity under the record's latency objective, its cost at the configured price, and its
     share of the measured memory bandwidth (None where an input is missing)."""
-    m = record["metrics"]
-    slo = _config(record, "measure", "slo_p95_ms")
+    m = record.metrics
+    slo = record.config_value("measure", "slo_p95_ms")
     level = capacity_at(m.get("load_curve") or [], slo) if slo else None
     # a row its provider prices per query (a hosted model) is not a machine rented by the hour
-    price = _config(record, "hardware", "usd_per_hour") if m.get("cost_usd_per_query") is None else None
-    bandwidth = (record.get("bandwidth") or {}).get("gb_per_s")
+    price = record.config_value("hardware", "usd_per_hour") if m.get("cost_usd_per_query") is None else None
+    bandwidth = (record.bandwidth or {}).get("gb_per_s")
     share = None
     if bandwidth and m.get("model_mib") and m.get("decode_tokens_per_s"):
         share = bandwidth_share(m["model_mib"], m["decode_tokens_per_s"], bandwidth)
@@ -53,14 +50,14 @@ def serving_figures(record: dict) -> dict[str, Any]:
     }
 
 
-def decisions(records: list[dict], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
+def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
     """One row per variant (the records and their `points`, in the same order)."""
     base = baseline_of(compared, cfg)
     base_rows = read_predictions(records[base])
     hosted = [
-        (p["variant"], r["metrics"]["cost_usd_per_query"])
+        (p["variant"], r.metrics["cost_usd_per_query"])
         for r, p in zip(records, compared)
-        if r["metrics"].get("cost_usd_per_query")
+        if r.metrics.get("cost_usd_per_query")
     ]
     out = []
     for i, (record, p) in enumerate(zip(records, compared)):

@@ -7,67 +7,66 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness.measure.machine import machine_label
-from harness.record import COLUMNS, FAILED, INTERVALS, OK, PREDICTIONS, RECORD
-from harness.store import read_json
+from harness.record import COLUMNS, FAILED, INTERVALS, OK, PREDICTIONS, RECORD, Record
 
 JOB_KEYS = ("model", "quant", "train", "decoding", "hardware", "languages")
 
 
-def read_sweep_records(sweep_dir: Path) -> list[dict]:
+def read_sweep_records(sweep_dir: Path) -> list[Record]:
     """The records of one Hydra multirun, in job order."""
     paths = sorted(sweep_dir.glob(f"*/{RECORD}"), key=lambda p: int(p.parent.name.split("_")[0]))
-    return [read_json(p) for p in paths]
+    return [Record.read(p) for p in paths]
 
 
-def read_predictions(record: dict) -> Optional[list[dict]]:
+def read_predictions(record: Record) -> Optional[list[dict]]:
     """Every test query's answer, as the measurement wrote them beside the record; None where
     the record has no such file (a record written by hand, or moved)."""
-    path = Path(record.get("record_dir") or "") / PREDICTIONS
-    if not record.get("record_dir") or not path.is_file():
+    path = Path(record.record_dir or "") / PREDICTIONS
+    if not record.record_dir or not path.is_file():
         return None
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
-def job_value(record: dict, key: str) -> str | None:
-    value = record.get("job", {}).get(key)
+def job_value(record: Record, key: str) -> str | None:
+    value = record.job.get(key)
     return "+".join(value) if isinstance(value, list) else value
 
 
-def _job(record: dict) -> tuple:
+def _job(record: Record) -> tuple:
     return tuple(str(job_value(record, k)) for k in JOB_KEYS)
 
 
-def collect(roots: list[Path]) -> list[dict]:
+def collect(roots: list[Path]) -> list[Record]:
     """Every record under the given directories, each measurement once (a record is copied
     into each job directory that reused it). A failure is kept only while no record of the
     same job succeeded, so a fixed job drops off the list of failures."""
-    ok: dict[str, dict] = {}
-    failed: dict[tuple, dict] = {}
+    ok: dict[str, Record] = {}
+    failed: dict[tuple, Record] = {}
     for root in roots:
         for path in sorted(root.rglob(RECORD)):
-            record = read_json(path)
-            if record.get("status") == OK:
-                ok.setdefault(record["keys"]["record"], record)
+            record = Record.read(path)
+            if record.status == OK:
+                ok.setdefault(record.keys["record"], record)
             else:
-                failed[(_job(record), record.get("error"))] = record
+                failed[(_job(record), record.error)] = record
     succeeded = {_job(r) for r in ok.values()}
     return list(ok.values()) + [r for (job, _), r in failed.items() if job not in succeeded]
 
 
-def varying_keys(records: list[dict]) -> list[str]:
+def varying_keys(records: list[Record]) -> list[str]:
     """The job keys that tell these records apart (always the quant)."""
     return [k for k in JOB_KEYS if k == "quant" or len({job_value(r, k) for r in records}) > 1]
 
 
-def shared_caption(records: list[dict]) -> str:
+def shared_caption(records: list[Record]) -> str:
     """'model=..., train=...': the job keys every record has in common."""
     if not records:
         return ""
     return ", ".join(f"{k}={job_value(records[0], k)}" for k in JOB_KEYS if k not in varying_keys(records))
 
 
-def variant(record: dict, keys: list[str]) -> str:
+def variant(record: Record, keys: list[str]) -> str:
     return " ".join(str(job_value(record, k)) for k in keys)
 
 
@@ -87,7 +86,7 @@ def _leaves(config: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: json.dumps(config, sort_keys=True) if isinstance(config, list) else str(config)}
 
 
-def _tell_apart(names: list[str], records: list[dict]) -> list[str]:
+def _tell_apart(names: list[str], records: list[Record]) -> list[str]:
     """Names that two records share, completed with what tells them apart: the config keys
     whose values differ between them (`train.epochs=2`), else their test data."""
     out = list(names)
@@ -95,17 +94,17 @@ def _tell_apart(names: list[str], records: list[dict]) -> list[str]:
         same = [i for i, n in enumerate(names) if n == name]
         if len(same) < 2:
             continue
-        leaves = [_leaves(records[i].get("config") or {}) for i in same]
+        leaves = [_leaves(records[i].config) for i in same]
         differ = sorted(k for k in set().union(*leaves) if len({leaf.get(k) for leaf in leaves}) > 1)
         for i, leaf in zip(same, leaves):
             if differ:
                 out[i] = f"{name} " + " ".join(f"{k}={leaf.get(k)}" for k in differ)
             else:
-                out[i] = f"{name} data={(records[i].get('keys') or {}).get('dataset')}"
+                out[i] = f"{name} data={records[i].keys.get('dataset')}"
     return out
 
 
-def points(records: list[dict]) -> list[dict[str, Any]]:
+def points(records: list[Record]) -> list[dict[str, Any]]:
     """The successful records compared in one table, each a `point` named by the job keys that
     vary among them. Records that those keys do not tell apart (two runs of one quant with
     other `train.*` options, or on other data) are named for what differs, never the same."""
@@ -120,27 +119,23 @@ def points(records: list[dict]) -> list[dict[str, Any]]:
 MEMORY_KINDS = {"nvml_process": "VRAM", "nvml_device_used": "device VRAM (all processes)", None: "VRAM unmeasured"}
 
 
-def point(record: dict, keys: list[str]) -> dict[str, Any]:
+def point(record: Record, keys: list[str]) -> dict[str, Any]:
     """One successful record as flat figures, one per column of `harness.record.COLUMNS`,
     plus what names and explains them. Peak memory is the device the model runs on: VRAM on
     a GPU (the process's, or the whole device's where NVML could not tell the process apart),
     RSS on the CPU; `memory_kind` names which. A GPU row without a VRAM figure is unmeasured,
     never its host RSS."""
-    m = record["metrics"]
-    on_gpu = record.get("config", {}).get("hardware", {}).get("device") == "cuda"
+    m = record.metrics
+    on_gpu = record.config_value("hardware", "device") == "cuda"
     intervals = {}
     for key in INTERVALS:
         low, high = m.get(f"{key}_ci95") or (None, None)
         intervals.update({f"{key}_ci95_low": low, f"{key}_ci95_high": high})
-    figures = {}
-    for c in COLUMNS:
-        if c.source is not None:
-            section, name = c.source
-            figures[c.key] = (record.get(section) or {}).get(name)
+    figures = {c.key: c.read(record) for c in COLUMNS if c.source is not None}
     return {
         "variant": variant(record, keys),
         **{k: job_value(record, k) for k in JOB_KEYS},
-        "format": record["job"].get("format"),
+        "format": record.job.get("format"),
         "machine": _machine(record),
         **figures,
         **intervals,
@@ -149,7 +144,7 @@ def point(record: dict, keys: list[str]) -> dict[str, Any]:
         "energy_method": m.get("energy_method"),
         "energy_unmeasured_reason": m.get("energy_unmeasured_reason"),
         "energy_estimate_method": m.get("energy_estimate_method"),
-        "record_dir": record.get("record_dir"),
+        "record_dir": record.record_dir,
     }
 
 
@@ -159,33 +154,33 @@ def cell(p: dict, key: str | tuple, fmt: str) -> str:
     return "unmeasured" if None in values else fmt.format(*values)
 
 
-def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
+def by_hardware(records: list[Record]) -> dict[str, list[Record]]:
     """Successful records grouped by hardware: a frontier only compares like with like. Records
     of one hardware config measured on different machines are never mixed: each machine gets a
     group of its own, named for it."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Record]] = {}
     for r in records:
-        if r.get("status") == OK:
-            groups.setdefault(str(r["job"].get("hardware")), []).append(r)
-    out: dict[str, list[dict]] = {}
+        if r.status == OK:
+            groups.setdefault(str(r.job.get("hardware")), []).append(r)
+    out: dict[str, list[Record]] = {}
     for hardware, group in groups.items():
-        machines = {json.dumps(r.get("machine"), sort_keys=True) for r in group}
+        machines = {json.dumps(r.machine, sort_keys=True) for r in group}
         for r in group:
             name = hardware if len(machines) == 1 else f"{hardware} on {_machine(r)}"
             out.setdefault(name, []).append(r)
     return out
 
 
-def _machine(record: dict) -> str:
-    return machine_label(record["machine"]) if record.get("machine") else "an unrecorded machine"
+def _machine(record: Record) -> str:
+    return machine_label(record.machine) if record.machine else "an unrecorded machine"
 
 
-def failures(records: list[dict], status: str = FAILED) -> list[str]:
+def failures(records: list[Record], status: str = FAILED) -> list[str]:
     """'quant: Error: reason' for each record of that status (failed, or skipped), the
     reason's first line."""
     out = []
     for r in records:
-        if r.get("status") == status:
-            reason = (r.get("error") or "").partition("\n")[0]
-            out.append(f"{r.get('job', {}).get('quant')}: {r.get('error_type')}: {reason}")
+        if r.status == status:
+            reason = (r.error or "").partition("\n")[0]
+            out.append(f"{r.job.get('quant')}: {r.error_type}: {reason}")
     return out

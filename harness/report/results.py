@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.record import OK
+from harness.record import OK, Record
 from harness.report import decision
 from harness.report.config import ReportConfig
 from harness.report.records import by_hardware, cell, points
@@ -57,37 +57,37 @@ FIGURES = (
 LANGUAGE_PREFIX = "accuracy_"
 
 
-def rows_from_records(records: list[dict], command: str, cfg: ReportConfig) -> list[dict[str, Any]]:
+def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) -> list[dict[str, Any]]:
     """One row per successful record, in the records' order, with its comparison against its
     hardware group's baseline and its serving cost (harness.report.decision)."""
-    ok = [r for r in records if r.get("status") == OK]
+    ok = [r for r in records if r.status == OK]
     judged: dict[str, dict] = {}
     for group in by_hardware(ok).values():
         for record, row in zip(group, decision.decisions(group, points(group), cfg)):
-            judged[record["keys"]["record"]] = {k: v for k, v in row.items() if k != "variant"}
+            judged[record.keys["record"]] = {k: v for k, v in row.items() if k != "variant"}
     out = []
     for record, p in zip(ok, points(ok)):
-        env = record.get("environment") or {}
-        by_language = record["metrics"].get("accuracy_by_language") or {}
+        env, bandwidth = record.environment, record.bandwidth or {}
+        by_language = record.metrics.get("accuracy_by_language") or {}
         out.append(
             {
                 "variant": p["variant"],
-                "runtime": record["runtime"]["name"],
+                "runtime": record.runtime["name"],
                 **{k: p.get(k) for k in FIGURES},
                 **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
                 "model": p["model"],
                 "train": p["train"],
                 "hardware": p["hardware"],
                 "machine": p["machine"],
-                "test_queries": record["metrics"].get("n_samples"),
-                "dataset": record["keys"].get("dataset"),
-                "measure_version": record.get("measure_version"),
-                "bandwidth_gb_per_s": (record.get("bandwidth") or {}).get("gb_per_s"),
-                "bandwidth_method": (record.get("bandwidth") or {}).get("method"),
+                "test_queries": record.metrics.get("n_samples"),
+                "dataset": record.keys.get("dataset"),
+                "measure_version": record.measure_version,
+                "bandwidth_gb_per_s": bandwidth.get("gb_per_s"),
+                "bandwidth_method": bandwidth.get("method"),
                 "measured_on": (env.get("measured_at") or "")[:10],
                 "commit": (env.get("git_commit") or "")[:12],
                 "command": command,
-                **judged[record["keys"]["record"]],
+                **judged[record.keys["record"]],
             }
         )
     return out

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from harness.record import OK, SKIPPED, TERMINAL, shown_in
+from harness.record import OK, SKIPPED, TERMINAL, Record, shown_in
 from harness.report import decision
 from harness.report.config import ReportConfig
 from harness.report.pareto import frontier_memberships
@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 COLUMNS = shown_in(TERMINAL)
 
 
-def rows(records: list[dict]) -> list[list[str]]:
+def rows(records: list[Record]) -> list[list[str]]:
     """One row per successful record: variant, COLUMNS, the Pareto frontiers it is on."""
-    ok = [r for r in records if r.get("status") == OK]
+    ok = [r for r in records if r.status == OK]
     compared = points(ok)
     return [
         [p["variant"], *(cell(p, c.key, c.fmt) for c in COLUMNS), " ".join(on)]
@@ -33,7 +33,7 @@ def rows(records: list[dict]) -> list[list[str]]:
     ]
 
 
-def print_table(records: list[dict], title: str, cfg: ReportConfig | None = None) -> None:
+def print_table(records: list[Record], title: str, cfg: ReportConfig | None = None) -> None:
     """The results table, then for each hardware group each variant against its baseline."""
     from rich.console import Console
     from rich.table import Table
@@ -41,7 +41,7 @@ def print_table(records: list[dict], title: str, cfg: ReportConfig | None = None
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # logs and CI: do not squeeze figures into 80 columns
-    ok = [r for r in records if r.get("status") == OK]
+    ok = [r for r in records if r.status == OK]
     table = Table(
         title=title, caption=(shared_caption(ok) + "; Pareto: frontiers of accuracy vs each cost") if ok else None
     )
@@ -85,10 +85,10 @@ class SweepSummary(Callback):
         log.info("report: %s", report_dir / "report.html")
         logger = LoggerConfig(**OmegaConf.to_container(config.logger, resolve=True))
         log_sweep(records, report_dir, logger, group=sweep_group(sweep_dir))
-        skipped = [r for r in records if r.get("status") == SKIPPED]
+        skipped = [r for r in records if r.status == SKIPPED]
         if skipped:
             log.warning("%d of %d cells do not exist and were skipped (see SKIPPED above)", len(skipped), len(records))
-        failed = [r for r in records if r.get("status") not in (OK, SKIPPED)]
+        failed = [r for r in records if r.status not in (OK, SKIPPED)]
         if failed:
             log.error(
                 "%d of %d jobs failed; their records (with reasons) are under %s", len(failed), len(records), sweep_dir

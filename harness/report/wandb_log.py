@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from harness import live
-from harness.record import OK, PREDICTIONS, RECORD, scalar_figures
+from harness.record import OK, PREDICTIONS, RECORD, Record, scalar_figures
 from harness.report.config import LoggerConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
 from harness.report.records import points, read_predictions
@@ -69,10 +69,10 @@ def _run(logger: LoggerConfig, **init: Any) -> Iterator[Any]:
             log.warning("W&B: could not finish the run (%s: %s)", type(exc).__name__, exc)
 
 
-def summary_metrics(record: dict) -> dict[str, Any]:
+def summary_metrics(record: Record) -> dict[str, Any]:
     """The record's scalar figures (the column spec's, units in their names) and the
     per-language and per-intent breakdowns, as W&B summary keys."""
-    m = record.get("metrics", {})
+    m = record.metrics
     out: dict[str, Any] = scalar_figures(record)
     out.update({f"accuracy/{lang}": v for lang, v in m.get("accuracy_by_language", {}).items()})
     out.update({f"f1/{label}": v for label, v in m.get("f1_by_intent", {}).items()})
@@ -90,10 +90,10 @@ def _confusion_plot(wandb: Any, confusion: dict[str, dict[str, int]]) -> Any:
 PREDICTION_COLUMNS = ("language", "intent", "predicted", "correct", "text", "raw_answer", "latency_ms", "error")
 
 
-def _lineage(wandb: Any, run: Any, record: dict) -> Optional[str]:
+def _lineage(wandb: Any, run: Any, record: Record) -> Optional[str]:
     """The record's stages as artifacts, upstream first; the name of the last one."""
     upstream = None
-    for link in record.get("lineage") or []:
+    for link in record.lineage:
         name = f"{link['stage']}-{link['key'][:16]}"
         artifact = wandb.Artifact(name, type=link["stage"], metadata={**link, "derived_from": upstream})
         if Path(link["path"]).exists():
@@ -149,7 +149,7 @@ def job_run(logger: LoggerConfig, group: str, name: str, job: dict, config: dict
             yield live_run
 
 
-def log_job(record: dict, logger: LoggerConfig, group: str, name: str, live_run: Optional[LiveRun] = None) -> None:
+def log_job(record: Record, logger: LoggerConfig, group: str, name: str, live_run: Optional[LiveRun] = None) -> None:
     """The record into the job's run (`live_run`), or into a run of its own when the job had
     none (it failed before it started)."""
     if live_run is not None:
@@ -158,32 +158,32 @@ def log_job(record: dict, logger: LoggerConfig, group: str, name: str, live_run:
         except Exception as exc:
             log.warning("W&B: logging failed (%s: %s); the record on disk is unaffected", type(exc).__name__, exc)
         return
-    with job_run(logger, group, name, record.get("job", {}), record.get("config") or {}) as live_run:
+    with job_run(logger, group, name, record.job, record.config) as live_run:
         if live_run is not None:
             _log_record(live_run.run, record, trained_live=False)
 
 
-def _log_record(run: Any, record: dict, trained_live: bool) -> None:
+def _log_record(run: Any, record: Record, trained_live: bool) -> None:
     import wandb
 
-    run.summary.update({"status": record["status"], "stage": "done", **summary_metrics(record)})
-    if record["status"] != OK:
-        run.summary.update({"error": f"{record.get('error_type')}: {record.get('error')}"})
+    run.summary.update({"status": record.status, "stage": "done", **summary_metrics(record)})
+    if record.status != OK:
+        run.summary.update({"error": f"{record.error_type}: {record.error}"})
         return
     if not trained_live:  # a cached fine-tune: its curve from the record
-        for step, loss in enumerate((record.get("train") or {}).get("loss", []), start=1):
+        for step, loss in enumerate((record.train or {}).get("loss", []), start=1):
             run.log({"train/step": step, "train/loss": loss})
-    if record["metrics"].get("confusion"):
-        run.log({"confusion_matrix": _confusion_plot(wandb, record["metrics"]["confusion"])})
-    record_dir = Path(record["record_dir"])
+    if record.metrics.get("confusion"):
+        run.log({"confusion_matrix": _confusion_plot(wandb, record.metrics["confusion"])})
+    record_dir = Path(record.record_dir or "")
     answers = read_predictions(record)
     if answers is not None:
         run.log({"predictions": _predictions(wandb, answers)})
     upstream = _lineage(wandb, run, record)
     artifact = wandb.Artifact(
-        f"record-{record['keys']['record'][:16]}",
+        f"record-{record.keys['record'][:16]}",
         type="record",
-        metadata={**record.get("job", {}), "derived_from": upstream},
+        metadata={**record.job, "derived_from": upstream},
     )
     for file in (RECORD, PREDICTIONS):
         if (record_dir / file).is_file():
@@ -191,9 +191,9 @@ def _log_record(run: Any, record: dict, trained_live: bool) -> None:
     run.log_artifact(artifact)
 
 
-def log_sweep(records: list[dict], report_dir: Path, logger: LoggerConfig, group: str) -> None:
+def log_sweep(records: list[Record], report_dir: Path, logger: LoggerConfig, group: str) -> None:
     """The sweep's summary run: every job in one table, and accuracy-vs-cost scatter plots."""
-    ok = [r for r in records if r.get("status") == OK]
+    ok = [r for r in records if r.status == OK]
     with _run(logger, group=logger.group or group, job_type="sweep-summary", name=f"summary {group}") as run:
         if run is None or not ok:
             return

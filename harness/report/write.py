@@ -9,7 +9,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.record import REPORT, SKIPPED, Column, shown_in
+from harness.record import REPORT, SKIPPED, Column, Record, shown_in
 from harness.report import decision
 from harness.report.config import ReportConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier, frontier_memberships, interval, versus
@@ -119,7 +119,7 @@ def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) ->
     return path
 
 
-def plot_load(group: list[dict], compared: list[dict], path: Path) -> Path | None:
+def plot_load(group: list[Record], compared: list[dict], path: Path) -> Path | None:
     """Throughput against p95 latency at each concurrency level, one line per variant, the
     latency objective drawn; None when no record has a load curve."""
     import matplotlib
@@ -127,7 +127,7 @@ def plot_load(group: list[dict], compared: list[dict], path: Path) -> Path | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = [(p["variant"], r["metrics"].get("load_curve") or []) for r, p in zip(group, compared)]
+    curves = [(p["variant"], r.metrics.get("load_curve") or []) for r, p in zip(group, compared)]
     if not any(curve for _, curve in curves):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
@@ -142,7 +142,7 @@ def plot_load(group: list[dict], compared: list[dict], path: Path) -> Path | Non
                     xytext=(4, 4),
                     fontsize=7,
                 )
-    slo = ((group[0].get("config") or {}).get("measure") or {}).get("slo_p95_ms")
+    slo = group[0].config_value("measure", "slo_p95_ms")
     if slo:
         ax.axvline(slo, color="tab:red", linestyle="--", linewidth=1, label=f"p95 objective {slo:g} ms")
     ax.set_xlabel("p95 latency (ms), each point a concurrency level")
@@ -156,7 +156,7 @@ def plot_load(group: list[dict], compared: list[dict], path: Path) -> Path | Non
     return path
 
 
-def sections(records: list[dict], out_dir: Path, cfg: ReportConfig) -> list[Section]:
+def sections(records: list[Record], out_dir: Path, cfg: ReportConfig) -> list[Section]:
     out = []
     for hardware, group in sorted(by_hardware(records).items()):
         compared = points(group)
@@ -301,7 +301,7 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
     return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
 
 
-def write_report(records: list[dict], out_dir: Path, title: str, cfg: ReportConfig | None = None) -> Path:
+def write_report(records: list[Record], out_dir: Path, title: str, cfg: ReportConfig | None = None) -> Path:
     """Write report.md, report.csv, the plots and report.html into out_dir; return out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     secs = sections(records, out_dir, cfg or ReportConfig())
