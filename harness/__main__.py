@@ -89,7 +89,7 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     return objective_values(record, list(cfg.objectives))
 
 
-def objective_values(record: "Record", objectives: list[str]) -> Optional[tuple[float, ...]]:
+def objective_values(record: Record, objectives: list[str]) -> Optional[tuple[float, ...]]:
     """The record's objectives for an optimising sweeper; None (a failed trial) when the job
     failed or an objective was not measured, which the sweeper records and moves past."""
     from harness.record import OK

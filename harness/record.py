@@ -14,7 +14,6 @@ records written before these types existed read the same way.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -386,8 +385,11 @@ class Record:
 
     @classmethod
     def read(cls, path: Path) -> "Record":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(json.load(f))
+        # imported here: the measuring process imports this module for the metric sections,
+        # and holds nothing it does not use
+        from harness.store import read_json
+
+        return cls.from_json(read_json(path))
 
     def to_json(self) -> dict[str, Any]:
         """As the file holds it: a measured record without the unfinished fields and the other

@@ -175,7 +175,6 @@ def _log_record(run: Any, record: Record, trained_live: bool) -> None:
             run.log({"train/step": step, "train/loss": loss})
     if record.metrics.get("confusion"):
         run.log({"confusion_matrix": _confusion_plot(wandb, record.metrics["confusion"])})
-    record_dir = Path(record.record_dir or "")
     answers = read_predictions(record)
     if answers is not None:
         run.log({"predictions": _predictions(wandb, answers)})
@@ -185,9 +184,10 @@ def _log_record(run: Any, record: Record, trained_live: bool) -> None:
         type="record",
         metadata={**record.job, "derived_from": upstream},
     )
-    for file in (RECORD, PREDICTIONS):
-        if (record_dir / file).is_file():
-            artifact.add_file(str(record_dir / file))
+    files = [Path(record.record_dir) / name for name in (RECORD, PREDICTIONS)] if record.record_dir else []
+    for file in files:
+        if file.is_file():
+            artifact.add_file(str(file))
     run.log_artifact(artifact)
 
 
