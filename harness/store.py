@@ -4,7 +4,8 @@ Every stage (dataset, base model, adapter, merged model, artifact, record) store
 in a directory named for a hash of exactly its inputs. A stage whose directory exists is
 loaded, not rebuilt. Directories are built under a temporary name and renamed into place
 while holding a file lock, so two jobs that need the same entry build it once, and a job
-killed mid-build leaves nothing that looks complete.
+killed mid-build leaves nothing that looks complete; its partial build, a hidden directory
+beside the entries, is removed by a later run once its lock is free (`remove_stale_builds`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
+# Every stage this process looked up, in order: (stage, seconds it took to build, or None where
+# it was in the cache). A sweep run in this process (Hydra's basic launcher) estimates its time
+# left from them (`harness.sweep.time_left_s`).
+LOOKUPS: list[tuple[str, Optional[float]]] = []
 
 
 def cache_key(*parts: Any) -> str:
@@ -71,6 +76,7 @@ def cached_dir(
     try:
         if final.exists() and not force:
             log.info("cache hit: %s/%s", stage, key)
+            LOOKUPS.append((stage, None))
             return final
         log.info("building %s/%s", stage, key)
         started = time.monotonic()
@@ -83,10 +89,52 @@ def cached_dir(
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        log.info("built %s/%s in %.0f s", stage, key, time.monotonic() - started)
+        built_s = time.monotonic() - started
+        LOOKUPS.append((stage, built_s))
+        log.info("built %s/%s in %.0f s", stage, key, built_s)
     finally:
         lock.release()
     return final
+
+
+def _partial_builds(cache_root: Path) -> list[tuple[Path, Path]]:
+    """(partial build, its entry's lock) for each hidden `.<key>.<random>` directory that
+    `cached_dir` builds in, in every stage of the cache."""
+    out = []
+    for tmp in sorted(cache_root.glob("*/.*.*")):
+        key = tmp.name[1:].rsplit(".", 1)[0]
+        if tmp.is_dir() and key:
+            out.append((tmp, tmp.parent / f"{key}.lock"))
+    return out
+
+
+def remove_stale_builds(cache_root: Path) -> tuple[int, float]:
+    """Remove the partial builds whose builder is gone, a job killed mid-build (SIGKILL, a lost
+    node) leaves them; (how many, MiB freed). A builder holds its entry's lock while it builds,
+    so a partial build whose lock is free has none; one whose lock is held is being built and
+    is left alone. The lock is held while removing, so no builder starts meanwhile."""
+    removed, freed_mib = 0, 0.0
+    for tmp, lock_path in _partial_builds(cache_root):
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # its builder is alive
+        try:
+            if tmp.exists():
+                freed_mib += dir_size_mib(tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        finally:
+            lock.release()
+    if removed:
+        log.info(
+            "removed %d stale partial build%s, %.0f MiB (left by jobs killed mid-build)",
+            removed,
+            "" if removed == 1 else "s",
+            freed_mib,
+        )
+    return removed, freed_mib
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -102,6 +102,8 @@ def test_sweep_killed_midway_completes_when_run_again(tiny_llama, seeded):
     for record_dir in (seeded / "cache" / "records").iterdir():
         if record_dir.is_dir() and not record_dir.name.startswith("."):
             assert (record_dir / "record.json").is_file()
+    # and no partial build the killed sweep left behind outlives the re-run
+    assert not [p for p in (seeded / "cache").glob("*/.*.*") if p.is_dir()]
 
 
 def test_a_quantizer_that_crashes_natively_fails_its_job_and_the_sweep_goes_on(tiny_llama, seeded):

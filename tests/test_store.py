@@ -92,3 +92,43 @@ def test_a_job_waiting_for_another_ones_build_says_so(tmp_path, caplog):
         waiter.join(10)
     assert "waiting for another job building adapter/k1" in caplog.text
     assert "the other job finished after" in caplog.text and built == [tmp_path / "adapter" / "k1"]
+
+
+def _build_forever(root: str) -> None:
+    """A builder that writes 3 MiB and never finishes, as a fine-tune killed midway."""
+
+    def build(out: Path) -> None:
+        (out / "weights.bin").write_bytes(b"\0" * 3 * 2**20)
+        (out / "written").touch()
+        time.sleep(600)
+
+    cached_dir(Path(root), "adapter", "0123456789abcdef", build)
+
+
+def test_a_killed_builders_partial_build_is_removed_and_a_live_ones_is_not(tmp_path, caplog):
+    import logging
+    import os
+    import signal
+
+    from harness.store import remove_stale_builds
+
+    builder = mp.get_context("spawn").Process(target=_build_forever, args=(str(tmp_path),))
+    builder.start()
+    try:
+        for _ in range(600):
+            partial = list((tmp_path / "adapter").glob(".0123456789abcdef.*"))
+            if partial and (partial[0] / "written").exists():
+                break
+            time.sleep(0.05)
+        assert partial, "the builder never started its build"
+        assert remove_stale_builds(tmp_path) == (0, 0.0)  # its builder is alive: left alone
+        assert partial[0].is_dir()
+    finally:
+        os.kill(builder.pid, signal.SIGKILL)
+        builder.join(10)
+    assert partial[0].is_dir()  # what a SIGKILL leaves
+    with caplog.at_level(logging.INFO, logger="harness.store"):
+        removed, freed_mib = remove_stale_builds(tmp_path)
+    assert removed == 1 and freed_mib == pytest.approx(3.0)
+    assert "removed 1 stale partial build, 3 MiB" in caplog.text
+    assert [p.name for p in (tmp_path / "adapter").iterdir()] == ["0123456789abcdef.lock"]
