@@ -42,6 +42,9 @@ class PathsConfig:
     # llama.cpp's command-line tools (llama-imatrix, llama-quantize, llama-bench), built by
     # `make llama-tools` from the same vendored source; None: that build, then the PATH.
     llama_cpp_bin: Optional[str] = None
+    # The machine-wide lock one measurement at a time holds (harness.measure.window); None:
+    # /var/lock, else the system's temporary directory. Never on storage nodes share.
+    measure_lock: Optional[str] = None
 
 
 @dataclass

@@ -17,7 +17,8 @@ BF16_MIN_CAPABILITY = (8, 0)
 class HardwareConfig:
     name: str = "cpu"
     device: str = "cpu"
-    # Threads for every runtime alike (torch intra-op, llama.cpp n_threads); 0 = all cores.
+    # Threads for every runtime alike (torch intra-op, llama.cpp n_threads); 0 = every CPU this
+    # process may run on (its affinity: a Slurm job's allocation, not the node's cores).
     threads: int = 0
     # Optional: watts per busy core (package TDP / cores) for a CPU-time energy *estimate*,
     # reported apart from measured energy, where no counter can be read.
@@ -30,7 +31,7 @@ class HardwareConfig:
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"hardware.device={self.device!r} is unknown; choose cpu or cuda")
         if self.threads < 0:
-            raise ConfigError(f"hardware.threads={self.threads} must be >= 0 (0 = all cores)")
+            raise ConfigError(f"hardware.threads={self.threads} must be >= 0 (0 = every CPU this job may use)")
         if self.cpu_watts_per_core is not None and self.cpu_watts_per_core <= 0:
             raise ConfigError("hardware.cpu_watts_per_core must be > 0 (or null for no estimate)")
         if self.usd_per_hour is not None and self.usd_per_hour <= 0:
@@ -38,7 +39,15 @@ class HardwareConfig:
 
     @property
     def threads_used(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        return self.threads or allowed_cpus()
+
+
+def allowed_cpus() -> int:
+    """How many CPUs this process may run on: its affinity (what Slurm, taskset or a cgroup
+    cpuset allow), where the platform has one, else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def check_device(device: str) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
+from harness.measure.window import exclusive_window, lock_path
 from harness.models import ENDPOINT
 from harness.prompt import system_prompt
 from harness.record import MEASURE_VERSION, RECORD, JobInfo, Record
-from harness.store import cached_dir, write_json_atomic
+from harness.store import cached_dir, remove_stale_builds, write_json_atomic
 from harness.targets import target_for
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
             "(greedy within the label set)"
         )
     cache = Path(job.paths.cache_dir).resolve()
+    remove_stale_builds(cache)
     data_dir = build_dataset(job.dataset, sorted(job.language.codes), cache)
     labels = read_labels(data_dir)
     list_labels = job.model.list_labels if job.model.list_labels is not None else job.train.method == "none"
@@ -48,11 +50,14 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
     prepared = target.prepare(data_dir, system, labels)
 
     def measure_and_record(out: Path) -> None:
-        t0 = time.perf_counter()
-        measured = prepared.measurement(out)
+        # one measurement at a time on this machine: the wait is before any figure starts
+        with exclusive_window(lock_path(job.paths.measure_lock)) as window:
+            t0 = time.perf_counter()
+            measured = prepared.measurement(out)
+            measure_wall_s = time.perf_counter() - t0
         record = Record(
             job=dataclasses.asdict(JobInfo.from_config(resolved_config)),
-            **measured,
+            **{**measured, "runtime": {**measured["runtime"], "measure_window": window}},
             artifact=prepared.artifact_info,
             train=prepared.train_facts,
             keys=prepared.keys,
@@ -63,7 +68,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
             environment=environment(REPO_ROOT, prepared.packages),
             measure_version=MEASURE_VERSION,
             started_at=started.isoformat(timespec="seconds"),
-            measure_wall_s=time.perf_counter() - t0,
+            measure_wall_s=measure_wall_s,
         )
         write_json_atomic(out / RECORD, record.to_json())
 

@@ -52,13 +52,20 @@ def gpu_copy_gb_per_s(buffer_mib: int = 1024, rounds: int = ROUNDS) -> float:
     return 2 * buffer_mib * 2**20 / best / 1e9
 
 
-def memory_bandwidth(cache_root: Path, machine: dict, device: str, threads: int, timeout_s: float) -> dict:
+def memory_bandwidth(cache_root: Path, machine: dict, device: str, threads: int, timeout_s: float, lock: Path) -> dict:
     """{"gb_per_s", "method"} for this machine and device, measured once and cached under the
-    machine's identity (in a spawned process, so the measurement's buffers leave nothing behind)."""
+    machine's identity (in a spawned process, so the measurement's buffers leave nothing behind),
+    holding the machine's measurement lock `lock`, as every measurement does."""
     from harness.isolated import isolated_build
+    from harness.measure.window import exclusive_window
 
     key = cache_key("bandwidth", machine, device, threads)
-    build = isolated_build("bandwidth", _measure, {"device": device, "threads": threads}, timeout_s, device)
+    copy = isolated_build("bandwidth", _measure, {"device": device, "threads": threads}, timeout_s, device)
+
+    def build(out: Path) -> None:
+        with exclusive_window(lock):
+            copy(out)
+
     return read_json(cached_dir(cache_root, "bandwidth", key, build) / "bandwidth.json")
 
 

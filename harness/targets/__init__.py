@@ -128,8 +128,10 @@ def local_machine(job: JobConfig) -> tuple[dict, dict]:
     """(the identity of the machine that measures, its memory bandwidth, measured once per machine)."""
     from harness.measure.bandwidth import memory_bandwidth
     from harness.measure.machine import machine_identity
+    from harness.measure.window import lock_path
 
     machine = machine_identity(job.hardware.device)
     cache = Path(job.paths.cache_dir).resolve()
     threads = job.hardware.threads_used
-    return machine, memory_bandwidth(cache, machine, job.hardware.device, threads, job.build_timeout_s)
+    lock = lock_path(job.paths.measure_lock)
+    return machine, memory_bandwidth(cache, machine, job.hardware.device, threads, job.build_timeout_s, lock)
