@@ -10,8 +10,21 @@ import random
 
 import pytest
 
+from harness.report import decision
 from harness.report.__main__ import main as report_main
-from harness.report.compare import BETTER, SAME, WORSE, compare, mcnemar_exact_p, paired, paired_bootstrap
+from harness.report.compare import (
+    BETTER,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SAME,
+    WORSE,
+    compare,
+    gate,
+    mcnemar_exact_p,
+    paired,
+    paired_bootstrap,
+)
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
 
 
@@ -68,16 +81,71 @@ def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_
     for i in rng.sample(right, 10) + rng.sample(wrong, 10):  # ten broken, ten fixed, at random
         noise[i] = not noise[i]
     same = compare(_rows(base, languages), _rows(noise, languages), 0.95)
-    assert same.overall.verdict == SAME and same.passes
+    assert same.overall.verdict == SAME and same.gate == PASS
     worse = list(base)
     for i, lang in enumerate(languages):
         if lang == "hr" and worse[i] and rng.random() < 0.3:  # Croatian loses about 30% of its right answers
             worse[i] = False
     hurt = compare(_rows(base, languages), _rows(worse, languages), 0.99)
-    assert hurt.overall.verdict == WORSE and not hurt.passes
-    assert hurt.failing_languages == ["hr"] and hurt.hurt_most == "hr"
+    assert hurt.overall.verdict == WORSE and hurt.gate == FAIL
+    assert hurt.languages_with(FAIL) == ["hr"] and hurt.hurt_most == "hr"
     assert hurt.by_language["en"].fixed == hurt.by_language["en"].broken == 0
     assert paired([False] * 50 + [True] * 50, [True] * 100, [str(i) for i in range(100)]).verdict == BETTER
+
+
+def _one_per_cluster(wrong: int, n: int = 100) -> list[dict]:
+    """n English queries of their own phrasing each, the first `wrong` answered wrong."""
+    return [{"text": f"q{i}", "template_id": f"t{i}", "language": "en", "correct": i >= wrong} for i in range(n)]
+
+
+def test_the_gate_has_three_outcomes_and_a_resolvable_margin_worked_by_hand():
+    """The baseline answers all 100 queries right, so a bootstrap draw's relative accuracy is
+    1 - (draws of the variant's wrong queries) / 100. One wrong query is drawn X ~ Bin(100, 0.01)
+    times: P(X >= 4) = 0.018 and P(X >= 3) = 0.079, so the 2.5% bound is 0.97, and P(X = 0) =
+    0.366 makes the 97.5% bound 1.0. Ten wrong: X ~ Bin(100, 0.1), P(X <= 2) = 0.002, so the
+    97.5% bound is below 0.98."""
+    assert (gate((0.97, 1.0), 0.98), gate((0.90, 0.95), 0.98), gate((0.98, 1.01), 0.98)) == (INCONCLUSIVE, FAIL, PASS)
+    base = _one_per_cluster(0)
+    one_wrong = compare(base, _one_per_cluster(1), 0.98)
+    # its point estimate, 0.99, clears the margin; its lower bound does not; it was not shown worse
+    assert one_wrong.overall.relative_ci95 == (0.97, 1.0) and one_wrong.gate == INCONCLUSIVE
+    assert one_wrong.languages_with(INCONCLUSIVE) == ["en"] and one_wrong.languages_with(FAIL) == []
+    # half of 1.0 - 0.97: a gate at 0.98 (margin 0.02) is narrower than this split resolves
+    assert one_wrong.resolvable_margins == {"en": pytest.approx(0.015)}
+    assert compare(base, _one_per_cluster(1), 0.96).gate == PASS
+    ten_wrong = compare(base, _one_per_cluster(10), 0.98)
+    assert ten_wrong.overall.relative_ci95[1] < 0.98 and ten_wrong.gate == FAIL
+    assert compare(base, _one_per_cluster(0), 0.99).gate == PASS  # the same answers: (1.0, 1.0)
+
+    # no table says 'fail' for the variant that was not shown worse
+    rows = [
+        {
+            "variant": name,
+            "verdict": c.overall.verdict,
+            "fixed": c.overall.fixed,
+            "broken": c.overall.broken,
+            "accuracy_difference": c.overall.difference,
+            "accuracy_difference_ci95_low": c.overall.difference_ci95[0],
+            "accuracy_difference_ci95_high": c.overall.difference_ci95[1],
+            "mcnemar_p": c.overall.mcnemar_p,
+            "relative_accuracy_ci95_low": c.overall.relative_ci95[0],
+            "relative_accuracy_ci95_high": c.overall.relative_ci95[1],
+            **decision.gate_figures(c),
+        }
+        for name, c in (("q8", one_wrong), ("q2", ten_wrong))
+    ]
+    q8, q2 = (decision.cells(r) for r in rows)
+    assert q8[5:9] == ["inconclusive", "0.970 to 1.000", "inconclusive: en", "0.015 (en)"]
+    assert q2[5] == "fail" and q2[7] == "worse: en"
+    # a row kept when the gate had two outcomes: its 'fail' is only "did not pass"
+    kept = {
+        "variant": "q8",
+        "verdict": SAME,
+        "gate": "fail",
+        "gate_failing_languages": "de es",
+        "relative_accuracy_ci95_low": 0.993,
+    }
+    assert decision.gate_cells(kept) == ["not passed", "from 0.993", "not passed: de es", ""]
 
 
 def test_serving_cost_worked_by_hand():
@@ -136,7 +204,7 @@ def test_the_report_shows_flips_verdict_gate_capacity_cost_and_bandwidth(tmp_pat
     md = (tmp_path / "report" / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| gguf_q4km |") and "worse" in line)
     flips = sum(b and not w for b, w in zip(base, worse))
-    assert f"| 0 / {flips} |" in row and "| fail |" in row and "| de |" in row
+    assert f"| 0 / {flips} |" in row and "| fail |" in row and "| worse: de |" in row and "| de |" in row
     assert "| 9.0 (1 at a time) | 3.09 |" in row and f"| {101 * 2**20 * 90 / 20e9:.0%} |" in row
     assert "Against fp32" in md and "$0.1 per machine-hour" in md
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from harness.config import register_configs
-from harness.measure.machine import cpu_facts, machine_identity, visible_device
+from harness.measure.machine import cpu_facts, cpu_features, machine_identity, visible_device
 from harness.record import MEASURE_VERSION, Record
 from harness.report.records import by_hardware
 from harness.targets import record_key
@@ -25,6 +25,14 @@ def test_cpu_facts_keep_the_model_and_the_flags_that_pick_kernels():
         "model": "Intel(R) Xeon(R) Platinum 8480C",
         "flags": ["amx_tile", "avx2", "avx512f", "fma", "sse4_2"],
     }
+
+
+def test_the_instruction_sets_that_pick_kernels_are_named_as_people_name_them():
+    assert cpu_features(["avx", "avx2", "fma", "sse4_2"]) == "AVX2"
+    assert cpu_features(["avx2", "avx512_bf16", "avx512f"]) == "AVX-512 + AVX512-BF16"
+    assert cpu_features(["amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512f"]) == "AVX-512 + AVX512-BF16 + AMX"
+    assert cpu_features(["asimd", "sve"]) == "SVE" and cpu_features(["asimd"]) == "NEON"
+    assert cpu_features([]) == "no flags recorded"
 
 
 def test_this_machine_has_an_identity_without_its_hostname():
@@ -70,5 +78,51 @@ def test_figures_from_two_machines_are_never_one_comparison():
         )
 
     groups = by_hardware([record(XEON, "a"), record(EPYC, "b"), record(XEON, "c")])
-    assert sorted(groups) == ["cpu on AMD EPYC 9654, 2 cores", "cpu on Intel(R) Xeon(R) Platinum 8480C, 2 cores"]
+    assert sorted(groups) == [
+        "cpu on AMD EPYC 9654, 2 cores, AVX-512",
+        "cpu on Intel(R) Xeon(R) Platinum 8480C, 2 cores, AVX-512 + AMX",
+    ]
     assert len(by_hardware([record(XEON, "a"), record(XEON, "c")])["cpu"]) == 2
+
+
+def test_one_variant_measured_on_two_machines_is_two_variants_never_paired(tuned_cache, tmp_path, capsys):
+    """A real record, and the same one as a second machine (AVX-512 + AVX512-BF16 instead of
+    this one's flags) would have written it: same job, same answers, another machine."""
+    import json
+    import shutil
+
+    from harness.report import results
+    from harness.report.__main__ import main as report_main
+    from harness.report.config import ReportConfig
+    from harness.report.records import collect, points
+
+    (real,) = [p for p in (tuned_cache / "records").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    here_dir, there_dir = tmp_path / "laptop" / "0_job", tmp_path / "server" / "0_job"
+    shutil.copytree(real, here_dir)
+    shutil.copytree(real, there_dir)
+    record = json.loads((there_dir / "record.json").read_text())
+    server = cpu_facts("model name\t: AMD EPYC 9654\nflags\t\t: avx2 avx512f avx512_bf16 fma\n")
+    record["machine"] = {**record["machine"], "cpu": server}
+    record["environment"]["cpu"] = {**record["environment"]["cpu"], **server}
+    record["keys"]["record"] = "another-machines-key"  # the machine is part of a record's key
+    record["record_dir"] = str(there_dir)
+    (there_dir / "record.json").write_text(json.dumps(record))
+    for job_dir in (here_dir, there_dir):
+        data = json.loads((job_dir / "record.json").read_text())
+        (job_dir / "record.json").write_text(json.dumps({**data, "record_dir": str(job_dir)}))
+
+    records = collect([tmp_path / "laptop", tmp_path / "server"])
+    names = [p["variant"] for p in points(records)]
+    assert len(set(names)) == 2 and all(" on " in n for n in names)
+    assert any(n.endswith("AMD EPYC 9654, 2 cores, AVX-512 + AVX512-BF16") for n in names)
+
+    assert report_main([str(tmp_path / "laptop"), str(tmp_path / "server"), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    # one section per machine, each variant the baseline of its own: nothing paired across
+    assert md.count("## cpu on ") == 2 and "fixed / broken" in md
+    assert not any(f"| {verdict} |" in md for verdict in ("indistinguishable", "better", "worse"))
+
+    rows = results.rows_from_records(records, "make run", ReportConfig())
+    page = results.page("two machines", rows, "two.csv")
+    assert "avx512_bf16" in page and f"training precision {record['train']['precision']}" in page
+    assert [r["train_precision"] for r in rows] == [record["train"]["precision"]] * 2

@@ -54,7 +54,13 @@ def _record(quant: str, acc: float, epochs: int, key: str, runtime: str = "llama
                 "paths": {"output_dir": f"/tmp/run{epochs}"},
             },
             "keys": {"record": key, "dataset": "dataset-abc"},
-            "machine": {"cpu": {"model": "AMD EPYC"}, "logical_cores": 2, "ram_gib": 24, "gpu": None},
+            "machine": {
+                "cpu": {"model": "AMD EPYC", "flags": ["avx2", "avx512_bf16", "avx512f"]},
+                "logical_cores": 2,
+                "ram_gib": 24,
+                "gpu": None,
+            },
+            "train": {"precision": "bf16"},
             "measure_version": 5,
             "environment": {"measured_at": "2026-12-04T16:00:00+00:00", "git_commit": "0123456789abcdef"},
         }
@@ -70,7 +76,10 @@ def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically
     md = results.write_page(csv_path, "make run on the embedded model").read_text()
     assert "- command: `make run`" in md
     assert "- measured on: 2026-12-04, measurement version 5, commit 0123456789ab" in md
-    assert "- test split: 520 queries (dataset dataset-abc)" in md and "AMD EPYC, 2 cores" in md
+    assert "- test split: 520 queries (dataset dataset-abc)" in md
+    # the machine with the instruction sets that picked its kernels, and how the fine-tune computed
+    assert "- machine: AMD EPYC, 2 cores, AVX-512 + AVX512-BF16 (hardware=cpu)" in md
+    assert "- CPU flags: avx2 avx512_bf16 avx512f" in md and "fine-tuning: full, training precision bf16" in md
     assert (
         "| gguf_q4km | llama_cpp | 101 | 0.790 (0.760-0.820) | 0.74 | 0.84 | 88.6 (84.0-93.0) | 225 | 232 RSS | 1.00 "
         "| unmeasured |" in md

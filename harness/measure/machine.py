@@ -101,8 +101,37 @@ def machine_identity(device: str) -> dict[str, Any]:
     }
 
 
+def cpu_features(flags: list[str]) -> str:
+    """The instruction sets that decide a CPU's kernels, as people name them: the widest vector
+    set (AVX-512, AVX2, ...; NEON or SVE on Arm) and the bf16 extensions (AVX512-BF16, AMX),
+    e.g. 'AVX-512 + AVX512-BF16 + AMX'; 'no flags recorded' where there are none."""
+    have = set(flags)
+    widest = next(
+        (
+            name
+            for flag, name in (
+                ("avx512f", "AVX-512"),
+                ("avx2", "AVX2"),
+                ("avx", "AVX"),
+                ("sve", "SVE"),
+                ("asimd", "NEON"),
+                ("neon", "NEON"),
+            )
+            if flag in have
+        ),
+        None,
+    )
+    extras = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in have]
+    named = ([widest] if widest else []) + extras
+    return " + ".join(named) if named else ("no AVX" if flags else "no flags recorded")
+
+
 def machine_label(identity: dict[str, Any]) -> str:
-    """A short name for a machine, for report headings."""
+    """A short name for a machine, for report headings and variant names: the GPU, or the CPU
+    with its cores and the instruction sets that pick its kernels."""
     gpu = identity.get("gpu")
-    cpu = (identity.get("cpu") or {}).get("model") or "unknown CPU"
-    return f"{gpu['name']} ({cpu})" if gpu else f"{cpu}, {identity.get('logical_cores')} cores"
+    cpu = identity.get("cpu") or {}
+    model = cpu.get("model") or "unknown CPU"
+    if gpu:
+        return f"{gpu['name']} ({model})"
+    return f"{model}, {identity.get('logical_cores')} cores, {cpu_features(cpu.get('flags') or [])}"

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "--min-relative-accuracy",
         type=float,
         default=ReportConfig.min_relative_accuracy,
-        help="the gate: lower 95%% bound of accuracy relative to the baseline's (default %(default)s)",
+        help="the gate: 95%% interval of accuracy relative to the baseline's against this (default %(default)s)",
     )
     args = parser.parse_args(argv)
     cfg = ReportConfig(args.baseline, args.min_relative_accuracy)

@@ -6,8 +6,13 @@ test queries, compared query by query.
 - A paired bootstrap interval of the accuracy difference that resamples phrasing clusters,
   not queries: queries written from one phrasing succeed or fail together, so resampling them
   one by one would give an interval too narrow.
-- A non-inferiority gate on that interval, as MLPerf's "99% of the reference" but on the lower
-  95% bound of the variant's accuracy relative to the baseline's, never on the point estimate.
+- A non-inferiority gate on that interval, as MLPerf's "99% of the reference" but on the 95%
+  interval of the variant's accuracy relative to the baseline's, never on the point estimate,
+  with three outcomes: pass (the lower bound reaches the margin), fail (the upper bound is
+  below it: shown worse) and inconclusive (the interval straddles it: this split cannot tell).
+- The smallest margin the test split resolves: the relative interval's half-width. A gate whose
+  margin is narrower cannot pass even a variant exactly as accurate as the baseline that flips
+  as many answers, only leave it inconclusive.
 
 Pure functions over per-query correctness; reading predictions is the callers' concern.
 """
@@ -20,6 +25,22 @@ from typing import Optional, Sequence
 
 RESAMPLES = 2000
 BETTER, WORSE, SAME = "better", "worse", "indistinguishable"
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+def gate(relative_ci95: tuple[float, float], min_relative_accuracy: float) -> str:
+    """The non-inferiority gate on the 95% interval of relative accuracy: pass when its lower
+    bound reaches the margin, fail when its upper bound is below it (shown worse), else
+    inconclusive (it straddles the margin)."""
+    low, high = relative_ci95
+    return PASS if low >= min_relative_accuracy else FAIL if high < min_relative_accuracy else INCONCLUSIVE
+
+
+def resolvable_margin(relative_ci95: tuple[float, float]) -> float:
+    """The smallest margin (1 - min_relative_accuracy) this comparison can resolve: the relative
+    interval's half-width. An equally accurate variant's lower bound sits about that far below 1."""
+    low, high = relative_ci95
+    return (high - low) / 2
 
 
 @dataclass(frozen=True)
@@ -37,8 +58,12 @@ class Paired:
         low, high = self.difference_ci95
         return BETTER if low > 0 else WORSE if high < 0 else SAME
 
-    def passes(self, min_relative_accuracy: float) -> bool:
-        return self.relative_ci95[0] >= min_relative_accuracy
+    def gate(self, min_relative_accuracy: float) -> str:
+        return gate(self.relative_ci95, min_relative_accuracy)
+
+    @property
+    def resolvable_margin(self) -> float:
+        return resolvable_margin(self.relative_ci95)
 
 
 def mcnemar_exact_p(fixed: int, broken: int) -> float:
@@ -113,12 +138,24 @@ class Comparison:
     min_relative_accuracy: float
 
     @property
-    def passes(self) -> bool:
-        return self.overall.passes(self.min_relative_accuracy) and not self.failing_languages
+    def gate(self) -> str:
+        """Pass only when overall and every language pass; fail when overall or any language is
+        shown worse; else inconclusive."""
+        outcomes = {self.overall.gate(self.min_relative_accuracy), *self.outcomes.values()}
+        return FAIL if FAIL in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes else PASS
 
     @property
-    def failing_languages(self) -> list[str]:
-        return [lang for lang, p in self.by_language.items() if not p.passes(self.min_relative_accuracy)]
+    def outcomes(self) -> dict[str, str]:
+        """Each language's gate outcome."""
+        return {lang: p.gate(self.min_relative_accuracy) for lang, p in self.by_language.items()}
+
+    def languages_with(self, outcome: str) -> list[str]:
+        return [lang for lang, o in self.outcomes.items() if o == outcome]
+
+    @property
+    def resolvable_margins(self) -> dict[str, float]:
+        """The smallest margin the split resolves in each language (`resolvable_margin`)."""
+        return {lang: p.resolvable_margin for lang, p in self.by_language.items()}
 
     @property
     def hurt_most(self) -> Optional[str]:

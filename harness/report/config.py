@@ -39,8 +39,9 @@ class ReportConfig:
     # The variant the others are compared with, as the report names it (e.g. fp32); None: the
     # largest artifact, the unquantized one where there is one.
     baseline: Optional[str] = None
-    # The gate: a variant passes when the lower 95% bound of its accuracy relative to the
-    # baseline's is at least this, overall and in every language.
+    # The gate, on the 95% interval of a variant's accuracy relative to the baseline's, overall
+    # and in every language: pass when its lower bound is at least this, fail when its upper
+    # bound is below it (shown worse), inconclusive when it straddles it.
     min_relative_accuracy: float = 0.99
 
     def __post_init__(self) -> None:

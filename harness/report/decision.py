@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.record import Record
-from harness.report.compare import compare
+from harness.report.compare import FAIL, INCONCLUSIVE, Comparison, compare
 from harness.report.config import ReportConfig
 from harness.report.pareto import baseline_index
 from harness.report.records import read_predictions
@@ -47,6 +47,22 @@ def serving_figures(record: Record) -> dict[str, Any]:
         "usd_per_hour": price,
         "usd_per_million_queries": usd_per_million_queries(price, level["queries_per_s"]) if level and price else None,
         "bandwidth_share": share,
+    }
+
+
+def gate_figures(c: Comparison) -> dict[str, Any]:
+    """The gate's outcome, the languages shown worse and those it cannot decide, and the smallest
+    margin the split resolves: in the language that resolves least (the gate needs every
+    one), and in each."""
+    margins = c.resolvable_margins or {"overall": c.overall.resolvable_margin}
+    widest = max(margins, key=margins.get)
+    return {
+        "gate": c.gate,
+        "gate_worse_languages": " ".join(c.languages_with(FAIL)),
+        "gate_inconclusive_languages": " ".join(c.languages_with(INCONCLUSIVE)),
+        "resolvable_margin": margins[widest],
+        "resolvable_margin_language": widest,
+        "resolvable_margin_by_language": " ".join(f"{lang}={m:.3f}" for lang, m in margins.items()),
     }
 
 
@@ -88,8 +104,8 @@ def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) ->
                     "accuracy_difference_ci95_high": o.difference_ci95[1],
                     "verdict": o.verdict,
                     "relative_accuracy_ci95_low": o.relative_ci95[0],
-                    "gate": "pass" if c.passes else "fail",
-                    "gate_failing_languages": " ".join(c.failing_languages),
+                    "relative_accuracy_ci95_high": o.relative_ci95[1],
+                    **gate_figures(c),
                     "hurt_most": c.hurt_most or "",
                 }
             )
@@ -135,13 +151,41 @@ HEADERS = [
     "difference (95% CI)",
     "verdict",
     "gate",
-    "relative low",
-    "languages failing",
+    "relative (95% CI)",
+    "languages not passing",
+    "resolvable margin",
     "hurt most",
     "capacity q/s (at)",
     "USD / M queries",
     "bandwidth",
 ]
+# What a row kept before the gate had three outcomes says: its 'fail' meant only "did not pass"
+# (shown worse, or undecided), and what it was is not in the row.
+NOT_PASSED = "not passed"
+
+
+def _two_outcome(row: dict) -> bool:
+    return bool(row.get("gate")) and "gate_worse_languages" not in row
+
+
+def gate_cells(row: dict) -> list[str]:
+    """The gate, the relative interval, the languages not passing, the resolvable margin."""
+    if _two_outcome(row):
+        languages = _fmt(row, "gate_failing_languages", NOT_PASSED + ": {}")
+        gate = NOT_PASSED if row["gate"] == FAIL else row["gate"]
+        return [gate, _fmt(row, "relative_accuracy_ci95_low", "from {:.3f}"), languages, ""]
+    languages = "; ".join(
+        f"{outcome}: {row[key]}"
+        for outcome, key in (("worse", "gate_worse_languages"), (INCONCLUSIVE, "gate_inconclusive_languages"))
+        if row.get(key)
+    )
+    relative = (
+        "{:.3f} to {:.3f}".format(row["relative_accuracy_ci95_low"], row["relative_accuracy_ci95_high"])
+        if row.get("relative_accuracy_ci95_high") is not None
+        else ""
+    )
+    margin = _fmt(row, "resolvable_margin", "{:.3f}") + _fmt(row, "resolvable_margin_language", " ({})")
+    return [row.get("gate") or "", relative, languages, margin]
 
 
 def cells(row: dict) -> list[str]:
@@ -165,9 +209,7 @@ def cells(row: dict) -> list[str]:
         _fmt(row, "mcnemar_p", "{:.3f}") if compared else "",
         diff,
         row.get("verdict") or "unmeasured",
-        row.get("gate") or "",
-        _fmt(row, "relative_accuracy_ci95_low", "{:.3f}"),
-        _fmt(row, "gate_failing_languages", "{}"),
+        *gate_cells(row),
         _fmt(row, "hurt_most", "{}"),
         capacity,
         _fmt(row, "usd_per_million_queries", "{:.2f}", "unmeasured"),
@@ -182,13 +224,22 @@ def caption(rows: list[dict]) -> str:
         if r.get("usd_per_hour")
         else "no machine price (set hardware.usd_per_hour)"
     )
+    kept_before = (
+        f" '{NOT_PASSED}': a row kept when the gate had two outcomes; its lower bound missed the margin, and "
+        "whether it was shown worse or undecided was not kept."
+        if any(_two_outcome(row) for row in rows)
+        else ""
+    )
     return (
         f"Against {r['baseline']}, paired query by query. Difference: the 95% interval from a bootstrap over "
-        f"phrasing clusters; verdict from that interval. Gate: the lower 95% bound of accuracy relative to "
-        f"the baseline's is at least {r['min_relative_accuracy']:g}, overall and in every language. "
-        f"Capacity: the highest throughput whose p95 latency is at most {_fmt(r, 'slo_p95_ms', '{:g}')} ms "
-        f"(measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per second while decoding, as a "
-        "share of the measured memory bandwidth." + _break_even(rows)
+        f"phrasing clusters; verdict from that interval. Gate, on the 95% interval of accuracy relative to the "
+        f"baseline's, overall and in every language, at {r['min_relative_accuracy']:g}: pass when its lower "
+        "bound reaches that, fail when its upper bound is below it (shown worse), inconclusive when it "
+        "straddles it." + kept_before + " Resolvable margin: the relative interval's half-width in the "
+        "language that resolves least; a margin (1 - the gate's) narrower than that cannot pass even a variant "
+        f"as accurate as the baseline. Capacity: the highest throughput whose p95 latency is at most "
+        f"{_fmt(r, 'slo_p95_ms', '{:g}')} ms (measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per "
+        "second while decoding, as a share of the measured memory bandwidth." + _break_even(rows)
     )
 
 

@@ -106,10 +106,15 @@ def _tell_apart(names: list[str], records: list[Record]) -> list[str]:
 
 def points(records: list[Record]) -> list[dict[str, Any]]:
     """The successful records compared in one table, each a `point` named by the job keys that
-    vary among them. Records that those keys do not tell apart (two runs of one quant with
-    other `train.*` options, or on other data) are named for what differs, never the same."""
+    vary among them, and by its machine where they ran on more than one (one quant on a laptop
+    and on a server is two variants, never one). Records that those do not tell apart (two
+    runs of one quant with other `train.*` options, or on other data) are named for what
+    differs, never the same."""
     keys = varying_keys(records)
     out = [point(r, keys) for r in records]
+    if len({_machine(r) for r in records}) > 1:
+        for p in out:
+            p["variant"] = f"{p['variant']} on {p['machine']}"
     for p, name in zip(out, _tell_apart([p["variant"] for p in out], records)):
         p["variant"] = name
     return out

@@ -26,6 +26,8 @@ PROVENANCE = (
     "train",
     "hardware",
     "machine",
+    "cpu_flags",
+    "train_precision",
     "test_queries",
     "dataset",
     "measure_version",
@@ -79,6 +81,8 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
                 "train": p["train"],
                 "hardware": p["hardware"],
                 "machine": p["machine"],
+                "cpu_flags": " ".join((record.machine or {}).get("cpu", {}).get("flags") or []) or None,
+                "train_precision": (record.train or {}).get("precision") or ("none" if record.train is None else None),
                 "test_queries": record.metrics.get("n_samples"),
                 "dataset": record.keys.get("dataset"),
                 "measure_version": record.measure_version,
@@ -173,6 +177,17 @@ def provenance(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {k: ", ".join(dict.fromkeys(str(r.get(k)) for r in rows)) for k in PROVENANCE}
 
 
+def _kept(value: str) -> str:
+    """A provenance value, or what a CSV written before it was kept says instead."""
+    return "not kept in this CSV" if value == "None" else value
+
+
+def _precision(value: str) -> str:
+    """How the fine-tune computed, as `train.precision` resolved on the machine that trained
+    (auto: bf16 where the CPU has AVX512-BF16 or AMX, else fp32)."""
+    return "" if value == "none" else f", training precision {_kept(value)}"
+
+
 def page(title: str, rows: list[dict[str, Any]], csv_name: str) -> str:
     """The whole results page: what was measured, where, when and how, then the table."""
     p = provenance(rows)
@@ -186,7 +201,8 @@ def page(title: str, rows: list[dict[str, Any]], csv_name: str) -> str:
             f"- measured on: {p['measured_on']}, measurement version {p['measure_version']}, commit {p['commit']}",
             f"- machine: {p['machine']} (hardware={p['hardware']}); memory bandwidth "
             f"{cell(rows[0], 'bandwidth_gb_per_s', '{:.1f}')} GB/s ({p['bandwidth_method']})",
-            f"- model: {p['model']}, fine-tuning: {p['train']}",
+            f"- CPU flags: {_kept(p['cpu_flags'])}",
+            f"- model: {p['model']}, fine-tuning: {p['train']}" + _precision(p["train_precision"]),
             f"- test split: {p['test_queries']} queries (dataset {p['dataset']})",
             "",
             table(rows),
