@@ -36,8 +36,8 @@ class PathsConfig:
     root: str = "."
     output_dir: str = "outputs"
     cache_dir: str = "outputs/cache"
-    # llama.cpp's converter and gguf-py, unpacked by `make setup` from the llama-cpp-python
-    # sdist into <venv>/share/llama.cpp, which is where None looks.
+    # llama.cpp's converter and gguf-py; None: <sys.prefix>/share/llama.cpp, where
+    # `python -m harness.converter` (run by `make setup`, or on first need) unpacks them.
     llama_cpp_dir: Optional[str] = None
     # llama.cpp's command-line tools (llama-imatrix, llama-quantize, llama-bench), built by
     # `make llama-tools` from the same vendored source; None: that build, then the PATH.
