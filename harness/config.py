@@ -25,7 +25,7 @@ from harness.errors import ConfigError, choices
 from harness.formats import QuantConfig, quant_from_dict, quant_name, registry
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
-from harness.models import ENDPOINT, FILE, ModelConfig, model_kind
+from harness.models import ENDPOINT, FILE, ModelConfig, check_endpoint, model_kind
 from harness.record import OBJECTIVES, JobInfo, job_label
 from harness.report.config import LoggerConfig, ReportConfig
 from harness.train.config import TrainConfig
@@ -176,6 +176,10 @@ def to_job_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobConfig:
     kind = model_kind(cfg.model.source)
     cfg = cfg.copy()
     with open_dict(cfg):
+        if kind == ENDPOINT:
+            check_endpoint(cfg.model.api and OmegaConf.to_container(cfg.model.api))
+        else:
+            cfg.model.api = None  # its URL and model name unset: only a hosted model has an endpoint
         if kind in (FILE, ENDPOINT):
             _refuse_build_choices(cfg, kind, overrides)
             cfg.quant = None
