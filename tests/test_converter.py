@@ -1,7 +1,7 @@
 """llama.cpp's converter as the package obtains it, with no make: `python -m harness.converter`
-(what the README gives a `pip install -e .` user, and what `make setup` runs), the fetch a GGUF job
-makes on first need, and the refusal when it cannot. pip is real and offline: it takes the real
-llama-cpp-python sdist from the folder `make setup` keeps it in, as it would from PyPI."""
+(what the README gives a `pip install -e .` user, and what `make setup` runs) on the real
+llama-cpp-python sdist that `make setup` keeps, the fetch a GGUF job makes on first need, and the
+refusal when it cannot (pip offline, for real)."""
 
 from __future__ import annotations
 
@@ -52,11 +52,18 @@ def pip_offline(monkeypatch, tmp_path) -> Path:
 
 
 @needs_sdist
-def test_a_gguf_job_without_a_converter_fetches_it_on_first_need(tmp_path, monkeypatch, pip_offline, caplog):
+def test_a_gguf_job_without_a_converter_fetches_it_on_first_need(tmp_path, monkeypatch, caplog):
     from harness import converter
     from harness.formats.gguf import check_converter
 
-    shutil.copy(SDIST, pip_offline)
+    def download(version: str, into: Path) -> Path:
+        """pip's download needs the network (and the sdist's build backend, to read its
+        metadata): the real sdist, copied where pip would put it, stands in for it."""
+        assert version == llama_cpp_python_version()
+        into.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(SDIST, into))
+
+    monkeypatch.setattr(converter, "download_sdist", download)
     monkeypatch.setattr(converter, "default_dir", lambda: tmp_path / "share" / "llama.cpp")
     script = check_converter(None)
     assert script == tmp_path / "share" / "llama.cpp" / SCRIPT and script.is_file()
