@@ -173,7 +173,8 @@ clean: ## delete outputs/ (records, the stage cache, W&B offline runs) and multi
 	if test -n "$$unsynced" && test "$(FORCE)" != 1; then \
 		echo "$$(wc -l <<< "$$unsynced") W&B run(s) under outputs/wandb were never uploaded (make sync uploads them):" >&2; \
 		head -3 <<< "$$unsynced" | sed 's/^/  /' >&2; \
-		if test -t 0; then read -r -p "delete them with the rest of outputs/? [y/N] " answer; test "$$answer" = y; \
+		if test -t 0; then read -r -p "delete them with the rest of outputs/? [y/N] " answer; \
+			test "$$answer" = y || { echo "nothing deleted" >&2; exit 1; }; \
 		else echo "not deleted: run make sync first, or make clean FORCE=1 to delete them anyway" >&2; exit 1; fi; \
 	fi
 	rm -rf outputs multirun .pytest_cache
