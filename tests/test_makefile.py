@@ -95,12 +95,17 @@ def torch_line(scratch: Path, *args: str) -> str:
     return line
 
 
-def run_torch_line(line: str) -> str:
-    """That command with this interpreter and --dry-run: which build it installs, and from where."""
+def run_torch_line(scratch: Path, line: str) -> str:
+    """That command with this interpreter and --dry-run, where make runs it (the venv's copy of
+    constraints.txt beside it): which build it installs, and from where."""
+    (scratch / ".venv").mkdir(exist_ok=True)
+    shutil.copy(scratch / "constraints.txt", scratch / ".venv" / "constraints.txt")
     args = line.split()[1:]  # .venv/bin/python -> this one
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, *args, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, *args, "--dry-run"], cwd=scratch, env=env, capture_output=True, text=True, timeout=60
     )
+    assert done.returncode == 0, done.stderr
     return done.stdout
 
 
@@ -119,7 +124,7 @@ def test_a_reachable_cpu_index_is_the_only_index_torch_comes_from(scratch, tmp_p
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/"
-        out = run_torch_line(torch_line(scratch, f"TORCH_INDEX={url}"))
+        out = run_torch_line(scratch, torch_line(scratch, f"TORCH_INDEX={url}"))
     finally:
         server.shutdown()
     version = pinned_version(REPO / "constraints.txt")
@@ -132,7 +137,7 @@ def test_an_unreachable_cpu_index_falls_back_to_pips_own_and_says_so(scratch):
     with socket.socket() as s:  # a port nothing listens on: refused at once
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/cpu"
-    out = run_torch_line(torch_line(scratch, f"TORCH_INDEX={url}"))
+    out = run_torch_line(scratch, torch_line(scratch, f"TORCH_INDEX={url}"))
     assert f"{url} cannot be reached, so pip installs the build its own index has" in out
     assert "--index-url" not in out and "torch==" in out
 

@@ -243,21 +243,27 @@ def check_converter(configured: Optional[str]) -> Path:
             f"paths.llama_cpp_dir={configured} holds no {SCRIPT}: point it at a llama.cpp checkout, or unpack "
             f"llama.cpp's converter there with `{COMMAND} --dest {configured}`"
         )
-    version = llama_cpp_python_version()
-    log.warning(
-        "llama.cpp's converter is not at %s yet: fetching it once with `%s` (the llama-cpp-python %s sdist, "
-        "about 80 MB, from pip's index)",
-        script.parent,
-        COMMAND,
-        version,
-    )
+    from filelock import FileLock
+
     try:
-        return fetch()
+        script.parent.parent.mkdir(parents=True, exist_ok=True)
+        # the jobs of a parallel sweep all need it at once: one fetches, the others wait for it
+        with FileLock(script.parent.parent / f".{script.parent.name}.lock"):
+            if not script.is_file():
+                log.warning(
+                    "llama.cpp's converter is not at %s yet: fetching it once with `%s` (the llama-cpp-python %s "
+                    "sdist, about 80 MB, from pip's index)",
+                    script.parent,
+                    COMMAND,
+                    llama_cpp_python_version(),
+                )
+                fetch()
     except (subprocess.CalledProcessError, OSError, ValueError) as exc:
         raise ConfigError(
-            f"llama.cpp's converter is missing at {script} and fetching it failed ({exc}): run `{COMMAND}` where "
-            "pip can reach PyPI, or point paths.llama_cpp_dir at a llama.cpp checkout"
+            f"llama.cpp's converter is missing at {script} and fetching it failed ({exc}): run `{COMMAND}` "
+            "where pip can reach PyPI, or point paths.llama_cpp_dir at a llama.cpp checkout"
         ) from None
+    return script
 
 
 def convert_f16(model_dir: Path, out_file: Path, llama_cpp_dir: Optional[str]) -> None:
