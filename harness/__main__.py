@@ -67,6 +67,7 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
             # what the job runs: no quant and no training for a model that is not built here
             resolved["quant"] = job.quant and {"name": job.quant.name, **dataclasses.asdict(job.quant)}
             resolved["train"] = dataclasses.asdict(job.train)
+            resolved["model"]["api"] = job.model.api and dataclasses.asdict(job.model.api)
             info = dataclasses.asdict(JobInfo.from_config(resolved))
             # the run starts with the job, so its fine-tuning and progress are there live
             live_run = stack.enter_context(job_run(logger, group, job_label(info), info, resolved))

@@ -25,7 +25,7 @@ from harness.errors import ConfigError, choices
 from harness.formats import QuantConfig, quant_from_dict, quant_name, registry
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
-from harness.models import ENDPOINT, FILE, ModelConfig, model_kind
+from harness.models import ENDPOINT, FILE, ModelConfig, check_endpoint, model_kind
 from harness.record import OBJECTIVES, JobInfo, job_label
 from harness.report.config import LoggerConfig, ReportConfig
 from harness.train.config import TrainConfig
@@ -36,8 +36,8 @@ class PathsConfig:
     root: str = "."
     output_dir: str = "outputs"
     cache_dir: str = "outputs/cache"
-    # llama.cpp's converter and gguf-py, unpacked by `make setup` from the llama-cpp-python
-    # sdist into <venv>/share/llama.cpp, which is where None looks.
+    # llama.cpp's converter and gguf-py; None: <sys.prefix>/share/llama.cpp, where
+    # `python -m harness.converter` (run by `make setup`, or on first need) unpacks them.
     llama_cpp_dir: Optional[str] = None
     # llama.cpp's command-line tools (llama-imatrix, llama-quantize, llama-bench), built by
     # `make llama-tools` from the same vendored source; None: that build, then the PATH.
@@ -179,6 +179,10 @@ def to_job_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobConfig:
     kind = model_kind(cfg.model.source)
     cfg = cfg.copy()
     with open_dict(cfg):
+        if kind == ENDPOINT:
+            check_endpoint(cfg.model.api and OmegaConf.to_container(cfg.model.api))
+        else:
+            cfg.model.api = None  # its URL and model name unset: only a hosted model has an endpoint
         if kind in (FILE, ENDPOINT):
             _refuse_build_choices(cfg, kind, overrides)
             cfg.quant = None

@@ -9,7 +9,7 @@ conversion back to GGUF, every runtime) starts from that ordinary checkpoint.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -46,7 +46,7 @@ class ModelConfig:
     (needs network or a warm HF cache); `source=local`, a Hugging Face checkpoint directory on
     disk. Measured as it is, with no `train` or `quant`: `source=gguf`, a GGUF file on disk;
     `source=checkpoint`, a checkpoint directory (full precision, or already quantized with
-    GPTQ, AWQ or bitsandbytes). Measured as served: `source=api`, an OpenAI-compatible
+    GPTQ or bitsandbytes). Measured as served: `source=api`, an OpenAI-compatible
     endpoint (`model.api`)."""
 
     name: str = MISSING
@@ -64,8 +64,10 @@ class ModelConfig:
     list_labels: Optional[bool] = None
     # A short system prompt; the chat template's own default can be longer than the query.
     system_prompt: str = "Classify the e-commerce query. Answer with JSON."
-    # source=api: the endpoint that serves the model.
-    api: Optional[ApiConfig] = None
+    # source=api: the endpoint that serves the model. A node on every preset, its URL and model
+    # name unset, so `model.source=api model.api.base_url=URL model.api.model_name=M` works on
+    # any of them; `config.to_job_config` drops it for a model that is not hosted.
+    api: Optional[ApiConfig] = field(default_factory=ApiConfig)
 
     def __post_init__(self) -> None:
         if self.source == "embedded":
@@ -87,14 +89,29 @@ class ModelConfig:
                 what = "a .gguf file" if self.source == "gguf" else "a checkpoint directory"
                 raise ConfigError(f"model={self.name}: source={self.source} needs model.path ({what})")
         elif self.source == "api":
-            if self.api is None:
-                raise ConfigError(f"model={self.name}: source=api needs model.api (base_url, model_name, ...)")
+            check_endpoint(self.api and {k: getattr(self.api, k) for k in ENDPOINT_FIELDS})
         else:
             raise ConfigError(f"model.source={self.source!r} is unknown; choose one of: {', '.join(KINDS)}")
+        if self.source != "api":
+            self.api = None  # only a hosted model has an endpoint
 
     @property
     def kind(self) -> str:
         return KINDS[self.source]
+
+
+ENDPOINT_FIELDS = ("base_url", "model_name")
+
+
+def check_endpoint(api: Optional[dict]) -> None:
+    """A hosted model names its endpoint: on a preset that is not a hosted one (`model.source=api`
+    on the default), its URL and model name are the user's to give."""
+    unset = [f"model.api.{k}" for k in ENDPOINT_FIELDS if not api or api.get(k) in (None, MISSING)]
+    if unset:
+        raise ConfigError(
+            f"model.source=api needs {' and '.join(unset)} (e.g. model.api.base_url=http://127.0.0.1:8765/v1 "
+            "model.api.model_name=local), or start from a hosted preset: model=local_server, model=gpt41"
+        )
 
 
 def embedded_gguf_path(model: ModelConfig) -> Path:
@@ -140,11 +157,47 @@ def _hf_snapshot(model: ModelConfig) -> Path:
     try:
         return Path(snapshot_download(model.hf_id, revision=model.revision))
     except Exception as exc:  # the hub raises several unrelated types for "not reachable"
-        raise ConfigError(
-            f"model={model.name}: cannot fetch {model.hf_id}@{model.revision} from the Hugging Face "
-            f"hub ({type(exc).__name__}: {exc}). Without network, use the embedded default "
-            f"(model=smollm2_135m) or pre-download it into the HF cache."
-        ) from None
+        raise ConfigError(f"model={model.name}: {hub_failure(model, exc)}") from None
+
+
+# A gated or private model is read with the token of an account that may read it.
+TOKEN_FIX = (
+    "give a token of an account that has access: set HF_TOKEN (a read token from "
+    "https://huggingface.co/settings/tokens) or run `hf auth login`"
+)
+
+
+def hub_failure(model: ModelConfig, exc: Exception) -> str:
+    """Why the hub gave no snapshot of the model, and the fix: a refused token or a gated model
+    is not a missing network, and says which token to give."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    where = f"{model.hf_id}@{model.revision}"
+    # snapshot_download reports a refusal it could not fall back from as "not in the local
+    # cache", the hub's answer being its cause
+    cause = exc
+    while not isinstance(cause, HfHubHTTPError) and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    exc = cause if isinstance(cause, HfHubHTTPError) else exc
+    if isinstance(exc, GatedRepoError):
+        return (
+            f"{model.hf_id} is a gated model: accept its terms on https://huggingface.co/{model.hf_id} "
+            f"with your account, then {TOKEN_FIX}"
+        )
+    if isinstance(exc, RepositoryNotFoundError):  # the hub answers a private model as it answers a typo
+        return (
+            f"the Hugging Face hub has no {model.hf_id} this token may read: check model.hf_id; "
+            f"if it is private, {TOKEN_FIX}"
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return f"{model.hf_id} has no revision {model.revision!r}: check model.revision"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, HfHubHTTPError) and status in (401, 403):
+        return f"the Hugging Face hub refused the token for {where} (HTTP {status}): {TOKEN_FIX}"
+    return (
+        f"cannot fetch {where} from the Hugging Face hub ({type(exc).__name__}: {exc}). Without network, "
+        "use the embedded default (model=smollm2_135m) or pre-download it into the HF cache."
+    )
 
 
 def weights_origin(model: ModelConfig) -> str:

@@ -43,7 +43,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
         )
     cache = Path(job.paths.cache_dir).resolve()
     remove_stale_builds(cache)
-    data_dir = build_dataset(job.dataset, sorted(job.language.codes), cache)
+    data_dir = build_dataset(job.dataset, job.language.selection(job.dataset.kind), cache)
     labels = read_labels(data_dir)
     list_labels = job.model.list_labels if job.model.list_labels is not None else job.train.method == "none"
     system = system_prompt(job.model.system_prompt, labels, list_labels)

@@ -54,10 +54,23 @@ def test_a_model_not_built_here_drops_the_default_quant_and_training(overrides, 
     assert job.model.kind == kind and job.quant is None and job.train.method == "none"
 
 
+def test_a_hosted_model_from_a_preset_that_is_not_one_keeps_only_its_endpoint():
+    url = "http://127.0.0.1:8765/v1"
+    job = compose_job(
+        ["model.source=api", f"model.api.base_url={url}", "model.api.model_name=local", "model.name=mine"]
+    )
+    assert job.model.kind == "endpoint" and job.quant is None and job.train.method == "none"
+    assert (job.model.name, job.model.api.base_url, job.model.api.model_name) == ("mine", url, "local")
+    assert compose_job(["model=gpt41"]).model.api.model_name == "gpt-4.1"
+    # a model that is not hosted has no endpoint
+    assert compose_job([]).model.api is None
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (["model.source=gguf", "model.path=x.gguf", "quant=gguf_q8_0"], "quant=gguf_q8_0 does not apply"),
+        (["model.source=api"], "model.source=api needs model.api.base_url and model.api.model_name"),
         (["model.source=checkpoint", "model.path=d", "train=lora"], "train=lora does not apply"),
         (["model.source=gguf", "model.path=x.gguf", "train.epochs=2"], "train.epochs=2 does not apply"),
         (["model=gpt41", "quant.bits=8"], "hosted model, measured as served: quant.bits=8 does not apply"),

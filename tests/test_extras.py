@@ -8,7 +8,9 @@ them and their metadata is gone, as after `pip install slm-harness` alone.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -160,3 +162,25 @@ def test_every_format_names_an_extra_that_pyproject_declares():
             declared = {r.split(">")[0].split("<")[0].split("=")[0].split("[")[0].lower() for r in extras[cls.EXTRA]}
             assert name in declared, f"{cls.__name__}: {package} is not in the [{cls.EXTRA}] extra"
     assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == set(extras) - {"all", "dev"}
+
+
+def test_a_gptq_checkpoint_without_its_backend_is_refused_before_any_work(tiny_llama, tmp_path, core_only):
+    """A checkpoint quantized with GPTQ, measured as given, with the `gptq` extra missing: one
+    line naming the install, before the dataset or anything else is built."""
+    checkpoint = tmp_path / "gptq-checkpoint"
+    shutil.copytree(tiny_llama, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    keep = [o for o in tiny_job_overrides(tiny_llama, tmp_path) if not o.startswith(("model.", "train", "quant"))]
+    done = run(
+        [*keep, "model.source=checkpoint", f"model.path={checkpoint}", f"hydra.run.dir={tmp_path / 'run'}"],
+        core_only,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert (
+        f"model.path={checkpoint} (a gptq-quantized checkpoint) needs gptqmodel, optimum, which is not installed "
+        "here: pip install 'slm-harness[gptq]'"
+    ) in done.stdout + done.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was built

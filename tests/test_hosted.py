@@ -134,6 +134,25 @@ def test_unreachable_endpoint_fails_in_the_preflight(tmp_path):
     assert time.monotonic() - t0 < 60
 
 
+def test_a_hosted_model_is_reachable_from_the_default_preset_by_its_source(tmp_path):
+    """`model.source=api` and the endpoint's overrides on the default model, as `model.source=gguf
+    model.path=F` works: the hosted kind's own preflight answers, in one line, in seconds."""
+    t0 = time.monotonic()
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    done = run_harness(
+        ["model.source=api", f"model.api.base_url={url}", "model.api.model_name=m", *_dataset_overrides(tmp_path)]
+    )
+    assert done.returncode == 1 and f"cannot reach {url}" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert time.monotonic() - t0 < 60
+    missing = run_harness(["model.source=api", f"model.api.base_url={url}", *_dataset_overrides(tmp_path)])
+    assert missing.returncode == 1 and "Traceback" not in missing.stdout + missing.stderr
+    assert (
+        "model.source=api needs model.api.model_name (e.g. model.api.base_url=http://127.0.0.1:8765/v1 "
+        "model.api.model_name=local), or start from a hosted preset: model=local_server, model=gpt41"
+    ) in missing.stdout
+
+
 class _Faulty(BaseHTTPRequestHandler):
     """Lists models, then answers every completion with HTTP 500 or a body without choices."""
 

@@ -219,3 +219,26 @@ def test_a_file_whose_format_cannot_be_told_is_refused(tmp_path):
     broken.write_bytes(b"not a workbook")
     with pytest.raises(DataError, match="not a readable xlsx workbook"):
         load_external(DatasetConfig(kind="files", files={"train": str(broken)}), ["en"])
+
+
+def test_language_all_keeps_every_language_of_your_own_data(tmp_path):
+    """The sample CSV holds Portuguese, none of the study's six: language=all keeps it (and
+    says nothing is left out); a list keeps what it names."""
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import register_configs, to_job_config
+
+    from .conftest import REPO
+
+    register_configs()
+    sample = str(REPO / "docs" / "examples" / "queries.csv")
+    for language, expected in (("all", {"en", "de", "pt"}), ("[en,de]", {"en", "de"})):
+        overrides = ["dataset=files", f"dataset.files.train={sample}", f"language={language}"]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            job = to_job_config(compose("config", overrides=overrides), overrides)
+        data = build_dataset(job.dataset, job.language.selection(job.dataset.kind), tmp_path / "cache")
+        rows = [r for split in ("train", "validation", "test") for r in read_split(data, split)]
+        assert {r["language"] for r in rows} == expected
+        assert len(rows) == 16 * len(expected)
+    # the synthetic generator still writes the six it knows
+    assert job.language.selection("synthetic") == ["de", "en"]

@@ -1,5 +1,6 @@
 """README's examples run as written: every `$ command` line in a bash block of README.md is
-executed (from a scratch directory holding a copy of the README), and the lines shown after
+executed (from a scratch directory holding a copy of the README and of docs/examples/, the
+files its examples name), and the lines shown after
 it must appear in what it prints, in the README's order, `...` standing for any text
 (whitespace and line breaks are not compared). An example that rots fails here."""
 
@@ -51,6 +52,7 @@ def test_the_readme_has_examples_to_run():
 @pytest.mark.parametrize("command, expected", EXAMPLES, ids=[c for c, _ in EXAMPLES])
 def test_readme_example_prints_what_the_readme_shows(command, expected, tmp_path):
     shutil.copy(README, tmp_path / "README.md")
+    shutil.copytree(REPO / "docs" / "examples", tmp_path / "docs" / "examples")
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -29,9 +29,9 @@ def main(cfg: DictConfig) -> None:
     from harness.data.dataset import build_dataset, read_labels, read_split
 
     job = to_job_config(cfg)
-    languages = sorted(job.language.codes)
-    data_dir = build_dataset(job.dataset, languages, Path(job.paths.cache_dir).resolve())
+    data_dir = build_dataset(job.dataset, job.language.selection(job.dataset.kind), Path(job.paths.cache_dir).resolve())
     splits = {s: read_split(data_dir, s) for s in ("train", "validation", "test")}
+    languages = sorted({r["language"] for rows in splits.values() for r in rows})
     console = Console()
     table = Table(title=f"{data_dir} (train / validation / test)")
     table.add_column("intent")

@@ -15,10 +15,17 @@ class LanguageConfig:
     # rather than a list so that `language=[en,hr]` merges the two presets into one selection
     # (Hydra merges dicts but replaces lists).
     codes: dict[str, str] = field(default_factory=dict)
+    # language=all: every language your own data holds, whatever its codes (the synthetic
+    # generator writes `codes`, its six); false: only `codes`.
+    all: bool = False
 
     def __post_init__(self) -> None:
         if not self.codes:
             raise ConfigError("language: no language selected; e.g. language=all or language=[en,hr]")
+
+    def selection(self, dataset_kind: str) -> Optional[list[str]]:
+        """The languages a dataset is cut to; None: none is cut out (language=all on your own data)."""
+        return None if self.all and dataset_kind != "synthetic" else sorted(self.codes)
 
 
 # files: the user's files, each read by its extension (csv and jsonl are the same kind, kept

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Optional, Sequence, TypeVar
 
 from harness.data import synthetic
 from harness.data.config import DatasetConfig
@@ -16,7 +16,7 @@ from harness.store import cache_key, cached_dir, file_digest, read_json, write_j
 T = TypeVar("T")
 
 
-def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
+def dataset_key(spec: DatasetConfig, languages: Optional[Sequence[str]]) -> str:
     if spec.kind == "synthetic":
         content = {
             "generator": synthetic.GENERATOR_VERSION,
@@ -29,7 +29,7 @@ def dataset_key(spec: DatasetConfig, languages: Sequence[str]) -> str:
         if missing:
             raise DataError(f"{', '.join(missing)}: no such file; give an existing path")
         content = {split: file_digest(Path(p)) for split, p in sorted(spec.files.items())}
-    return cache_key("dataset", spec, sorted(languages), content)
+    return cache_key("dataset", spec, languages and sorted(languages), content)
 
 
 def count_table(rows_by_split: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, int]]]:
@@ -40,8 +40,9 @@ def count_table(rows_by_split: dict[str, list[dict]]) -> dict[str, dict[str, dic
     }
 
 
-def build_dataset(spec: DatasetConfig, languages: Sequence[str], cache_root: Path) -> Path:
-    """Directory holding train/validation/test .jsonl, labels.json and stats.json."""
+def build_dataset(spec: DatasetConfig, languages: Optional[Sequence[str]], cache_root: Path) -> Path:
+    """Directory holding train/validation/test .jsonl, labels.json and stats.json; `languages`
+    None: every language the data holds (`LanguageConfig.selection`)."""
 
     def build(out: Path) -> None:
         report: dict = {}

@@ -14,9 +14,10 @@ import logging
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from harness.data.config import FILE_EXTENSIONS, SPLIT_NAMES, DatasetConfig
+from harness.errors import choices
 
 log = logging.getLogger(__name__)
 
@@ -186,15 +187,17 @@ def duplicates(rows_by_split: dict[str, list[dict]]) -> list[dict[str, Any]]:
     return [{"text": text, "at": where} for text, where in seen.items() if len(where) > 1]
 
 
-def load_external(spec: DatasetConfig, languages: Sequence[str]) -> tuple[dict[str, list[dict]], list[str], dict]:
-    """(rows per split, label set, report) for a jsonl / csv / hf dataset."""
+def load_external(
+    spec: DatasetConfig, languages: Optional[Sequence[str]]
+) -> tuple[dict[str, list[dict]], list[str], dict]:
+    """(rows per split, label set, report) for a jsonl / csv / hf dataset; `languages` None keeps all."""
     rows = _read_hf(spec) if spec.kind == "hf" else _read_files(spec)
     if not rows.get("train"):
         raise DataError(f"dataset {spec.name}: the train split has no rows; it must hold the training examples")
     dropped = Counter()
     for split in list(rows):
-        dropped.update(r["language"] for r in rows[split] if r["language"] not in languages)
-        rows[split] = [r for r in rows[split] if r["language"] in languages]
+        dropped.update(r["language"] for r in rows[split] if languages is not None and r["language"] not in languages)
+        rows[split] = [r for r in rows[split] if languages is None or r["language"] in languages]
     if dropped:
         log.warning("dataset %s: %s rows left out by the language selection", spec.name, dict(dropped))
     for split in ("test", "validation"):
@@ -204,8 +207,8 @@ def load_external(spec: DatasetConfig, languages: Sequence[str]) -> tuple[dict[s
     for split in SPLIT_NAMES:
         if not rows[split]:
             raise DataError(
-                f"dataset {spec.name}: split {split!r} has no rows after selecting languages {', '.join(languages)}; "
-                f"check dataset.files / dataset.language_column or the language selection"
+                f"dataset {spec.name}: split {split!r} has no rows after selecting languages "
+                f"{choices(languages or [])}; check dataset.files / dataset.language_column or the language selection"
             )
     labels = list(spec.labels) or sorted({r["intent"] for r in rows["train"]})
     if len(labels) < 2:

@@ -10,8 +10,8 @@ come from the llama.cpp source llama-cpp-python vendors (`make llama-tools`): it
 binding cannot pass a matrix to the quantizer.
 
 The converter is `convert_hf_to_gguf.py` from the llama.cpp source that the pinned
-llama-cpp-python sdist vendors; `make setup` unpacks it with its own gguf-py, which is
-newer than (and not compatible with) the PyPI `gguf` package transformers uses. It runs
+llama-cpp-python sdist vendors (`harness.converter` obtains it), with its own gguf-py, which
+is newer than (and not compatible with) the PyPI `gguf` package transformers uses. It runs
 in a subprocess so the two gguf packages never meet in one interpreter.
 """
 
@@ -224,16 +224,45 @@ def check_gguf_file(path: Path, fix: str = "delete it so the harness rebuilds it
 
 
 def converter_dir(configured: Optional[str]) -> Path:
-    return Path(configured) if configured else Path(sys.prefix) / "share" / "llama.cpp"
+    from harness.converter import default_dir
+
+    return Path(configured) if configured else default_dir()
 
 
 def check_converter(configured: Optional[str]) -> Path:
-    script = converter_dir(configured) / "convert_hf_to_gguf.py"
-    if not script.is_file():
+    """The converter's script; where none is configured and none is there yet, it is fetched
+    now (a pip install has no `make setup` to do it), and refused, naming the command, when that
+    fails."""
+    from harness.converter import COMMAND, SCRIPT, fetch, llama_cpp_python_version
+
+    script = converter_dir(configured) / SCRIPT
+    if script.is_file():
+        return script
+    if configured:
         raise ConfigError(
-            f"llama.cpp's converter is missing at {script}; run `make setup` (it unpacks it from the "
-            f"llama-cpp-python sdist), or point paths.llama_cpp_dir at a llama.cpp checkout"
+            f"paths.llama_cpp_dir={configured} holds no {SCRIPT}: point it at a llama.cpp checkout, or unpack "
+            f"llama.cpp's converter there with `{COMMAND} --dest {configured}`"
         )
+    from filelock import FileLock
+
+    try:
+        script.parent.parent.mkdir(parents=True, exist_ok=True)
+        # the jobs of a parallel sweep all need it at once: one fetches, the others wait for it
+        with FileLock(script.parent.parent / f".{script.parent.name}.lock"):
+            if not script.is_file():
+                log.warning(
+                    "llama.cpp's converter is not at %s yet: fetching it once with `%s` (the llama-cpp-python %s "
+                    "sdist, about 80 MB, from pip's index)",
+                    script.parent,
+                    COMMAND,
+                    llama_cpp_python_version(),
+                )
+                fetch()
+    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"llama.cpp's converter is missing at {script} and fetching it failed ({exc}): run `{COMMAND}` "
+            "where pip can reach PyPI, or point paths.llama_cpp_dir at a llama.cpp checkout"
+        ) from None
     return script
 
 

@@ -1,6 +1,6 @@
 """A model file measured as it is: a GGUF on llama.cpp (`model.source=gguf`), or a checkpoint
 directory on transformers as its `config.json` says to load it (`model.source=checkpoint`:
-full precision, or already quantized with GPTQ, AWQ or bitsandbytes). Nothing is trained or
+full precision, or already quantized with GPTQ or bitsandbytes). Nothing is trained or
 built; the artifact is the user's file, checked before any native code opens it, and the
 record says what it holds, keyed by its digest."""
 
@@ -52,6 +52,8 @@ class FileTarget:
                 check_checkpoint_dir(self.path)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.path: {exc}") from None
+        if not is_gguf:
+            check_quant_backend(self.path, check_checkpoint_dir(self.path))
         if is_gguf and not self.job.model.tokenizer:
             from harness.gguf_header import read_header
 
@@ -121,6 +123,21 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
         return json.loads(config.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config} is not valid JSON ({exc}); {USER_FILE_FIX}") from None
+
+
+# A checkpoint's quantization_config.quant_method -> the format here whose packages load its layers.
+QUANT_METHOD_FORMATS = {"gptq": "gptq", "bitsandbytes": "bnb"}
+
+
+def check_quant_backend(path: Path, config: dict[str, Any]) -> None:
+    """A quantized checkpoint whose backend is not installed is refused here, not when
+    transformers fails to load it after the dataset is built."""
+    from harness.formats import registry
+
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    if method in QUANT_METHOD_FORMATS:
+        fmt = registry()[QUANT_METHOD_FORMATS[method]]
+        require(f"model.path={path} (a {method}-quantized checkpoint)", fmt.PACKAGES, fmt.EXTRA)
 
 
 def gguf_facts(path: Path) -> dict[str, Any]:
