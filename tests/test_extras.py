@@ -22,6 +22,9 @@ OPTIONAL = {
     "gptqmodel": "gptqmodel",
     "optimum": "optimum",
     "bitsandbytes": "bitsandbytes",
+    "onnxruntime_genai": "onnxruntime-genai",
+    "onnx": "onnx",
+    "onnx_ir": "onnx-ir",
     "openai": "openai",
     "ray": "ray",
     "submitit": "submitit",
@@ -113,6 +116,11 @@ def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
         ),
         (["quant=bnb_nf4"], "pip install 'slm-harness[bnb]'"),
         (
+            ["quant=ort_int4"],
+            "quant.format=ort needs onnxruntime_genai, onnx, onnx_ir, which is not installed here: "
+            "pip install 'slm-harness[onnx]'",
+        ),
+        (
             ["train=qlora"],
             "train.method=qlora (its frozen base in 4-bit NF4) needs bitsandbytes, which is not installed here: "
             "pip install 'slm-harness[bnb]'",
@@ -160,3 +168,13 @@ def test_every_format_names_an_extra_that_pyproject_declares():
             declared = {r.split(">")[0].split("<")[0].split("=")[0].split("[")[0].lower() for r in extras[cls.EXTRA]}
             assert name in declared, f"{cls.__name__}: {package} is not in the [{cls.EXTRA}] extra"
     assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == set(extras) - {"all", "dev"}
+
+
+def test_an_ort_directory_without_the_onnx_extra_is_one_line_before_any_work(tiny_llama, tmp_path, core_only):
+    keep = [o for o in tiny_job_overrides(tiny_llama, tmp_path) if not o.startswith(("model.", "train", "quant"))]
+    done = run([*keep, "model.source=onnx", f"model.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"], core_only)
+    assert done.returncode == 1
+    assert (
+        "model.source=onnx needs onnxruntime_genai, which is not installed here: pip install 'slm-harness[onnx]'"
+        in done.stdout + done.stderr
+    )

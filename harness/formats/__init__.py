@@ -119,6 +119,15 @@ class QuantConfig:
         """The artifact inside its cache directory: a file, or the directory itself."""
         return directory
 
+    def weight_files(self, artifact: Path) -> list[Path]:
+        """The artifact's weights on disk: what its size counts."""
+        return [artifact] if artifact.is_file() else sorted(artifact.glob("*.safetensors"))
+
+    def built_facts(self, artifact: Path) -> dict[str, Any]:
+        """The record's `artifact` fields read from what was built (what the tool chose to
+        quantize), beyond what the options say (`describe`)."""
+        return {}
+
     def verify(self, artifact: Path) -> None:
         """Seconds-long, in the sweep's process: the artifact is whole, so a damaged file is a
         clear error rather than a native crash in the runtime (and the check weighs nothing on
