@@ -159,7 +159,8 @@ def test_labels_agree_with_llama_cpp_where_the_logits_are_not_near_tied(tiny_lla
 
 
 def test_an_ort_directory_measured_as_given_answers_as_the_job_that_built_it(ort_job, int4_dir, tiny_llama, tmp_path):
-    keep = [o for o in tiny_job_overrides(tiny_llama, tmp_path) if not o.startswith(("model.", "train", "quant"))]
+    # the built job's outputs: its dataset and the machine's bandwidth are cached there
+    keep = [o for o in tiny_job_overrides(tiny_llama, ort_job) if not o.startswith(("model.", "train", "quant"))]
     done = run_harness(
         [
             *keep,
@@ -234,3 +235,18 @@ def test_a_damaged_ort_directory_as_given_is_one_line_before_any_work(int4_dir, 
     # a file where a directory is meant names every source's kind
     done = run_harness([*keep, "model.source=onnx", f"model.path={bad / 'model.onnx'}", "hydra.run.dir=" + str(bad)])
     assert "model.source=onnx an ONNX Runtime GenAI model directory" in done.stdout + done.stderr
+
+
+def test_the_fidelity_reference_loop_times_the_same_decode_as_the_harness(int4_dir):
+    """ONNX Runtime GenAI's benchmark loop (bench-fidelity's reference) and the harness's speed
+    test on the same directory and threads: both measure, and of the same order (the verdict,
+    with its interval, is `make bench-fidelity`'s, on quiet cores)."""
+    from harness.measure.config import MeasureConfig
+    from harness.measure.fidelity import ort_bench
+    from harness.measure.run import speed_test
+
+    ref = ort_bench(int4_dir, threads=2, prompt_tokens=16, gen_tokens=8, reps=2)
+    cfg = MeasureConfig(prompt_tokens=16, gen_tokens=8, min_reps=2, min_seconds=0, warmup=1)
+    ours = speed_test(OnnxGenAIRuntime(int4_dir, HardwareConfig(), threads=2), cfg)
+    assert ref["decode"][0] > 0 and ref["prefill"][0] > 0
+    assert 0.25 < ours["decode_tokens_per_s"] / ref["decode"][0] < 4
