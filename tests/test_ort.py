@@ -90,14 +90,28 @@ def test_constrained_answers_are_the_tries_picks_from_the_runtimes_own_logits(in
         got = greedy_answer(rt, ids, 12, trie)
         assert json.loads(got.text)["intent"] in LABELS
         produced = []
-        rt.start(ids)
+        rt.start(ids, trie.allowed([]))
         for _ in range(got.generated_tokens):
             token = pick(rt.generator.get_logits().reshape(-1), trie.allowed(produced))
             produced.append(token)
             if token in rt.eos_ids:
                 break
-            rt.step(token)
+            rt.step(token, trie.allowed(produced))
         assert rt.detokenize([t for t in produced if t not in rt.eos_ids]) == got.text
+
+
+def test_free_greedy_answers_are_the_argmax_of_the_logits_row(int4_dir, smollm2_tokenizer):
+    """Unconstrained, ONNX Runtime GenAI's own greedy search picks each token (no logits row
+    copied into Python); its answers are the argmax of the logits the constrained path reads."""
+    rt = OnnxGenAIRuntime(int4_dir, HardwareConfig(), threads=2)
+    every_token = frozenset(range(len(smollm2_tokenizer)))
+    for query in MIXED_LENGTH_QUERIES[:3]:
+        ids = rt.tokenize(render_prompt(smollm2_tokenizer, query, SYSTEM))
+        free = greedy_answer(rt, ids, 12)
+        produced = [rt.start(ids, every_token)]  # the logits path, constrained to every token: the argmax
+        while len(produced) < free.generated_tokens:
+            produced.append(rt.step(produced[-1], every_token))
+        assert rt.detokenize([t for t in produced if t not in rt.eos_ids]) == free.text
 
 
 def _answers_and_margins(rt, prompts: list[list[int]], trie) -> list[tuple[str, float]]:
@@ -106,7 +120,7 @@ def _answers_and_margins(rt, prompts: list[list[int]], trie) -> list[tuple[str, 
     out = []
     for ids in prompts:
         produced, margin = [], float("inf")
-        token = rt.start(ids)
+        rt.start(ids, trie.allowed([]))
         row = _last_logits(rt)
         while True:
             allowed = trie.allowed(produced)
@@ -119,7 +133,7 @@ def _answers_and_margins(rt, prompts: list[list[int]], trie) -> list[tuple[str, 
             produced.append(token)
             if token in rt.eos_ids:
                 break
-            rt.step(token)
+            rt.step(token, trie.allowed(produced))
             row = _last_logits(rt)
         out.append((rt.detokenize([t for t in produced if t not in rt.eos_ids]), margin))
     return out
@@ -135,10 +149,13 @@ def _last_logits(rt):
     return logits_row(rt.llm.ctx, -1, rt.n_vocab).astype(np.float64)
 
 
+@pytest.mark.slow
 def test_labels_agree_with_llama_cpp_where_the_logits_are_not_near_tied(tiny_llama, smollm2_tokenizer, tmp_path):
     """The same fp32 weights as an ONNX Runtime GenAI fp32 model (its builder, direct) and as
     llama.cpp's F16 GGUF: constrained answers agree on every query whose every choice is
-    decided by more than the two runtimes' numeric difference (F16 weights, other kernels)."""
+    decided by more than the two runtimes' numeric difference (F16 weights, other kernels).
+    Slow (two more builds): that the answer is the trie's pick from this runtime's logits, the
+    same code as llama.cpp's, is the constrained-answers test's, on the built model."""
     from harness.formats.gguf import GGUFQuant
     from harness.runtimes.llama_cpp import LlamaCppRuntime
 
