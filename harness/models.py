@@ -36,6 +36,7 @@ KINDS = {
     "gguf": FILE,
     "checkpoint": FILE,
     "onnx": FILE,
+    "openvino": FILE,
     "api": ENDPOINT,
 }
 # What model.path is for each model file's source.
@@ -43,6 +44,7 @@ FILE_IS = {
     "gguf": "a .gguf file",
     "checkpoint": "a checkpoint directory",
     "onnx": "an ONNX Runtime GenAI model directory",
+    "openvino": "an OpenVINO model directory",
 }
 # What a record calls the variant of a model no quant built (a built one is named for its quant).
 UNBUILT_VARIANT = {FILE: "as_given", ENDPOINT: "hosted"}
@@ -60,7 +62,8 @@ class ModelConfig:
     (needs network or a warm HF cache); `source=local`, a Hugging Face checkpoint directory on
     disk. Measured as it is, with no `train` or `quant`: `source=gguf`, a GGUF file on disk;
     `source=checkpoint`, a checkpoint directory (full precision, or already quantized with
-    GPTQ, AWQ or bitsandbytes); `source=onnx`, an ONNX Runtime GenAI model directory. Measured
+    GPTQ, AWQ or bitsandbytes); `source=onnx`, an ONNX Runtime GenAI model directory;
+    `source=openvino`, an OpenVINO model directory (its IR and tokenizer IRs). Measured
     as served: `source=api`, an OpenAI-compatible endpoint (`model.api`)."""
 
     name: str = MISSING
@@ -70,7 +73,7 @@ class ModelConfig:
     package: Optional[str] = None
     gguf_file: Optional[str] = None
     path: Optional[str] = None
-    # source=gguf, checkpoint or onnx: a tokenizer (directory or hub id) whose chat template renders
+    # source=gguf, checkpoint, onnx or openvino: a tokenizer (directory or hub id) whose chat template renders
     # the prompts; None: the file's own (a GGUF's metadata, a checkpoint's tokenizer files).
     tokenizer: Optional[str] = None
     # Name the labels in the system prompt. None: only for a model not fine-tuned here

@@ -25,6 +25,10 @@ OPTIONAL = {
     "onnxruntime_genai": "onnxruntime-genai",
     "onnx": "onnx",
     "onnx_ir": "onnx-ir",
+    "openvino": "openvino",
+    "openvino_genai": "openvino-genai",
+    "openvino_tokenizers": "openvino-tokenizers",
+    "nncf": "nncf",
     "openai": "openai",
     "ray": "ray",
     "submitit": "submitit",
@@ -121,6 +125,11 @@ def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
             "pip install 'slm-harness[onnx]'",
         ),
         (
+            ["quant=openvino_int4"],
+            "quant.format=openvino needs openvino, openvino_genai, openvino_tokenizers, nncf, which is not installed "
+            "here: pip install 'slm-harness[openvino]'",
+        ),
+        (
             ["train=qlora"],
             "train.method=qlora (its frozen base in 4-bit NF4) needs bitsandbytes, which is not installed here: "
             "pip install 'slm-harness[bnb]'",
@@ -170,11 +179,18 @@ def test_every_format_names_an_extra_that_pyproject_declares():
     assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == set(extras) - {"all", "dev"}
 
 
-def test_an_ort_directory_without_the_onnx_extra_is_one_line_before_any_work(tiny_llama, tmp_path, core_only):
+@pytest.mark.parametrize(
+    "source, runtime, extra", [("onnx", "onnxruntime_genai", "onnx"), ("openvino", "openvino_genai", "openvino")]
+)
+def test_a_model_directory_without_its_extra_is_one_line_before_any_work(
+    tiny_llama, tmp_path, core_only, source, runtime, extra
+):
     keep = [o for o in tiny_job_overrides(tiny_llama, tmp_path) if not o.startswith(("model.", "train", "quant"))]
-    done = run([*keep, "model.source=onnx", f"model.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"], core_only)
+    done = run(
+        [*keep, f"model.source={source}", f"model.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"], core_only
+    )
     assert done.returncode == 1
     assert (
-        "model.source=onnx needs onnxruntime_genai, which is not installed here: pip install 'slm-harness[onnx]'"
+        f"model.source={source} needs {runtime}, which is not installed here: pip install 'slm-harness[{extra}]'"
         in done.stdout + done.stderr
     )

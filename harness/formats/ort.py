@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, register
+from harness.formats import BUILT_FACTS, BuildInputs, QuantConfig, register
 
 # The builder's own choices for its weight-only (MatMulNBits) quantization options.
 BLOCK_SIZES = (16, 32, 64, 128, 256)
@@ -30,7 +30,6 @@ ALGORITHMS = ("default", "rtn", "k_quant")
 CONFIG = "genai_config.json"
 # What the measuring process reads, as `genai_config.json` names them.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-BUILT_FACTS = "quantized.json"
 
 
 @register
@@ -127,9 +126,6 @@ class OrtQuant(QuantConfig):
 
     def weight_files(self, artifact: Path) -> list[Path]:
         return onnx_files(artifact)
-
-    def built_facts(self, artifact: Path) -> dict:
-        return {"quantized": json.loads((artifact.parent / BUILT_FACTS).read_text())}
 
     def verify(self, artifact: Path) -> None:
         check_onnx_dir(artifact)

@@ -21,7 +21,13 @@ and decoding) against a bare llama-cpp-python process that loads the same file w
 context and threads and decodes the same prompt, its peak from the kernel (ru_maxrss). Each
 is run in a fresh process, alternating, and the median of the rounds is compared.
 
-    python -m harness.measure.fidelity --llama-bench PATH [--gguf FILE] [--ort-model DIR] [--threads N]
+OpenVINO, where an OpenVINO artifact is in the cache (or `--openvino-model DIR`) and the
+[openvino] extra is installed: the harness's speed test on its runtime against OpenVINO
+GenAI's benchmark sample's timing (`samples/python/text_generation/benchmark_genai.py` in its
+repository; `openvino_bench` reproduces it on openvino_genai alone), likewise.
+
+    python -m harness.measure.fidelity --llama-bench PATH [--gguf FILE] [--ort-model DIR] [--openvino-model DIR]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -160,6 +166,7 @@ def main() -> None:
     )
     parser.add_argument("--gguf", type=Path, help="default: the newest Q4_K_M artifact in the cache")
     parser.add_argument("--ort-model", type=Path, help="default: the newest ONNX Runtime GenAI artifact in the cache")
+    parser.add_argument("--openvino-model", type=Path, help="default: the newest OpenVINO artifact in the cache")
     parser.add_argument("--cache", type=Path, default=Path("outputs/cache"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--prompt-tokens", type=int, default=64)
@@ -179,7 +186,8 @@ def main() -> None:
     decode_exit = compare_speed(args, gguf)
     memory_ok = compare_memory(gguf, args.threads, args.rounds)
     ort_exit = compare_ort(args)
-    sys.exit(decode_exit or ort_exit or (0 if memory_ok else 1))
+    openvino_exit = compare_openvino(args)
+    sys.exit(decode_exit or ort_exit or openvino_exit or (0 if memory_ok else 1))
 
 
 def compare_speed(args: argparse.Namespace, gguf: Path) -> int:
@@ -293,18 +301,19 @@ def ort_bench(model_dir: Path, threads: int, prompt_tokens: int, gen_tokens: int
     }
 
 
-def newest_ort_model(cache: Path) -> Path | None:
-    configs = sorted(cache.glob("artifact/*/model/genai_config.json"), key=lambda p: p.stat().st_mtime)
-    return configs[-1].parent if configs else None
+def newest_model_dir(cache: Path, marker: str) -> Path | None:
+    """The newest artifact directory in the cache that holds `marker` (a runtime's model file)."""
+    found = sorted(cache.glob(f"artifact/*/model/{marker}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
 
 
 def compare_ort(args: argparse.Namespace) -> int:
-    """Alternating rounds of the harness's speed test on ONNX Runtime GenAI and its own
-    benchmark loop on the same model directory; the exit code of the decode verdict (0 when
-    there is nothing to compare, said so)."""
+    """The harness's speed test on ONNX Runtime GenAI against its own benchmark loop, on the
+    same model directory; the exit code of the decode verdict (0 when there is nothing to
+    compare, said so)."""
     from harness.extras import installed_version
 
-    model_dir = args.ort_model or newest_ort_model(args.cache)
+    model_dir = args.ort_model or newest_model_dir(args.cache, "genai_config.json")
     if installed_version("onnxruntime_genai") is None or model_dir is None:
         print(
             "\nONNX Runtime GenAI: skipped (needs pip install 'slm-harness[onnx]' and an ORT model: "
@@ -313,20 +322,88 @@ def compare_ort(args: argparse.Namespace) -> int:
         return 0
     from harness.runtimes.onnx_genai import OnnxGenAIRuntime
 
-    cfg = MeasureConfig(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, min_reps=args.reps, min_seconds=0)
     runtime = OnnxGenAIRuntime(model_dir, HardwareConfig(), args.threads)
+    title = f"{model_dir} (ONNX Runtime GenAI {runtime.version})"
+    bench = lambda: ort_bench(model_dir, args.threads, args.prompt_tokens, args.gen_tokens, args.reps)  # noqa: E731
+    return compare_rounds(args, title, "ORT GenAI loop", runtime, bench)
+
+
+def openvino_bench(model_dir: Path, threads: int, prompt_tokens: int, gen_tokens: int, reps: int) -> dict:
+    """OpenVINO GenAI's benchmark sample (benchmark_genai.py) as it times: `LLMPipeline.generate`
+    on token ids, its own perf metrics, time to first token (prefill) and time per output
+    token (decode: one over its mean), end of turn ignored. Its own pipeline on the same IR
+    with the runtime's CPU settings, on the stateful (SDPA) backend the harness's runtime
+    runs, no prefix cache; the decode starts from a one-token prompt, as llama-bench's tg and
+    the harness's decode do."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as og
+
+    from harness.runtimes.openvino_genai import compile_properties
+
+    pipe = og.LLMPipeline(str(model_dir), "CPU", ATTENTION_BACKEND="SDPA", **compile_properties(threads))
+    filler = [int(t) for t in pipe.get_tokenizer().encode(_FILLER, add_special_tokens=False).input_ids.data[0]]
+    prompt = (filler * (prompt_tokens // len(filler) + 1))[:prompt_tokens]
+
+    def run(ids: list[int], new_tokens: int):
+        config = og.GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, ignore_eos=True)
+        inputs = og.TokenizedInputs(
+            ov.Tensor(np.array([ids], dtype=np.int64)), ov.Tensor(np.ones((1, len(ids)), np.int64))
+        )
+        return pipe.generate(inputs, config).perf_metrics
+
+    prefill_s, token_s = [], []
+    for rep in range(reps + 1):
+        prefill = run(prompt, 1).get_ttft().mean / 1000
+        decode = run(prompt[:1], gen_tokens + 1).get_tpot().mean / 1000
+        if rep:  # the first is the warm-up
+            prefill_s.append(prefill)
+            token_s.append(decode)
+    return {
+        "prefill": (
+            prompt_tokens / statistics.mean(prefill_s),
+            statistics.stdev([prompt_tokens / s for s in prefill_s]),
+        ),
+        "decode": (1 / statistics.mean(token_s), statistics.stdev([1 / s for s in token_s])),
+    }
+
+
+def compare_openvino(args: argparse.Namespace) -> int:
+    """The harness's speed test on OpenVINO against OpenVINO GenAI's benchmark timing, on the
+    same IR; the exit code of the decode verdict (0 when there is nothing to compare, said so)."""
+    from harness.extras import installed_version
+
+    model_dir = args.openvino_model or newest_model_dir(args.cache, "openvino_model.xml")
+    if installed_version("openvino_genai") is None or model_dir is None:
+        print(
+            "\nOpenVINO: skipped (needs pip install 'slm-harness[openvino]' and an OpenVINO model: "
+            "`python -m harness quant=openvino_int8` builds one, or pass --openvino-model DIR)"
+        )
+        return 0
+    from harness.runtimes.openvino_genai import OpenVINORuntime
+
+    runtime = OpenVINORuntime(model_dir, HardwareConfig(), args.threads)
+    title = f"{model_dir} (OpenVINO {runtime.version}, {runtime.kernel})"
+    bench = lambda: openvino_bench(model_dir, args.threads, args.prompt_tokens, args.gen_tokens, args.reps)  # noqa: E731
+    return compare_rounds(args, title, "OV GenAI bench", runtime, bench)
+
+
+def compare_rounds(args: argparse.Namespace, title: str, reference: str, runtime, bench) -> int:
+    """Alternating rounds of the harness's speed test on `runtime` and a runtime's own
+    benchmark (`bench`, one round's {prefill, decode}); the exit code of the decode verdict."""
+    cfg = MeasureConfig(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, min_reps=args.reps, min_seconds=0)
     ours, ref = [], []
     for round_ in range(args.rounds):
         if round_ % 2:
             ours.append(speed_test(runtime, cfg))
-        ref.append(ort_bench(model_dir, args.threads, args.prompt_tokens, args.gen_tokens, args.reps))
+        ref.append(bench())
         if not round_ % 2:
             ours.append(speed_test(runtime, cfg))
     print(
-        f"\n{model_dir} (ONNX Runtime GenAI {runtime.version}) threads={args.threads} "
-        f"pp{args.prompt_tokens} tg{args.gen_tokens} reps={args.reps} rounds={args.rounds}"
+        f"\n{title} threads={args.threads} pp{args.prompt_tokens} tg{args.gen_tokens} "
+        f"reps={args.reps} rounds={args.rounds}"
     )
-    return EXIT[speed_verdicts("ORT GenAI loop", ours, ref)["decode"]]
+    return EXIT[speed_verdicts(reference, ours, ref)["decode"]]
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ HEAVY_LIBRARIES = (
     "llama_cpp",
     "onnxruntime_genai",
     "onnx",
+    "openvino",
+    "openvino_genai",
+    "openvino_tokenizers",
+    "nncf",
     "openai",
 )
 

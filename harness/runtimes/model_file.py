@@ -11,13 +11,15 @@ RUNTIME_OF = {
     "gguf": ("llama_cpp_python", ""),
     "checkpoint": ("transformers", ""),
     "onnx": ("onnxruntime_genai", "onnx"),
+    "openvino": ("openvino_genai", "openvino"),
 }
 
 
 @dataclass
 class ModelFile:
-    """A GGUF on llama.cpp, a checkpoint directory on transformers, or an ONNX Runtime GenAI
-    directory on onnxruntime-genai (an `Opener`), by its `model.source`."""
+    """A GGUF on llama.cpp, a checkpoint directory on transformers, an ONNX Runtime GenAI
+    directory on onnxruntime-genai, or an OpenVINO directory on OpenVINO (an `Opener`), by its
+    `model.source`."""
 
     source: str
 
@@ -41,6 +43,10 @@ class ModelFile:
             from harness.runtimes.onnx_genai import OnnxGenAIRuntime
 
             return OnnxGenAIRuntime(artifact, hardware, threads)
+        if self.source == "openvino":
+            from harness.runtimes.openvino_genai import OpenVINORuntime
+
+            return OpenVINORuntime(artifact, hardware, threads)
         from harness.runtimes.transformers import TransformersRuntime
 
         def load(device: str):

@@ -1,7 +1,8 @@
 """A model file measured as it is: a GGUF on llama.cpp (`model.source=gguf`), a checkpoint
 directory on transformers as its `config.json` says to load it (`model.source=checkpoint`:
-full precision, or already quantized with GPTQ, AWQ or bitsandbytes), or an ONNX Runtime
-GenAI model directory on onnxruntime-genai (`model.source=onnx`). Nothing is trained or
+full precision, or already quantized with GPTQ, AWQ or bitsandbytes), an ONNX Runtime
+GenAI model directory on onnxruntime-genai (`model.source=onnx`), or an OpenVINO model
+directory on OpenVINO (`model.source=openvino`). Nothing is trained or
 built; the artifact is the user's file, checked before any native code opens it, and the
 record says what it holds, keyed by its digest."""
 
@@ -71,14 +72,11 @@ class FileTarget:
 
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
         job, source = self.job, self.job.model.source
-        facts = {"gguf": gguf_facts, "checkpoint": checkpoint_facts, "onnx": onnx_facts}[source](self.path)
-        facts["chat_template_from"] = (
-            job.model.tokenizer
-            or {
-                "gguf": "gguf metadata",
-                "checkpoint": "checkpoint",
-                "onnx": "model directory",
-            }[source]
+        facts = {"gguf": gguf_facts, "checkpoint": checkpoint_facts, "onnx": onnx_facts, "openvino": openvino_facts}[
+            source
+        ](self.path)
+        facts["chat_template_from"] = job.model.tokenizer or {"gguf": "gguf metadata", "checkpoint": "checkpoint"}.get(
+            source, "model directory"
         )
         # the rendered prompts are keyed by the record (its system prompt, the test split); the
         # file and the runtime that runs it, here
@@ -119,6 +117,10 @@ def check_file(source: str, path: Path) -> None:
         from harness.formats.ort import check_onnx_dir
 
         check_onnx_dir(path, fix=USER_FILE_FIX)
+    elif source == "openvino":
+        from harness.formats.openvino import check_openvino_dir
+
+        check_openvino_dir(path, fix=USER_FILE_FIX)
     else:
         check_checkpoint_dir(path)
 
@@ -208,5 +210,23 @@ def onnx_facts(path: Path) -> dict[str, Any]:
         "sha256": dir_digest(path),
         "size_mib": sum(p.stat().st_size for p in onnx_files(path)) / 2**20,
         "architecture": genai.get("type"),
+        "quantized": weight_summary(path),
+    }
+
+
+def openvino_facts(path: Path) -> dict[str, Any]:
+    """What an OpenVINO model directory holds: its architecture as its `config.json` names it,
+    what its IR compressed (the output layer's and the embedding's weight types among them),
+    the size of its IR, one digest over its files."""
+    from harness.formats.openvino import ir_files, weight_summary
+
+    check_file("openvino", path)
+    config = path / "config.json"
+    architectures = json.loads(config.read_text()).get("architectures") if config.is_file() else None
+    return {
+        "file": str(path.resolve()),
+        "sha256": dir_digest(path),
+        "size_mib": sum(p.stat().st_size for p in ir_files(path)) / 2**20,
+        "architecture": (architectures or [None])[0],
         "quantized": weight_summary(path),
     }
