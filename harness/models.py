@@ -29,7 +29,23 @@ log = logging.getLogger(__name__)
 # model file is measured as it is; a hosted model is measured as served. Every part of the
 # harness that depends on this asks `model_kind`.
 BUILT, FILE, ENDPOINT = "built", "file", "endpoint"
-KINDS = {"embedded": BUILT, "hf": BUILT, "local": BUILT, "gguf": FILE, "checkpoint": FILE, "api": ENDPOINT}
+KINDS = {
+    "embedded": BUILT,
+    "hf": BUILT,
+    "local": BUILT,
+    "gguf": FILE,
+    "checkpoint": FILE,
+    "onnx": FILE,
+    "openvino": FILE,
+    "api": ENDPOINT,
+}
+# What model.path is for each model file's source.
+FILE_IS = {
+    "gguf": "a .gguf file",
+    "checkpoint": "a checkpoint directory",
+    "onnx": "an ONNX Runtime GenAI model directory",
+    "openvino": "an OpenVINO model directory",
+}
 # What a record calls the variant of a model no quant built (a built one is named for its quant).
 UNBUILT_VARIANT = {FILE: "as_given", ENDPOINT: "hosted"}
 
@@ -46,8 +62,9 @@ class ModelConfig:
     (needs network or a warm HF cache); `source=local`, a Hugging Face checkpoint directory on
     disk. Measured as it is, with no `train` or `quant`: `source=gguf`, a GGUF file on disk;
     `source=checkpoint`, a checkpoint directory (full precision, or already quantized with
-    GPTQ or bitsandbytes). Measured as served: `source=api`, an OpenAI-compatible
-    endpoint (`model.api`)."""
+    GPTQ or bitsandbytes); `source=onnx`, an ONNX Runtime GenAI model directory;
+    `source=openvino`, an OpenVINO model directory (its IR and tokenizer IRs). Measured
+    as served: `source=api`, an OpenAI-compatible endpoint (`model.api`)."""
 
     name: str = MISSING
     source: str = "embedded"
@@ -56,7 +73,7 @@ class ModelConfig:
     package: Optional[str] = None
     gguf_file: Optional[str] = None
     path: Optional[str] = None
-    # source=gguf or checkpoint: a tokenizer (directory or hub id) whose chat template renders
+    # source=gguf, checkpoint, onnx or openvino: a tokenizer (directory or hub id) whose chat template renders
     # the prompts; None: the file's own (a GGUF's metadata, a checkpoint's tokenizer files).
     tokenizer: Optional[str] = None
     # Name the labels in the system prompt. None: only for a model not fine-tuned here
@@ -84,9 +101,9 @@ class ModelConfig:
         elif self.source == "local":
             if not self.path:
                 raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
-        elif self.source in ("gguf", "checkpoint"):
+        elif self.source in FILE_IS:
             if not self.path:
-                what = "a .gguf file" if self.source == "gguf" else "a checkpoint directory"
+                what = FILE_IS[self.source]
                 raise ConfigError(f"model={self.name}: source={self.source} needs model.path ({what})")
         elif self.source == "api":
             check_endpoint(self.api and {k: getattr(self.api, k) for k in ENDPOINT_FIELDS})

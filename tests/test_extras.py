@@ -24,6 +24,13 @@ OPTIONAL = {
     "gptqmodel": "gptqmodel",
     "optimum": "optimum",
     "bitsandbytes": "bitsandbytes",
+    "onnxruntime_genai": "onnxruntime-genai",
+    "onnx": "onnx",
+    "onnx_ir": "onnx-ir",
+    "openvino": "openvino",
+    "openvino_genai": "openvino-genai",
+    "openvino_tokenizers": "openvino-tokenizers",
+    "nncf": "nncf",
     "openai": "openai",
     "ray": "ray",
     "submitit": "submitit",
@@ -115,6 +122,16 @@ def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
         ),
         (["quant=bnb_nf4"], "pip install 'slm-harness[bnb]'"),
         (
+            ["quant=ort_int4"],
+            "quant.format=ort needs onnxruntime_genai, onnx, onnx_ir, which is not installed here: "
+            "pip install 'slm-harness[onnx]'",
+        ),
+        (
+            ["quant=openvino_int4"],
+            "quant.format=openvino needs openvino, openvino_genai, openvino_tokenizers, nncf, which is not installed "
+            "here: pip install 'slm-harness[openvino]'",
+        ),
+        (
             ["train=qlora"],
             "train.method=qlora (its frozen base in 4-bit NF4) needs bitsandbytes, which is not installed here: "
             "pip install 'slm-harness[bnb]'",
@@ -184,3 +201,20 @@ def test_a_gptq_checkpoint_without_its_backend_is_refused_before_any_work(tiny_l
         "here: pip install 'slm-harness[gptq]'"
     ) in done.stdout + done.stderr
     assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+@pytest.mark.parametrize(
+    "source, runtime, extra", [("onnx", "onnxruntime_genai", "onnx"), ("openvino", "openvino_genai", "openvino")]
+)
+def test_a_model_directory_without_its_extra_is_one_line_before_any_work(
+    tiny_llama, tmp_path, core_only, source, runtime, extra
+):
+    keep = [o for o in tiny_job_overrides(tiny_llama, tmp_path) if not o.startswith(("model.", "train", "quant"))]
+    done = run(
+        [*keep, f"model.source={source}", f"model.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"], core_only
+    )
+    assert done.returncode == 1
+    assert (
+        f"model.source={source} needs {runtime}, which is not installed here: pip install 'slm-harness[{extra}]'"
+        in done.stdout + done.stderr
+    )

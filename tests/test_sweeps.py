@@ -71,6 +71,14 @@ def test_paper_sweeps_cover_the_studys_formats():
     assert {"fp16", "gptq4", "gptq8", "bnb_nf4", "gguf_q4km"} <= gpu
 
 
+def test_the_cpu_runtimes_sweep_runs_every_cpu_runtime_on_one_fine_tune():
+    jobs = _jobs(REPO / "sweeps" / "cpu_runtimes.yaml")
+    assert [o for job in jobs for o in job] == [
+        f"quant={q}"
+        for q in ("fp32", "gguf_q8_0", "gguf_q4km", "ort_int4", "ort_int8", "openvino_int8", "openvino_int4")
+    ]  # only quant varies: the fine-tune is the default job's, shared by all
+
+
 def test_gpu_sweep_without_a_gpu_stops_before_any_job(tmp_path):
     import torch
 

@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from harness.config import PathsConfig
     from harness.hardware import HardwareConfig
     from harness.runtimes import Runtime
+
+
+# What a build found it quantized, read back from its artifact, beside the artifact.
+BUILT_FACTS = "quantized.json"
 
 
 @dataclass
@@ -119,6 +124,17 @@ class QuantConfig:
         """The artifact inside its cache directory: a file, or the directory itself."""
         return directory
 
+    def weight_files(self, artifact: Path) -> list[Path]:
+        """The artifact's weights on disk: what its size counts."""
+        return [artifact] if artifact.is_file() else sorted(artifact.glob("*.safetensors"))
+
+    def built_facts(self, artifact: Path) -> dict[str, Any]:
+        """The record's `artifact` fields read from what was built (what the tool chose to
+        quantize), beyond what the options say (`describe`): the `quantized` summary a build
+        wrote beside its artifact (`BUILT_FACTS`), where it wrote one."""
+        facts = artifact.parent / BUILT_FACTS
+        return {"quantized": json.loads(facts.read_text())} if facts.is_file() else {}
+
     def verify(self, artifact: Path) -> None:
         """Seconds-long, in the sweep's process: the artifact is whole, so a damaged file is a
         clear error rather than a native crash in the runtime (and the check weighs nothing on
@@ -202,6 +218,14 @@ def calibration_texts(tokenizer, data_dir: Path, system: str, n: int) -> list[st
 
     rows = spread(read_split(data_dir, "train"), n)
     return [render_prompt(tokenizer, r["text"], system) + answer(r["intent"]) for r in rows]
+
+
+def layer_widths(config: dict[str, Any]) -> tuple[int, ...]:
+    """The input widths of a decoder's linear layers (what a quantization group must tile),
+    from its `config.json`: the hidden size, the MLP's intermediate size, the attention
+    output's heads x head size."""
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return config["hidden_size"], config["intermediate_size"], config["num_attention_heads"] * head_dim
 
 
 def parameter_count(model_dir: Path) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, calibration_texts, register
+from harness.formats import BuildInputs, QuantConfig, calibration_texts, layer_widths, register
 
 log = logging.getLogger(__name__)
 # Group sizes gptqmodel's kernels take (-1: one group per weight row).
@@ -228,5 +228,4 @@ def layer_inputs(model_dir: Path) -> tuple[tuple[int, ...], int]:
     """(input widths of a decoder's linear layers, GPTQ group size) of a quantized checkpoint."""
     config = json.loads((model_dir / "config.json").read_text())
     group = json.loads((model_dir / "quantize_config.json").read_text())["group_size"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    return (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"] * head_dim), group
+    return layer_widths(config), group

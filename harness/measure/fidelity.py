@@ -9,13 +9,25 @@ back, so a machine whose speed drifts (a shared VM) shifts both sides alike, and
 comes from the median ratio's interval: agrees, differs, or undecided (inside the noise). `make bench-fidelity` builds
 llama-bench from the llama.cpp source vendored in the pinned llama-cpp-python sdist.
 
+ONNX Runtime GenAI, where an ORT artifact is in the cache (or `--ort-model DIR`) and the
+[onnx] extra is installed: the harness's speed test on its runtime against ONNX Runtime GenAI's
+own benchmark loop (`benchmark/python/benchmark_e2e.py` in its repository, not in the wheel;
+`ort_bench` is its timing core on onnxruntime_genai alone), the same shapes and threads, in
+the same alternating paired rounds.
+
 Memory: the peak RSS of the harness's measuring process (the same imports as the
 measurement child, the same runtime settings, measured the same way: a sampler around load
 and decoding) against a bare llama-cpp-python process that loads the same file with the same
 context and threads and decodes the same prompt, its peak from the kernel (ru_maxrss). Each
 is run in a fresh process, alternating, and the median of the rounds is compared.
 
-    python -m harness.measure.fidelity --llama-bench PATH [--gguf FILE] [--threads N]
+OpenVINO, where an OpenVINO artifact is in the cache (or `--openvino-model DIR`) and the
+[openvino] extra is installed: the harness's speed test on its runtime against OpenVINO
+GenAI's benchmark sample's timing (`samples/python/text_generation/benchmark_genai.py` in its
+repository; `openvino_bench` reproduces it on openvino_genai alone), likewise.
+
+    python -m harness.measure.fidelity --llama-bench PATH [--gguf FILE] [--ort-model DIR] [--openvino-model DIR]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -26,12 +38,13 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
-from harness.measure.run import speed_test
+from harness.measure.run import _FILLER, speed_test
 from harness.measure.stats import median_interval
 from harness.runtimes.llama_cpp import N_CTX, LlamaCppRuntime
 
@@ -152,6 +165,8 @@ def main() -> None:
         "--llama-bench", type=Path, help="llama.cpp's llama-bench binary (make bench-fidelity builds it)"
     )
     parser.add_argument("--gguf", type=Path, help="default: the newest Q4_K_M artifact in the cache")
+    parser.add_argument("--ort-model", type=Path, help="default: the newest ONNX Runtime GenAI artifact in the cache")
+    parser.add_argument("--openvino-model", type=Path, help="default: the newest OpenVINO artifact in the cache")
     parser.add_argument("--cache", type=Path, default=Path("outputs/cache"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--prompt-tokens", type=int, default=64)
@@ -170,7 +185,9 @@ def main() -> None:
     gguf = args.gguf or newest_artifact(args.cache, "Q4_K_M")
     decode_exit = compare_speed(args, gguf)
     memory_ok = compare_memory(gguf, args.threads, args.rounds)
-    sys.exit(decode_exit or (0 if memory_ok else 1))
+    ort_exit = compare_ort(args)
+    openvino_exit = compare_openvino(args)
+    sys.exit(decode_exit or ort_exit or openvino_exit or (0 if memory_ok else 1))
 
 
 def compare_speed(args: argparse.Namespace, gguf: Path) -> int:
@@ -194,7 +211,13 @@ def compare_speed(args: argparse.Namespace, gguf: Path) -> int:
         f"{gguf} threads={args.threads} pp{args.prompt_tokens} tg{args.gen_tokens} "
         f"reps={args.reps} rounds={args.rounds} flash_attn=1"
     )
-    print(f"{'':8} {'harness tok/s':>20} {'llama-bench tok/s':>20} {'ratio (interval)':>22}  verdict")
+    return EXIT[speed_verdicts("llama-bench", rounds_ours, rounds_ref)["decode"]]
+
+
+def speed_verdicts(reference: str, rounds_ours: list[dict], rounds_ref: list[dict]) -> dict[str, str]:
+    """Print prefill and decode of the harness against `reference`, round by round paired;
+    the verdict of each."""
+    print(f"{'':8} {'harness tok/s':>20} {reference + ' tok/s':>20} {'ratio (interval)':>22}  verdict")
     verdicts = {}
     for name in ("prefill", "decode"):
         mine = [r[f"{name}_tokens_per_s"] for r in rounds_ours]
@@ -206,11 +229,11 @@ def compare_speed(args: argparse.Namespace, gguf: Path) -> int:
             f"{ratio:9.3f} ({low:.3f}-{high:.3f})  {verdicts[name]}"
         )
     print(
-        f"ratio: the median over rounds of harness / llama-bench, each round's pair run back to back; "
-        f"interval: the median's, over {args.rounds} rounds; band: ±{TOLERANCE:.0%}; "
+        f"ratio: the median over rounds of harness / {reference}, each round's pair run back to back; "
+        f"interval: the median's, over {len(rounds_ours)} rounds; band: ±{TOLERANCE:.0%}; "
         f"UNDECIDED: the interval straddles the band, rerun on quieter cores or with more --rounds"
     )
-    return EXIT[verdicts["decode"]]
+    return verdicts
 
 
 def compare_memory(gguf: Path, threads: int, rounds: int) -> bool:
@@ -229,6 +252,158 @@ def compare_memory(gguf: Path, threads: int, rounds: int) -> bool:
         f"(n_ctx {N_CTX}, {threads} threads, {PROBE_TOKENS} tokens decoded; ranges over {rounds} rounds)"
     )
     return memory_ok
+
+
+def ort_bench(model_dir: Path, threads: int, prompt_tokens: int, gen_tokens: int, reps: int) -> dict:
+    """ONNX Runtime GenAI's benchmark loop as benchmark_e2e.py times it: a fresh generator per
+    repetition (after one warm-up), the prompt appended in one call (prefill), then one
+    `generate_next_token` per token, each timed alone (decode: one over the mean time per
+    token). Its own model, with the runtime's session options; the decode starts from a
+    one-token prompt, as llama-bench's tg and the harness's decode do."""
+    import onnxruntime_genai as og
+
+    from harness.runtimes.onnx_genai import session_overlay
+
+    config = og.Config(str(model_dir))
+    config.clear_providers()
+    config.overlay(session_overlay(threads))
+    model = og.Model(config)
+    filler = [int(t) for t in og.Tokenizer(model).encode(_FILLER)]
+    prompt = (filler * (prompt_tokens // len(filler) + 1))[:prompt_tokens]
+
+    def generator(length: int):
+        params = og.GeneratorParams(model)
+        # min_length: no end of turn cuts a repetition short (benchmark_e2e.py sets it too)
+        params.set_search_options(do_sample=False, max_length=length, min_length=length)
+        return og.Generator(model, params)
+
+    prefill_s, token_s = [], []
+    for rep in range(reps + 1):
+        g = generator(prompt_tokens + 1)
+        t0 = time.perf_counter()
+        g.append_tokens(prompt)
+        elapsed = time.perf_counter() - t0
+        g = generator(gen_tokens + 2)
+        g.append_tokens(prompt[:1])
+        g.generate_next_token()  # the first token is chosen from the prompt's logits: no decode
+        times = []
+        for _ in range(gen_tokens):
+            t0 = time.perf_counter()
+            g.generate_next_token()
+            times.append(time.perf_counter() - t0)
+        if rep:  # the first is the warm-up
+            prefill_s.append(elapsed)
+            token_s += times
+    prefill = [prompt_tokens / s for s in prefill_s]
+    return {
+        "prefill": (prompt_tokens / statistics.mean(prefill_s), statistics.stdev(prefill)),
+        "decode": (1 / statistics.mean(token_s), statistics.stdev([1 / s for s in token_s])),
+    }
+
+
+def newest_model_dir(cache: Path, marker: str) -> Path | None:
+    """The newest artifact directory in the cache that holds `marker` (a runtime's model file)."""
+    found = sorted(cache.glob(f"artifact/*/model/{marker}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def compare_ort(args: argparse.Namespace) -> int:
+    """The harness's speed test on ONNX Runtime GenAI against its own benchmark loop, on the
+    same model directory; the exit code of the decode verdict (0 when there is nothing to
+    compare, said so)."""
+    from harness.extras import installed_version
+
+    model_dir = args.ort_model or newest_model_dir(args.cache, "genai_config.json")
+    if installed_version("onnxruntime_genai") is None or model_dir is None:
+        print(
+            "\nONNX Runtime GenAI: skipped (needs pip install 'slm-harness[onnx]' and an ORT model: "
+            "`python -m harness quant=ort_int4` builds one, or pass --ort-model DIR)"
+        )
+        return 0
+    from harness.runtimes.onnx_genai import OnnxGenAIRuntime
+
+    runtime = OnnxGenAIRuntime(model_dir, HardwareConfig(), args.threads)
+    title = f"{model_dir} (ONNX Runtime GenAI {runtime.version})"
+    bench = lambda: ort_bench(model_dir, args.threads, args.prompt_tokens, args.gen_tokens, args.reps)  # noqa: E731
+    return compare_rounds(args, title, "ORT GenAI loop", runtime, bench)
+
+
+def openvino_bench(model_dir: Path, threads: int, prompt_tokens: int, gen_tokens: int, reps: int) -> dict:
+    """OpenVINO GenAI's benchmark sample (benchmark_genai.py) as it times: `LLMPipeline.generate`
+    on token ids, its own perf metrics, time to first token (prefill) and time per output
+    token (decode: one over its mean), end of turn ignored. Its own pipeline on the same IR
+    with the runtime's CPU settings, on the stateful (SDPA) backend the harness's runtime
+    runs, no prefix cache; the decode starts from a one-token prompt, as llama-bench's tg and
+    the harness's decode do."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as og
+
+    from harness.runtimes.openvino_genai import compile_properties
+
+    pipe = og.LLMPipeline(str(model_dir), "CPU", ATTENTION_BACKEND="SDPA", **compile_properties(threads))
+    filler = [int(t) for t in pipe.get_tokenizer().encode(_FILLER, add_special_tokens=False).input_ids.data[0]]
+    prompt = (filler * (prompt_tokens // len(filler) + 1))[:prompt_tokens]
+
+    def run(ids: list[int], new_tokens: int):
+        config = og.GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, ignore_eos=True)
+        inputs = og.TokenizedInputs(
+            ov.Tensor(np.array([ids], dtype=np.int64)), ov.Tensor(np.ones((1, len(ids)), np.int64))
+        )
+        return pipe.generate(inputs, config).perf_metrics
+
+    prefill_s, token_s = [], []
+    for rep in range(reps + 1):
+        prefill = run(prompt, 1).get_ttft().mean / 1000
+        decode = run(prompt[:1], gen_tokens + 1).get_tpot().mean / 1000
+        if rep:  # the first is the warm-up
+            prefill_s.append(prefill)
+            token_s.append(decode)
+    return {
+        "prefill": (
+            prompt_tokens / statistics.mean(prefill_s),
+            statistics.stdev([prompt_tokens / s for s in prefill_s]),
+        ),
+        "decode": (1 / statistics.mean(token_s), statistics.stdev([1 / s for s in token_s])),
+    }
+
+
+def compare_openvino(args: argparse.Namespace) -> int:
+    """The harness's speed test on OpenVINO against OpenVINO GenAI's benchmark timing, on the
+    same IR; the exit code of the decode verdict (0 when there is nothing to compare, said so)."""
+    from harness.extras import installed_version
+
+    model_dir = args.openvino_model or newest_model_dir(args.cache, "openvino_model.xml")
+    if installed_version("openvino_genai") is None or model_dir is None:
+        print(
+            "\nOpenVINO: skipped (needs pip install 'slm-harness[openvino]' and an OpenVINO model: "
+            "`python -m harness quant=openvino_int8` builds one, or pass --openvino-model DIR)"
+        )
+        return 0
+    from harness.runtimes.openvino_genai import OpenVINORuntime
+
+    runtime = OpenVINORuntime(model_dir, HardwareConfig(), args.threads)
+    title = f"{model_dir} (OpenVINO {runtime.version}, {runtime.kernel})"
+    bench = lambda: openvino_bench(model_dir, args.threads, args.prompt_tokens, args.gen_tokens, args.reps)  # noqa: E731
+    return compare_rounds(args, title, "OV GenAI bench", runtime, bench)
+
+
+def compare_rounds(args: argparse.Namespace, title: str, reference: str, runtime, bench) -> int:
+    """Alternating rounds of the harness's speed test on `runtime` and a runtime's own
+    benchmark (`bench`, one round's {prefill, decode}); the exit code of the decode verdict."""
+    cfg = MeasureConfig(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, min_reps=args.reps, min_seconds=0)
+    ours, ref = [], []
+    for round_ in range(args.rounds):
+        if round_ % 2:
+            ours.append(speed_test(runtime, cfg))
+        ref.append(bench())
+        if not round_ % 2:
+            ours.append(speed_test(runtime, cfg))
+    print(
+        f"\n{title} threads={args.threads} pp{args.prompt_tokens} tg{args.gen_tokens} "
+        f"reps={args.reps} rounds={args.rounds}"
+    )
+    return EXIT[speed_verdicts(reference, ours, ref)["decode"]]
 
 
 if __name__ == "__main__":

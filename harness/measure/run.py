@@ -34,7 +34,21 @@ from harness.runtimes.constrain import AnswerTrie
 _FILLER = "The quick brown fox jumps over the lazy dog while the shop ships orders to every city. "
 _MAX_REPS = 200
 # Libraries that weigh in a process's memory; a record names those its measurement held.
-HEAVY_LIBRARIES = ("torch", "transformers", "gptqmodel", "bitsandbytes", "torchao", "llama_cpp", "openai")
+HEAVY_LIBRARIES = (
+    "torch",
+    "transformers",
+    "gptqmodel",
+    "bitsandbytes",
+    "torchao",
+    "llama_cpp",
+    "onnxruntime_genai",
+    "onnx",
+    "openvino",
+    "openvino_genai",
+    "openvino_tokenizers",
+    "nncf",
+    "openai",
+)
 
 
 @dataclass

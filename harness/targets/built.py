@@ -48,12 +48,13 @@ def build_artifact(
         ),
     )
     path = quant.artifact_path(directory)
-    size_mib = dir_size_mib(path) if path.is_file() else sum(dir_size_mib(p) for p in path.glob("*.safetensors"))
+    size_mib = sum(dir_size_mib(p) for p in quant.weight_files(path))
     n_params = parameter_count(model_dir)
     info = {
         "format": quant.format,
         "bits": quant.bits,
         **quant.describe(),
+        **quant.built_facts(path),
         "size_mib": size_mib,
         "bits_per_weight": size_mib * 2**20 * 8 / n_params,
         "n_params": n_params,

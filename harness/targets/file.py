@@ -1,6 +1,8 @@
-"""A model file measured as it is: a GGUF on llama.cpp (`model.source=gguf`), or a checkpoint
+"""A model file measured as it is: a GGUF on llama.cpp (`model.source=gguf`), a checkpoint
 directory on transformers as its `config.json` says to load it (`model.source=checkpoint`:
-full precision, or already quantized with GPTQ or bitsandbytes). Nothing is trained or
+full precision, or already quantized with GPTQ or bitsandbytes), an ONNX Runtime
+GenAI model directory on onnxruntime-genai (`model.source=onnx`), or an OpenVINO model
+directory on OpenVINO (`model.source=openvino`). Nothing is trained or
 built; the artifact is the user's file, checked before any native code opens it, and the
 record says what it holds, keyed by its digest."""
 
@@ -17,6 +19,7 @@ from harness.config import JobConfig
 from harness.errors import ConfigError
 from harness.extras import require
 from harness.formats import parameter_count
+from harness.models import FILE_IS
 from harness.runtimes.model_file import ModelFile
 from harness.store import cache_key, file_digest
 from harness.targets import Prepared, link, local_machine, local_measurement, record_key
@@ -31,25 +34,19 @@ class FileTarget:
         assert job.model.path is not None
         self.job = job
         self.path = Path(job.model.path).expanduser()
-        self.file = ModelFile(is_gguf=job.model.source == "gguf")
+        self.file = ModelFile(job.model.source)
 
     def preflight(self) -> None:
         from harness.hardware import check_device
 
-        source, is_gguf = self.job.model.source, self.file.is_gguf
-        require(f"model.source={source}", (self.file.runtime_package,), "")
+        source, is_gguf = self.job.model.source, self.job.model.source == "gguf"
+        require(f"model.source={source}", (self.file.runtime_package,), self.file.extra)
         if self.path.exists() and self.path.is_dir() == is_gguf:
-            raise ConfigError(
-                f"model.path={self.path} is a {'directory' if self.path.is_dir() else 'file'}: model.source=gguf takes "
-                "a .gguf file, model.source=checkpoint a checkpoint directory"
-            )
+            # "model.source=gguf takes a .gguf file, model.source=checkpoint a checkpoint directory, ..."
+            kinds = ", ".join(f"model.source={s} {what}" for s, what in FILE_IS.items()).replace(" ", " takes ", 1)
+            raise ConfigError(f"model.path={self.path} is a {'directory' if self.path.is_dir() else 'file'}: {kinds}")
         try:
-            if is_gguf:
-                from harness.formats.gguf import check_gguf_file
-
-                check_gguf_file(self.path, fix=USER_FILE_FIX)
-            else:
-                check_checkpoint_dir(self.path)
+            check_file(source, self.path)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.path: {exc}") from None
         if not is_gguf:
@@ -71,14 +68,18 @@ class FileTarget:
 
         if self.job.model.tokenizer:
             return AutoTokenizer.from_pretrained(self.job.model.tokenizer)
-        if self.file.is_gguf:
+        if self.job.model.source == "gguf":
             return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
         return AutoTokenizer.from_pretrained(self.path)
 
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
-        job, is_gguf = self.job, self.file.is_gguf
-        facts = gguf_facts(self.path) if is_gguf else checkpoint_facts(self.path)
-        facts["chat_template_from"] = job.model.tokenizer or ("gguf metadata" if is_gguf else "checkpoint")
+        job, source = self.job, self.job.model.source
+        facts = {"gguf": gguf_facts, "checkpoint": checkpoint_facts, "onnx": onnx_facts, "openvino": openvino_facts}[
+            source
+        ](self.path)
+        facts["chat_template_from"] = job.model.tokenizer or {"gguf": "gguf metadata", "checkpoint": "checkpoint"}.get(
+            source, "model directory"
+        )
         # the rendered prompts are keyed by the record (its system prompt, the test split); the
         # file and the runtime that runs it, here
         runtime = self.file.runtime_package
@@ -89,7 +90,7 @@ class FileTarget:
         return Prepared(
             measurement=local_measurement(job, self.path, self.file, self._tokenizer, data_dir, system, labels),
             artifact_info={
-                "format": "gguf" if is_gguf else "checkpoint",
+                "format": source,
                 "bits": None,
                 **facts,
                 "tool": "as given",
@@ -106,6 +107,24 @@ class FileTarget:
             lineage=[link("dataset", data_dir.name, data_dir), link("artifact", key, self.path)],
             packages=(runtime,),
         )
+
+
+def check_file(source: str, path: Path) -> None:
+    """The checks of a model file of `source`, before any native code opens it."""
+    if source == "gguf":
+        from harness.formats.gguf import check_gguf_file
+
+        check_gguf_file(path, fix=USER_FILE_FIX)
+    elif source == "onnx":
+        from harness.formats.ort import check_onnx_dir
+
+        check_onnx_dir(path, fix=USER_FILE_FIX)
+    elif source == "openvino":
+        from harness.formats.openvino import check_openvino_dir
+
+        check_openvino_dir(path, fix=USER_FILE_FIX)
+    else:
+        check_checkpoint_dir(path)
 
 
 def check_checkpoint_dir(path: Path) -> dict[str, Any]:
@@ -170,13 +189,11 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
     and its chat template: a change to any is another model to measure)."""
     config = check_checkpoint_dir(path)
     weights = sorted(w for p in WEIGHT_PATTERNS for w in path.glob(p))
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    digest = hashlib.sha256("".join(f"{p.name}:{file_digest(p)}" for p in files).encode()).hexdigest()
     quant = config.get("quantization_config") or {}
     size = sum(w.stat().st_size for w in weights)
     facts = {
         "file": str(path.resolve()),
-        "sha256": digest,
+        "sha256": dir_digest(path),
         "size_mib": size / 2**20,
         "architecture": (config.get("architectures") or [None])[0],
         "quant_method": quant.get("quant_method"),
@@ -188,3 +205,45 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
         n_params = parameter_count(path)
         facts.update(n_params=n_params, bits_per_weight=size * 8 / n_params if n_params else None)
     return facts
+
+
+def dir_digest(path: Path) -> str:
+    """One digest over every file in a model directory (weights, config, tokenizer and its chat
+    template: a change to any is another model to measure)."""
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return hashlib.sha256("".join(f"{p.name}:{file_digest(p)}" for p in files).encode()).hexdigest()
+
+
+def onnx_facts(path: Path) -> dict[str, Any]:
+    """What an ONNX Runtime GenAI directory holds: its architecture as `genai_config.json`
+    names it, what its graph quantized (the output layer's and the embedding's weight types
+    among them), the size of its graph and weights, one digest over its files."""
+    from harness.formats.ort import CONFIG, onnx_files, weight_summary
+
+    check_file("onnx", path)
+    genai = json.loads((path / CONFIG).read_text())["model"]
+    return {
+        "file": str(path.resolve()),
+        "sha256": dir_digest(path),
+        "size_mib": sum(p.stat().st_size for p in onnx_files(path)) / 2**20,
+        "architecture": genai.get("type"),
+        "quantized": weight_summary(path),
+    }
+
+
+def openvino_facts(path: Path) -> dict[str, Any]:
+    """What an OpenVINO model directory holds: its architecture as its `config.json` names it,
+    what its IR compressed (the output layer's and the embedding's weight types among them),
+    the size of its IR, one digest over its files."""
+    from harness.formats.openvino import ir_files, weight_summary
+
+    check_file("openvino", path)
+    config = path / "config.json"
+    architectures = json.loads(config.read_text()).get("architectures") if config.is_file() else None
+    return {
+        "file": str(path.resolve()),
+        "sha256": dir_digest(path),
+        "size_mib": sum(p.stat().st_size for p in ir_files(path)) / 2**20,
+        "architecture": (architectures or [None])[0],
+        "quantized": weight_summary(path),
+    }
