@@ -19,8 +19,9 @@ endif
 LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 LLAMA_TOOLS_DONE := $(VENV)/.llama-tools-done
+LLAMA_SERVER_DONE := $(VENV)/.llama-server-done
 
-.PHONY: setup cuda-check lock llama-tools run demo search report sync serve-local hosted-local test test-full format data-stats bench-fidelity clean
+.PHONY: setup cuda-check lock llama-tools llama-server run demo search report sync serve-local hosted-local test test-full format data-stats bench-fidelity clean
 
 # GPU=1 sets up for CUDA (the default where nvidia-smi is on the PATH): the CUDA torch already
 # on the machine is kept (or PyPI's CUDA build is installed), and llama.cpp is built with CUDA,
@@ -91,6 +92,9 @@ sweep-%: setup
 # Only the importance-matrix sweep runs llama.cpp's command-line tools.
 sweep-imatrix: llama-tools
 
+# The served sweep (measure.serve=server) runs llama.cpp's server.
+sweep-served: llama-server
+
 # A small Optuna (NSGA-II) search over quantizations: sweeps/search.yaml.
 search: sweep-search
 
@@ -117,7 +121,7 @@ hosted-local: setup
 	$(LOCAL_SERVER) > outputs/local_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
 		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
-test: setup llama-tools
+test: setup llama-tools llama-server
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -128,7 +132,7 @@ format: setup
 	$(PY) -m ruff format .
 
 # Also the slow end-to-end tests on the real embedded model.
-test-full: setup llama-tools
+test-full: setup llama-tools llama-server
 	$(PY) -m pytest -m ''
 
 # Harness vs llama.cpp's own llama-bench on the Q4_K_M that `make run` made (same file,
@@ -145,6 +149,15 @@ $(LLAMA_TOOLS_DONE): $(SETUP_DONE)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
 	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build $(LLAMA_CMAKE) -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
 	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench llama-imatrix llama-quantize -j $(BUILD_JOBS)
+	touch $@
+
+# llama.cpp's server (measure.serve=server), from the same source, flags and build directory
+# as llama-tools: only the served sweep and the tests pay for building it.
+llama-server: $(LLAMA_SERVER_DONE)
+
+$(LLAMA_SERVER_DONE): $(LLAMA_TOOLS_DONE)
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build $(LLAMA_CMAKE) -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON
+	cmake --build $(LLAMA_CPP_SRC)/build --target llama-server -j $(BUILD_JOBS)
 	touch $@
 
 data-stats: setup

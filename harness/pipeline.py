@@ -34,6 +34,10 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
     started = datetime.now(timezone.utc)
     target = target_for(job)
     target.preflight()
+    if job.measure.serve == "server":
+        from harness.measure.server import server_binary
+
+        server_binary(job.paths.llama_cpp_bin)  # before any work: a missing one names `make llama-server`
     if job.train.method == "none" and job.measure.decoding == "free" and job.model.kind != ENDPOINT:
         log.warning(
             "train=none: a model not fine-tuned here may not write the answer format, and a free answer "
