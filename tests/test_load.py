@@ -128,7 +128,7 @@ def test_a_rate_the_server_never_reaches_stops_early_as_saturated():
 
     arrivals = poisson_arrivals(100.0, 200, seed=0)
     outcomes, stop = asyncio.run(open_loop(arrivals, list(range(200)), never, 10.0, slots=2))
-    assert stop.startswith("saturated") and len(outcomes) < 10  # stopped once 5 waited
+    assert stop.saturated and stop.reason.startswith("saturated") and len(outcomes) < 10  # stopped once 5 waited
     assert all(o.text is None and o.error and o.latency_ms >= 0 for o in outcomes)
     row = rate_row(POISSON, 100.0, outcomes, 1000, lambda q, t: True, {}, stop)
     assert row["saturated"] and row["goodput"] == 0 and row["achieved_queries_per_s"] is None
@@ -164,3 +164,15 @@ def test_the_server_fields_key_a_record_only_when_the_load_is_served():
         MeasureConfig(serve="sever")
     with pytest.raises(ConfigError, match="measure.server_port=80"):
         MeasureConfig(server_port=80)
+
+
+def test_a_slow_rate_cut_by_its_time_limit_is_not_saturated():
+    """The time limit bounds a pass; only a queue that builds marks it saturated."""
+
+    async def quick(query):
+        await asyncio.sleep(0.001)
+        return 0.0, "ok", None
+
+    outcomes, stop = asyncio.run(open_loop(poisson_arrivals(10.0, 50, seed=0), list(range(50)), quick, 0.3, slots=2))
+    assert stop.reason.startswith("still sending after 0.3 s") and not stop.saturated
+    assert 1 <= len(outcomes) < 50 and all(o.text == "ok" for o in outcomes)

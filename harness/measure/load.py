@@ -55,6 +55,15 @@ def saturated(sent: int, completed: int, slots: int) -> bool:
 
 
 @dataclass
+class Stop:
+    """Why a pass stopped before its last request was answered; `saturated` where the server
+    could not keep up (a pass cut by its time limit with no queue building is not)."""
+
+    reason: str
+    saturated: bool
+
+
+@dataclass
 class Outcome:
     """One measured request."""
 
@@ -73,7 +82,7 @@ def rate_row(
     slo_ms: float,
     correct: Callable[[int, str], bool],
     reference: dict[int, str],
-    stop_reason: Optional[str] = None,
+    stop: Optional[Stop] = None,
 ) -> dict:
     """What one rate's measured requests add up to. Achieved rate: answers over the span from
     the first send to the last answer. Goodput: the share of requests answered within the
@@ -92,8 +101,8 @@ def rate_row(
         "achieved_queries_per_s": len(done) / span_s if span_s > 0 else None,
         "requests": len(outcomes),
         "answered": len(done),
-        "saturated": stop_reason is not None,
-        "stop_reason": stop_reason,
+        "saturated": stop.saturated if stop else False,
+        "stop_reason": stop.reason if stop else None,
         "goodput": good / len(outcomes),
         "goodput_ci95": list(wilson_interval(good, len(outcomes))),
         "goodput_queries_per_s": good / span_s if span_s > 0 else None,

@@ -31,6 +31,7 @@ from harness.measure.load import (
     SYNCHRONOUS,
     THROUGHPUT,
     Outcome,
+    Stop,
     bisection_rate,
     capacity,
     poisson_arrivals,
@@ -108,40 +109,50 @@ async def _timed(handler: Handler, query: int, sent_s: float) -> Outcome:
     return Outcome(query, sent_s, (time.perf_counter() - t0) * 1000, ttft_ms, text, error)
 
 
-async def closed_loop(queries: list[int], handler: Handler, limit_s: float) -> tuple[list[Outcome], Optional[str]]:
+def _cut(limit_s: float, what: str) -> str:
+    return f"{what} after {limit_s:g} s (measure.load_max_seconds_per_rate)"
+
+
+async def closed_loop(queries: list[int], handler: Handler, limit_s: float) -> tuple[list[Outcome], Optional[Stop]]:
     """One request at a time, each sent when the last is answered (the synchronous pass)."""
     t0, out = time.perf_counter(), []
     for query in queries:
         now = time.perf_counter() - t0
         if now > limit_s:
-            return out, f"still sending after {limit_s:g} s (measure.load_max_seconds_per_rate)"
+            return out, Stop(_cut(limit_s, "still sending"), saturated=False)
         out.append(await _timed(handler, query, now))
     return out, None
 
 
 async def open_loop(
     arrivals: list[float], queries: list[int], handler: Handler, limit_s: float, slots: Optional[int]
-) -> tuple[list[Outcome], Optional[str]]:
+) -> tuple[list[Outcome], Optional[Stop]]:
     """Request i sent at `arrivals[i]` seconds from the start, answered or not the ones before
     (open loop); stopped early once `saturated` (given `slots`) or past `limit_s`, when the
     requests still out are cancelled and kept as unfinished. (outcomes, why it stopped early)."""
     t0, sent, stop = time.perf_counter(), [], None
+
+    def queued() -> bool:
+        answered = sum(task.done() for _, _, task in sent)
+        return slots is not None and saturated(len(sent), answered, slots)
+
     for at, query in zip(arrivals, queries):
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - t0)))
         now = time.perf_counter() - t0
-        answered = sum(task.done() for _, _, task in sent)
         if now > limit_s:
-            stop = f"still sending after {limit_s:g} s (measure.load_max_seconds_per_rate)"
+            stop = Stop(_cut(limit_s, "still sending"), queued())
             break
-        if slots is not None and saturated(len(sent), answered, slots):
-            stop = f"saturated: {answered} of {len(sent)} requests answered, the rest queued"
+        if queued():
+            stop = Stop(
+                f"saturated: {sum(t.done() for _, _, t in sent)} of {len(sent)} answered, the rest queued", True
+            )
             break
         sent.append((query, now, asyncio.create_task(_timed(handler, query, now))))
     pending = [task for _, _, task in sent if not task.done()]
     if pending and stop is None:
         await asyncio.wait(pending, timeout=max(0.0, limit_s - (time.perf_counter() - t0)))
         if any(not task.done() for task in pending):
-            stop = f"answers still outstanding after {limit_s:g} s (measure.load_max_seconds_per_rate)"
+            stop = Stop(_cut(limit_s, "answers still outstanding"), queued())
     end = time.perf_counter() - t0
     outcomes = []
     for query, sent_s, task in sent:
@@ -167,7 +178,7 @@ class Profile:
     def correct(self, query: int, text: str) -> bool:
         return parse_answer(text, self.labels) == self.gold[query]
 
-    def _add(self, mode: str, offered: Optional[float], outcomes: list[Outcome], stop: Optional[str]) -> dict:
+    def _add(self, mode: str, offered: Optional[float], outcomes: list[Outcome], stop: Optional[Stop]) -> dict:
         measured = outcomes[self.cfg.load_warmup_requests :] or outcomes
         row = rate_row(mode, offered, measured, self.cfg.slo_p95_ms, self.correct, self.reference, stop)
         self.rows.append(row)
@@ -179,7 +190,7 @@ class Profile:
             row["latency_p95_ms"],
             row["goodput"],
             row["accuracy"],
-            f" ({stop})" if stop else "",
+            f" ({stop.reason})" if stop else "",
         )
         return row
 
