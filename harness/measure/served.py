@@ -12,8 +12,8 @@ order in every pass, so each answer can be paired with the synchronous one.
 Requests go to the server's native `/completion` endpoint, streamed (time to first token is the
 first streamed token), greedy, at most `measure.max_new_tokens` tokens, ended at the closed
 JSON object as the in-process measurement ends them, and with `measure.decoding=labels` held
-to the label set's answers by a grammar whose alternatives are exactly the answers the
-in-process token trie allows.
+to the label set's answers by a grammar over token ids whose alternatives are exactly the
+token sequences the in-process trie allows.
 """
 
 from __future__ import annotations
@@ -48,10 +48,26 @@ Reply = tuple[Optional[float], Optional[str], Optional[str]]
 Handler = Callable[[int], Awaitable[Reply]]
 
 
-def label_grammar(labels: list[str]) -> str:
-    """GBNF whose sentences are exactly `{"intent": "<label>"}` for each label (a JSON string
-    literal is a GBNF one: the same quotes and escapes)."""
-    return "root ::= " + " | ".join(json.dumps(answer(label)) for label in labels)
+def label_grammar(answers: list[list[int]]) -> str:
+    """GBNF over token ids whose sentences are exactly the answers' token sequences, as the
+    in-process trie holds them (`harness.runtimes.constrain`). A grammar over the answer strings
+    would let the model spell an answer in other tokens (`{`, `"`, `i`, `n`, ...), which a weak
+    model does, and then answer otherwise than in process."""
+    return "root ::= " + " | ".join(" ".join(f"<[{t}]>" for t in tokens) for tokens in answers)
+
+
+def answer_tokens(url: str, labels: list[str]) -> list[list[int]]:
+    """Each label's answer in the server's own tokens, tokenized as the in-process runtime
+    tokenizes it (no BOS, special tokens parsed)."""
+    import httpx
+
+    def tokens(text: str) -> list[int]:
+        body = {"content": text, "add_special": False, "parse_special": True}
+        response = httpx.post(f"{url}/tokenize", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()["tokens"]
+
+    return [tokens(answer(label)) for label in labels]
 
 
 def completion_body(prompt: str, cfg: MeasureConfig, grammar: Optional[str]) -> dict[str, Any]:
@@ -219,18 +235,26 @@ class Profile:
         return self._add(POISSON, rate, outcomes, stop)
 
 
+def load_client(connections: int, timeout_s: float):
+    """An HTTP client for `connections` requests at once, a fresh connection each: llama-server
+    closes a connection after a streamed reply, and one kept alive in a pool would fail the next
+    request sent on it."""
+    import httpx
+
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=0), timeout=timeout_s
+    )
+
+
 def run_profile(url: str, prompts: list[str], labels: list[str], gold: list[str], cfg: MeasureConfig, check) -> list:
     """Every pass of the profile against the server at `url`; `check()` runs between passes
     (it raises if the server died)."""
-    import httpx
-
-    grammar = label_grammar(labels) if cfg.decoding == "labels" else None
+    grammar = label_grammar(answer_tokens(url, labels)) if cfg.decoding == "labels" else None
     bodies = [completion_body(p, cfg, grammar) for p in prompts]
     n = cfg.load_warmup_requests + cfg.load_requests_per_rate
 
     async def main() -> list[dict]:
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        async with httpx.AsyncClient(limits=limits, timeout=cfg.load_max_seconds_per_rate + 30) as client:
+        async with load_client(n, cfg.load_max_seconds_per_rate + 30) as client:
             profile = Profile(lambda q: ask(client, url, bodies[q]), len(prompts), labels, gold, cfg)
             return await profile.run(check)
 

@@ -68,10 +68,12 @@ def check_port_free(port: int) -> None:
 
 def _die_with(starter: int):
     """What the server's process runs before exec: be killed when its starter dies, however it
-    dies; and if the starter died before the request was made, go at once."""
+    dies; and if the starter died before the request was made, go at once. libc is loaded
+    here, before the fork: a child of a threaded process should not take the loader's lock."""
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 
     def preexec() -> None:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != starter:
             os._exit(1)
 
