@@ -178,6 +178,10 @@ def test_a_served_capacity_prices_the_row_with_the_in_process_one_beside_it():
         config={"hardware": {"usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
         served=served.to_json(),
     )
+    from harness.report.records import point
+
+    # a served CPU row's memory is its server's
+    assert (point(record, [])["peak_memory_mib"], point(record, [])["memory_kind"]) == (300.0, "server RSS")
     row = {**serving_figures(record), "variant": "q4", "baseline": "q4", "min_relative_accuracy": 0.99}
     # $0.10 an hour at 6 queries a second: 21,600 queries an hour, $4.63 per million
     assert row["capacity_queries_per_s"] == 6.0 and row["capacity_source"] == "served"
