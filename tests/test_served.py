@@ -206,8 +206,10 @@ def test_a_taken_port_fails_its_job_and_the_sweep_goes_on(binary, tiny_llama, se
     assert f"port {HOST}:{port} is taken" in records[0]["error"]
     served = records[1]["served"]
     assert served["rates"][0]["mode"] == "synchronous" and served["slots"] == 2
-    report = next(seeded.glob("multirun/*/*/report/report.md")).read_text()
-    assert "served" in report
+    report = next(seeded.glob("multirun/*/*/report/report.md"))
+    assert "As served (llama.cpp's server, open-loop load)" in report.read_text()
+    assert "As served" in report.with_suffix(".html").read_text()
+    assert " served (" in report.read_text()  # the decision table's capacity is the served one
 
 
 def test_a_missing_server_binary_fails_before_any_work_naming_the_make_target(tiny_llama, tmp_path):

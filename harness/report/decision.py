@@ -286,14 +286,20 @@ SERVED_HEADERS = [
 
 
 def served_markdown(rows: list[dict]) -> str:
-    """The served rows' load figures (nothing where no row was served): capacity with its
-    interval, the fidelity ratio, goodput, accuracy and agreement with the synchronous answers
-    under load, and the goodput curve."""
-    served = [r for r in rows if r.get("capacity_source") == "served"]
-    if not served:
+    """The served rows' table in Markdown (nothing where no row was served)."""
+    table = served_cells(rows)
+    if not table:
         return ""
     lines = ["| " + " | ".join(SERVED_HEADERS) + " |", "|" + "---|" * len(SERVED_HEADERS)]
-    for r in served:
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in table]) + "\n"
+
+
+def served_cells(rows: list[dict]) -> list[list[str]]:
+    """The served rows' load figures as table cells: capacity with its interval, the fidelity
+    ratio, goodput, accuracy and agreement with the synchronous answers under load, and the
+    goodput curve."""
+    out = []
+    for r in (r for r in rows if r.get("capacity_source") == "served"):
         capacity = "{} ({:.2f}-{:.2f})".format(
             _fmt(r, "served_capacity_queries_per_s", "{:.2f}", "none"),
             r["served_capacity_low_queries_per_s"],
@@ -310,5 +316,5 @@ def served_markdown(rows: list[dict]) -> str:
             _fmt(r, "server_peak_rss_mib", "{:.0f}"),
             _fmt(r, "served_goodput_curve", "{}"),
         ]
-        lines.append("| " + " | ".join(cells_) + " |")
-    return "\n".join(lines) + "\n"
+        out.append(cells_)
+    return out

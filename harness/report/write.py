@@ -277,6 +277,16 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:f
 tr.frontier td:first-child{font-weight:bold}.plots img{max-width:48%;margin:4px}.note{color:#555}"""
 
 
+def _served_html(decisions: list[dict]) -> str:
+    """The served load's table, where a row was served."""
+    e, rows = html.escape, decision.served_cells(decisions)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{e(h)}</th>" for h in decision.SERVED_HEADERS)
+    cells = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h3>As served (llama.cpp's server, open-loop load)</h3><table><tr>{head}</tr>{cells}</table>"
+
+
 def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
     e = html.escape
     body = [
@@ -303,6 +313,7 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
             + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in decision.cells(d)) + "</tr>" for d in s.decisions)
             + "</table>"
         )
+        body.append(_served_html(s.decisions))
         note = _energy_note(s.points)
         if note:
             body.append(f"<p class=note>{e(note)}</p>")
