@@ -3,7 +3,9 @@ loopback port, waited for until healthy, stopped, and never left behind.
 
 No orphan: the server runs in a process group of its own, asks Linux to kill it when the
 process that started it dies (PR_SET_PDEATHSIG, which holds even after a SIGKILL of the sweep),
-and leaves a pidfile under the cache; the next start reaps a server whose starter is gone."""
+and leaves a pidfile under the cache; the next start reaps a server whose starter is gone.
+Linux sends that signal when the *thread* that started the server ends, so a server lives
+within one call on one thread (start, load, stop), as `measure_served` runs it."""
 
 from __future__ import annotations
 
