@@ -183,8 +183,8 @@ class ServedLoad:
     # The server process's peak RSS over the whole load: the row's memory as served.
     server_peak_rss_mib: float
     slo_p95_ms: float  # the objective the capacity (and the bisected rate) was measured at
-    # The highest achieved rate whose p95 met the objective (None: none did), and the interval
-    # it lies in: [that rate, the lowest rate above it that failed, or the maximum throughput].
+    # The highest achieved Poisson rate whose p95 met the objective (None: none did), and the
+    # interval it lies in: [that rate, the lowest rate above it that failed, or the highest reached].
     capacity_queries_per_s: Optional[float]
     capacity_interval_queries_per_s: list
     # The in-process static-batch capacity at the same objective, and served over it.

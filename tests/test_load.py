@@ -35,7 +35,8 @@ def test_poisson_arrivals_are_fixed_by_the_seed_and_scale_with_the_rate():
 
 def test_rates_lie_evenly_strictly_between_the_synchronous_rate_and_the_maximum():
     assert rates_between(2.0, 10.0, 3) == pytest.approx([4.0, 6.0, 8.0])
-    assert rates_between(5.0, 4.0, 3) == []  # parallel requests gained nothing: no rate between
+    # parallel requests gained nothing: from half the synchronous rate up to it
+    assert rates_between(6.0, 4.0, 3) == pytest.approx([4.0, 5.0, 6.0])
 
 
 def test_saturation_needs_both_a_lag_and_a_queue():
@@ -100,6 +101,8 @@ def test_capacity_is_the_highest_rate_meeting_the_objective_with_its_interval():
     # even one request at a time misses the objective: no capacity, below the synchronous rate
     assert capacity(rows, 250) == (None, [0.0, 2.0])
     assert bisection_rate(rows, 250) is None
+    # one at a time meets it, no Poisson rate does: no capacity, below the lowest rate tried
+    assert capacity(rows, 500) == (None, [0.0, 4.0])
 
 
 def test_the_schedule_does_not_wait_for_answers():

@@ -39,10 +39,12 @@ def poisson_arrivals(rate_per_s: float, n: int, seed: int) -> list[float]:
 
 
 def rates_between(low_per_s: float, high_per_s: float, k: int) -> list[float]:
-    """`k` rates evenly spaced strictly between the synchronous rate and the maximum throughput;
-    none where parallel requests gained nothing (there is no rate between)."""
+    """`k` rates evenly spaced strictly between the synchronous rate and the maximum throughput.
+    Where parallel requests raised no rate (a CPU already busy with one), evenly from half the
+    synchronous rate up to it: Poisson arrivals queue below the rate a closed loop reaches, so
+    that is where such a server's capacity lies."""
     if high_per_s <= low_per_s:
-        return []
+        return [low_per_s / 2 * (1 + i / k) for i in range(1, k + 1)]
     step = (high_per_s - low_per_s) / (k + 1)
     return [low_per_s + step * i for i in range(1, k + 1)]
 
@@ -121,21 +123,22 @@ def meets(row: dict, slo_ms: float) -> bool:
     return not row["saturated"] and row["achieved_queries_per_s"] is not None and row["latency_p95_ms"] <= slo_ms
 
 
-def _steady(rows: list[dict]) -> list[dict]:
-    # the all-at-once pass measures a burst, not a rate a server is offered: no capacity point
-    return [r for r in rows if r["mode"] != THROUGHPUT]
+def _failing(rows: list[dict], slo_ms: float) -> list[float]:
+    """The rates that missed the objective: Poisson rates as offered, and the synchronous rate
+    where even one request at a time missed it (no open-loop rate can do better)."""
+    return [_tried(r) for r in rows if r["mode"] != THROUGHPUT and not meets(r, slo_ms)]
 
 
 def capacity(rows: list[dict], slo_ms: float) -> tuple[Optional[float], list[float]]:
-    """(the highest achieved rate whose p95 meets the objective, or None where none does;
-    the interval it lies in: from that rate to the lowest rate above it that failed, offered,
-    or else to the maximum throughput, which no rate exceeds)."""
-    passing = [r["achieved_queries_per_s"] for r in _steady(rows) if meets(r, slo_ms)]
-    best = max(passing, default=None)
+    """(the highest achieved Poisson rate whose p95 meets the objective, or None where none
+    does; the interval it lies in: from that rate to the lowest rate above it that failed, or
+    else to the highest rate any pass reached). Only open-loop rates count: one request at a
+    time meets an objective that the same rate, arriving at random, may not."""
+    best = max((r["achieved_queries_per_s"] for r in rows if r["mode"] == POISSON and meets(r, slo_ms)), default=None)
     floor = best or 0.0
-    failing = [_tried(r) for r in _steady(rows) if not meets(r, slo_ms) and _tried(r) > floor]
-    ceilings = [r["achieved_queries_per_s"] for r in rows if r["mode"] == THROUGHPUT and r["achieved_queries_per_s"]]
-    high = min(failing, default=max(ceilings, default=floor))
+    failing = [rate for rate in _failing(rows, slo_ms) if rate > floor]
+    reached = [r["achieved_queries_per_s"] or 0.0 for r in rows]
+    high = min(failing, default=max(reached, default=floor))
     return best, [floor, max(high, floor)]
 
 
@@ -148,7 +151,6 @@ def bisection_rate(rows: list[dict], slo_ms: float) -> Optional[float]:
     """The rate halfway between the highest passing and the lowest failing rate above it, where
     both were tried (None: nothing brackets the capacity)."""
     best, (low, high) = capacity(rows, slo_ms)
-    failing = [_tried(r) for r in _steady(rows) if not meets(r, slo_ms)]
-    if best is None or high not in failing:
+    if best is None or high not in _failing(rows, slo_ms):
         return None
     return (low + high) / 2

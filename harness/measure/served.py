@@ -4,7 +4,7 @@
 The profile is GuideLLM's sweep: a synchronous pass (one request at a time: the lowest rate,
 and the answers every later pass is compared with), a throughput pass (every request at once:
 the highest rate the server reaches), then `measure.load_rates` Poisson rates evenly between
-the two, and one more halfway between the last rate that met the latency objective and the
+the two (`load.rates_between`), and one more halfway between the last rate that met the latency objective and the
 first that did not. Each pass sends `measure.load_warmup_requests` first, left out of its
 figures, then `measure.load_requests_per_rate`, cycling through the test queries in the same
 order in every pass, so each answer can be paired with the synchronous one.
