@@ -21,8 +21,9 @@ endif
 LLAMA_CPP_SRC := $(VENV)/src/$(SDIST)/vendor/llama.cpp
 LLAMA_BENCH := $(LLAMA_CPP_SRC)/build/bin/llama-bench
 LLAMA_TOOLS_DONE := $(VENV)/.llama-tools-done
+LLAMA_SERVER_DONE := $(VENV)/.llama-server-done
 
-.PHONY: help setup cuda-check lock llama-tools run demo search report sync serve-local hosted-local test test-full format data-stats bench-fidelity clean
+.PHONY: help setup cuda-check lock llama-tools llama-server run demo search report sync serve-local hosted-local test test-full format data-stats bench-fidelity clean
 
 help: ## this list (a bare `make` prints it)
 	@echo "make <target> [GPU=0|1 CUDA_ARCH=.. NVCC=.. BUILD_JOBS=.. TORCH_INDEX=.. ARGS='hydra overrides' FORCE=1]"
@@ -107,6 +108,9 @@ sweep-%: setup ## a named sweep: sweeps/<name>.yaml, e.g. make sweep-paper-cpu
 # Only the importance-matrix sweep runs llama.cpp's command-line tools.
 sweep-imatrix: llama-tools
 
+# The served sweep (measure.serve=server) runs llama.cpp's server.
+sweep-served: llama-server
+
 # A small Optuna (NSGA-II) search over quantizations: sweeps/search.yaml.
 search: sweep-search ## an Optuna search over GGUF types and threads (sweeps/search.yaml)
 
@@ -133,7 +137,7 @@ hosted-local: setup ## measure the embedded GGUF served by llama.cpp's server (m
 	$(LOCAL_SERVER) > outputs/local_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
 		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
-test: setup llama-tools ## ruff, then the test suite (the slow tests left out)
+test: setup llama-tools llama-server ## ruff, then the test suite (the slow tests left out)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -144,7 +148,7 @@ format: setup ## fix lint and formatting as make test checks them
 	$(PY) -m ruff format .
 
 # Also the slow end-to-end tests on the real embedded model.
-test-full: setup llama-tools ## the test suite with the slow end-to-end tests on the real model
+test-full: setup llama-tools llama-server ## the test suite with the slow end-to-end tests on the real model
 	$(PY) -m pytest -m ''
 
 # Harness vs llama.cpp's own llama-bench on the Q4_K_M that `make run` made (same file,
@@ -161,6 +165,15 @@ $(LLAMA_TOOLS_DONE): $(SETUP_DONE)
 	tar -xzf $(VENV)/src/$(SDIST).tar.gz -C $(VENV)/src $(SDIST)/vendor/llama.cpp
 	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build $(LLAMA_CMAKE) -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
 	cmake --build $(LLAMA_CPP_SRC)/build --target llama-bench llama-imatrix llama-quantize -j $(BUILD_JOBS)
+	touch $@
+
+# llama.cpp's server (measure.serve=server), from the same source, flags and build directory
+# as llama-tools: only the served sweep and the tests pay for building it.
+llama-server: $(LLAMA_SERVER_DONE) ## llama.cpp's server for measure.serve=server (make sweep-served, the tests)
+
+$(LLAMA_SERVER_DONE): $(LLAMA_TOOLS_DONE)
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" cmake -S $(LLAMA_CPP_SRC) -B $(LLAMA_CPP_SRC)/build $(LLAMA_CMAKE) -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON
+	cmake --build $(LLAMA_CPP_SRC)/build --target llama-server -j $(BUILD_JOBS)
 	touch $@
 
 data-stats: setup ## the dataset's counts per intent and language, and test/train overlap

@@ -87,6 +87,12 @@ class JobConfig:
                 "writes its answer itself: use measure.decoding=free, with the label list in its prompt and "
                 "model.api.few_shot=k worked examples"
             )
+        if self.measure.serve == "server" and not self._gguf():
+            what = f"quant={self.quant.name}" if self.quant is not None else f"model.source={self.model.source}"
+            raise ConfigError(
+                f"measure.serve=server serves a GGUF behind llama.cpp's llama-server; {what} is not one: choose a "
+                "GGUF quant (e.g. quant=gguf_q4km) or model.source=gguf, or drop measure.serve=server"
+            )
         if self.dataset.kind == "synthetic":
             from harness.data.synthetic import KNOWN_LANGUAGES
 
@@ -96,6 +102,10 @@ class JobConfig:
                     f"language: the synthetic dataset has no phrasings in {choices(unknown)}; it knows "
                     f"{choices(KNOWN_LANGUAGES)} (your own data, dataset=jsonl/csv/hf, may use any code)"
                 )
+
+    def _gguf(self) -> bool:
+        """The measured artifact is a GGUF file (built here, or the user's own)."""
+        return self.quant.format == "gguf" if self.quant is not None else self.model.source == "gguf"
 
 
 def register_configs() -> None:

@@ -35,6 +35,14 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
     started = datetime.now(timezone.utc)
     target = target_for(job)
     target.preflight()
+    if job.measure.serve == "server":
+        from harness.measure.server import check_port_free, server_binary
+
+        # before any work: a missing binary names `make llama-server`; a configured port taken
+        # now is named now (one taken later is named when the server starts)
+        server_binary(job.paths.llama_cpp_bin)
+        if job.measure.server_port:
+            check_port_free(job.measure.server_port)
     if job.train.method == "none" and job.measure.decoding == "free" and job.model.kind != ENDPOINT:
         log.warning(
             "train=none: a model not fine-tuned here may not write the answer format, and a free answer "

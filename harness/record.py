@@ -173,6 +173,37 @@ SECTIONS = (Accuracy, Latency, Speed, Memory, Energy, Cost)
 
 
 @dataclass
+class ServedLoad:
+    """A record's `served` section (measure.serve=server): the artifact behind llama.cpp's
+    server under open-loop load (harness.measure.served). Its own section, not metrics: the
+    in-process figures stay what they are, and this sits beside them."""
+
+    slots: int  # the server's parallel slots
+    server: str  # llama-server's version line and a digest of its build
+    # The server process's peak RSS over the whole load: the row's memory as served.
+    server_peak_rss_mib: float
+    slo_p95_ms: float  # the objective the capacity (and the bisected rate) was measured at
+    # The highest achieved Poisson rate whose p95 met the objective (None: none did), and the
+    # interval it lies in: [that rate, the lowest rate above it that failed, or the highest reached].
+    capacity_queries_per_s: Optional[float]
+    capacity_interval_queries_per_s: list
+    # The in-process static-batch capacity at the same objective, and served over it.
+    in_process_capacity_queries_per_s: Optional[float]
+    capacity_fidelity: Optional[float]
+    requests_per_rate: int  # measured requests per rate, warm-up excluded
+    warmup_requests: int
+    seed: int
+    # One row per pass, in the order run (harness.measure.load.rate_row): mode (synchronous,
+    # throughput, poisson), offered and achieved queries/s, TTFT and latency p50/p95/p99 ms,
+    # goodput with its Wilson interval, goodput queries/s, accuracy, agreement with the
+    # synchronous answers, saturated and why.
+    rates: list = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class Metrics:
     accuracy: Accuracy = field(default_factory=Accuracy)
     latency: Latency = field(default_factory=Latency)
@@ -369,6 +400,7 @@ class Record:
     lineage: list[dict[str, str]] = field(default_factory=list)  # each stage's output, upstream first
     machine: Optional[dict[str, Any]] = None  # the measuring machine's identity; None: an endpoint
     bandwidth: Optional[dict[str, Any]] = None  # that machine's measured memory bandwidth
+    served: Optional[dict[str, Any]] = None  # ServedLoad; None: measured in process only
     environment: dict[str, Any] = field(default_factory=dict)  # host, Python, packages, commit
     measure_version: Optional[int] = None
     started_at: Optional[str] = None
@@ -393,9 +425,9 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """As the file holds it: a measured record without the unfinished fields and the other
-        way round; `record_dir` only once it is known."""
+        way round; `record_dir` only once it is known, `served` only where the load was served."""
         unfinished = ("error_type", "error", "failed_at")
-        drop = {"record_dir"} if self.record_dir is None else set()
+        drop = {k for k in ("record_dir", "served") if getattr(self, k) is None}
         if self.status == OK:
             drop.update(unfinished)
         else:

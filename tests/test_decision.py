@@ -25,6 +25,7 @@ from harness.report.compare import (
     paired,
     paired_bootstrap,
 )
+from harness.report.decision import HEADERS, caption, cells, served_markdown, serving_figures
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
 
 
@@ -221,3 +222,41 @@ def test_the_report_names_the_volume_at_which_a_machine_breaks_even_with_a_hoste
     assert "fp32 against gpt41 above 365,000 queries" in md
     # a hosted model priced per query is no machine rented by the hour: it breaks even with nothing
     assert "other_api against gpt41" not in md and "gpt41 against other_api" not in md
+
+
+def test_a_served_capacity_prices_the_row_with_the_in_process_one_beside_it():
+    from harness.record import Record, ServedLoad
+
+    rates = [
+        {"mode": "synchronous", "offered_queries_per_s": None, "achieved_queries_per_s": 4.0, "latency_p95_ms": 300,
+         "saturated": False, "goodput": 1.0, "accuracy": 0.9, "agreement": 1.0},
+        {"mode": "poisson", "offered_queries_per_s": 6.0, "achieved_queries_per_s": 6.0, "latency_p95_ms": 700,
+         "saturated": False, "goodput": 0.98, "accuracy": 0.88, "agreement": 0.97},
+        {"mode": "poisson", "offered_queries_per_s": 8.0, "achieved_queries_per_s": 7.1, "latency_p95_ms": 2400,
+         "saturated": True, "goodput": 0.4, "accuracy": 0.85, "agreement": 0.95},
+    ]  # fmt: skip
+    served = ServedLoad(
+        slots=4, server="version: 1 (x)", server_peak_rss_mib=300.0, slo_p95_ms=1000, capacity_queries_per_s=6.0,
+        capacity_interval_queries_per_s=[6.0, 8.0], in_process_capacity_queries_per_s=9.0, capacity_fidelity=6 / 9,
+        requests_per_rate=60, warmup_requests=4, seed=0, rates=rates,
+    )  # fmt: skip
+    record = Record(
+        job={},
+        metrics={"load_curve": [{"concurrency": 4, "queries_per_s": 9.0, "latency_p95_ms": 800}]},
+        config={"hardware": {"usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
+        served=served.to_json(),
+    )
+    from harness.report.records import point
+
+    # a served CPU row's memory is its server's
+    assert (point(record, [])["peak_memory_mib"], point(record, [])["memory_kind"]) == (300.0, "server RSS")
+    row = {**serving_figures(record), "variant": "q4", "baseline": "q4", "min_relative_accuracy": 0.99}
+    # $0.10 an hour at 6 queries a second: 21,600 queries an hour, $4.63 per million
+    assert row["capacity_queries_per_s"] == 6.0 and row["capacity_source"] == "served"
+    assert row["usd_per_million_queries"] == pytest.approx(0.10 / 21_600 * 1e6)
+    assert row["in_process_capacity_queries_per_s"] == 9.0 and row["capacity_fidelity"] == pytest.approx(2 / 3)
+    assert row["served_accuracy_at_capacity"] == 0.88 and row["served_agreement_min"] == 0.95
+    assert cells(row)[HEADERS.index("capacity q/s (at)")] == "6.0 served (6.0-8.0), in-process 9.0 (4 at a time)"
+    assert "open-loop Poisson load on llama.cpp's server" in caption([row])
+    served_row = "| q4 | 6.00 (6.00-8.00) | 9.00 | 0.67 | 0.98 | 0.880 (0.850) | 0.970 (0.950) | 300 |"
+    assert served_row + " 4.00:1.00 6.00:0.98 7.10:0.40* |" in served_markdown([row])

@@ -60,7 +60,8 @@ def test_logger_none_touches_nothing(tmp_path):
 
 def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
     """The run's own files (read back as W&B's records): job_type evaluate, the chain of
-    artifacts upstream first, each naming the one it came from, and the predictions table."""
+    artifacts upstream first, each naming the one it came from, the predictions table, and a
+    served load's per-rate table."""
     import json
 
     from .conftest import wandb_run_records
@@ -93,6 +94,13 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
         keys={"record": "r" * 20},
         record_dir=str(record_dir),
         lineage=[{"stage": s, "key": s[0] * 20, "path": p} for s, p in stages.items()],
+        served={
+            "slots": 4,
+            "capacity_queries_per_s": 5.0,
+            "capacity_fidelity": 0.8,
+            "server_peak_rss_mib": 300.0,
+            "rates": [{"mode": "poisson", "offered_queries_per_s": 5.0, "goodput_ci95": [0.9, 1.0], "goodput": 0.97}],
+        },
     )
     log_job(record, LoggerConfig(mode="offline", dir=str(tmp_path / "out")), group="g", name="n")
     (run_file,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
@@ -109,6 +117,7 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
     ]
     assert [json.loads(a.metadata)["derived_from"] for a in chain] == [None, *(a.name for a in chain[:-1])]
     assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
+    assert any(a.type == "run_table" and a.name.endswith("-served_load") for a in artifacts)  # the per-rate table
 
 
 def test_a_job_that_fine_tunes_logs_its_training_live_into_its_one_run(tuned_cache):

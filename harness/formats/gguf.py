@@ -274,9 +274,11 @@ def convert_f16(model_dir: Path, out_file: Path, llama_cpp_dir: Optional[str]) -
     )
 
 
-def tool_path(name: str, configured: Optional[str]) -> Path:
-    """A llama.cpp tool: in `paths.llama_cpp_bin`, else where `make llama-tools` builds it,
-    else on the PATH."""
+def tool_path(
+    name: str, configured: Optional[str], needed_by: str = "quant.imatrix=true", make_target: str = "llama-tools"
+) -> Path:
+    """A llama.cpp tool: in `paths.llama_cpp_bin`, else where `make llama-tools` (or `make
+    llama-server`) builds it, else on the PATH. `needed_by` and `make_target` word the error."""
     import importlib.metadata
 
     version = importlib.metadata.version("llama_cpp_python")
@@ -288,7 +290,7 @@ def tool_path(name: str, configured: Optional[str]) -> Path:
     if found is None:
         where = f"paths.llama_cpp_bin={configured}" if configured else f"{built} or on the PATH"
         raise ConfigError(
-            f"quant.imatrix=true needs llama.cpp's {name}, not found in {where}: run `make llama-tools` (builds it "
+            f"{needed_by} needs llama.cpp's {name}, not found in {where}: run `make {make_target}` (builds it "
             "from the llama.cpp source llama-cpp-python vendors) or set paths.llama_cpp_bin to where it is"
         )
     return Path(found)

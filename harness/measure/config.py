@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Optional
 
 from harness.errors import ConfigError
 
 DECODINGS = ("free", "labels")
+SERVES = ("in_process", "server")
+# The fields of a served load measurement (measure.serve=server): a record's key holds them
+# only then, so records measured in process keep the keys they had.
+SERVER_FIELDS = (
+    "serve",
+    "server_slots",
+    "server_port",
+    "server_start_timeout_s",
+    "load_rates",
+    "load_requests_per_rate",
+    "load_warmup_requests",
+    "load_seed",
+    "load_max_seconds_per_rate",
+)
 
 
 @dataclass
@@ -43,6 +59,27 @@ class MeasureConfig:
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     # The latency objective: capacity is the highest throughput whose p95 stays under it.
     slo_p95_ms: float = 1000.0
+    # in_process: capacity from the static batches above, inside the measuring process.
+    # server: also the GGUF behind llama.cpp's llama-server (`make llama-server`), loaded with
+    # open-loop Poisson arrivals at a sweep of rates, as a serving team would load it.
+    serve: str = "in_process"
+    # The server's parallel slots (continuous batching across them).
+    server_slots: int = 4
+    # A loopback port for the server; None: a free one, picked at start.
+    server_port: Optional[int] = None
+    # How long the server may take to load the model and answer /health.
+    server_start_timeout_s: float = 120.0
+    # Poisson rates between the synchronous rate and the maximum throughput (GuideLLM's sweep).
+    load_rates: int = 4
+    # Requests each rate's figures rest on, warm-up excluded: 60 puts 3 requests above the
+    # p95 (60 x 5%), so the p95 is not one outlier; fewer is allowed for tests.
+    load_requests_per_rate: int = 60
+    # Requests each rate sends first and leaves out of its figures (slots and caches filling).
+    load_warmup_requests: int = 4
+    # Seeds every rate's arrival times: the same config sends at the same instants.
+    load_seed: int = 0
+    # A rate still sending after this long stops and is recorded as saturated.
+    load_max_seconds_per_rate: float = 60.0
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
@@ -56,3 +93,26 @@ class MeasureConfig:
             raise ConfigError("measure.concurrency must be a non-empty list of levels >= 1, e.g. [1,4,16]")
         if self.slo_p95_ms <= 0:
             raise ConfigError("measure.slo_p95_ms must be > 0 (milliseconds)")
+        self._check_server_fields()
+
+    def _check_server_fields(self) -> None:
+        if self.serve not in SERVES:
+            raise ConfigError(f"measure.serve={self.serve!r} is unknown; choose one of: {', '.join(SERVES)}")
+        for name in ("server_slots", "load_rates", "load_requests_per_rate"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"measure.{name} must be >= 1")
+        if self.load_warmup_requests < 0:
+            raise ConfigError("measure.load_warmup_requests must be >= 0")
+        if self.load_max_seconds_per_rate <= 0 or self.server_start_timeout_s <= 0:
+            raise ConfigError("measure.load_max_seconds_per_rate and measure.server_start_timeout_s must be > 0")
+        if self.server_port is not None and not 1024 <= self.server_port <= 65535:
+            raise ConfigError(
+                f"measure.server_port={self.server_port}: choose an unprivileged port (1024-65535), "
+                "or null for a free one"
+            )
+
+    def keyed(self) -> dict:
+        """What a record's key holds of this config: the server fields only when the load is
+        served (where the latency objective steers the measurement too: see `served`)."""
+        fields = dataclasses.asdict(self)
+        return fields if self.serve == "server" else {k: v for k, v in fields.items() if k not in SERVER_FIELDS}

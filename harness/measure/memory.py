@@ -18,15 +18,21 @@ from harness.measure.machine import open_nvml
 
 
 class PeakRSSSampler:
-    def __init__(self, interval_s: float = 0.02):
+    """This process's peak RSS over a window; another process's (a server's) given its `pid`."""
+
+    def __init__(self, interval_s: float = 0.02, pid: Optional[int] = None):
         self.interval_s = interval_s
-        self.process = psutil.Process()
+        self.process = psutil.Process(pid)
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        self.peak_bytes = max(self.peak_bytes, self.process.memory_info().rss)
+        try:
+            rss = self.process.memory_info().rss
+        except psutil.NoSuchProcess:  # a watched server that ended (crashed): its peak so far stands
+            return
+        self.peak_bytes = max(self.peak_bytes, rss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

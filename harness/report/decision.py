@@ -28,12 +28,54 @@ def baseline_of(compared: list[dict], cfg: ReportConfig) -> int:
     return names.index(cfg.baseline)
 
 
+def served_figures(record: Record) -> dict[str, Any]:
+    """A served load's capacity (with its interval), its memory, and accuracy and agreement with
+    the synchronous answers at the capacity's rate and at the worst rate tried; nothing for a
+    record measured in process only."""
+    served = record.served
+    if not served:
+        return {}
+    rates = served["rates"]
+    at = next((r for r in rates if r["achieved_queries_per_s"] == served["capacity_queries_per_s"]), None)
+    low, high = served["capacity_interval_queries_per_s"]
+    return {
+        "served_capacity_queries_per_s": served["capacity_queries_per_s"],
+        "served_capacity_low_queries_per_s": low,
+        "served_capacity_high_queries_per_s": high,
+        "capacity_fidelity": served["capacity_fidelity"],
+        "server_slots": served["slots"],
+        "server_peak_rss_mib": served["server_peak_rss_mib"],
+        "served_goodput_at_capacity": at["goodput"] if at else None,
+        "served_accuracy_at_capacity": at["accuracy"] if at else None,
+        "served_agreement_at_capacity": at["agreement"] if at else None,
+        "served_accuracy_min": min(r["accuracy"] for r in rates),
+        "served_agreement_min": min((r["agreement"] for r in rates if r["agreement"] is not None), default=None),
+        "served_goodput_curve": goodput_curve(rates),
+    }
+
+
+def goodput_curve(rates: list[dict]) -> str:
+    """The goodput at each steady rate, by achieved rate, as one CSV cell: '2.10:1.00 3.40:0.97'
+    (queries/s: share within the objective; a saturated rate marked '*')."""
+    steady = sorted(
+        (r for r in rates if r["mode"] != "throughput" and r["achieved_queries_per_s"] is not None),
+        key=lambda r: r["achieved_queries_per_s"],
+    )
+    return " ".join(
+        f"{r['achieved_queries_per_s']:.2f}:{r['goodput']:.2f}{'*' if r['saturated'] else ''}" for r in steady
+    )
+
+
 def serving_figures(record: Record) -> dict[str, Any]:
-    """Capacity under the record's latency objective, its cost at the configured price, and its
+    """Capacity under the record's latency objective (served, where a served load measured it;
+    the in-process static-batch capacity beside it), its cost at the configured price, and its
     share of the measured memory bandwidth (None where an input is missing)."""
     m = record.metrics
     slo = record.config_value("measure", "slo_p95_ms")
     level = capacity_at(m.get("load_curve") or [], slo) if slo else None
+    in_process = level["queries_per_s"] if level else None
+    served = served_figures(record)
+    capacity = served["served_capacity_queries_per_s"] if served else in_process
     # a row its provider prices per query (a hosted model) is not a machine rented by the hour
     price = record.config_value("hardware", "usd_per_hour") if m.get("cost_usd_per_query") is None else None
     bandwidth = (record.bandwidth or {}).get("gb_per_s")
@@ -42,10 +84,13 @@ def serving_figures(record: Record) -> dict[str, Any]:
         share = bandwidth_share(m["model_mib"], m["decode_tokens_per_s"], bandwidth)
     return {
         "slo_p95_ms": slo,
-        "capacity_queries_per_s": level["queries_per_s"] if level else None,
+        "capacity_queries_per_s": capacity,
+        "capacity_source": "served" if served else "in_process",
+        "in_process_capacity_queries_per_s": in_process,
         "capacity_concurrency": level["concurrency"] if level else None,
+        **served,
         "usd_per_hour": price,
-        "usd_per_million_queries": usd_per_million_queries(price, level["queries_per_s"]) if level and price else None,
+        "usd_per_million_queries": usd_per_million_queries(price, capacity) if capacity and price else None,
         "bandwidth_share": share,
     }
 
@@ -198,11 +243,7 @@ def cells(row: dict) -> list[str]:
         if compared
         else ""
     )
-    capacity = (
-        "unmeasured"
-        if row.get("capacity_queries_per_s") is None
-        else "{:.1f} ({} at a time)".format(row["capacity_queries_per_s"], row["capacity_concurrency"])
-    )
+    capacity = _capacity_cell(row)
     return [
         row["variant"],
         "{} / {}".format(row["fixed"], row["broken"]) if compared else "",
@@ -215,6 +256,27 @@ def cells(row: dict) -> list[str]:
         _fmt(row, "usd_per_million_queries", "{:.2f}", "unmeasured"),
         _fmt(row, "bandwidth_share", "{:.0%}", "unmeasured"),
     ]
+
+
+def _capacity_cell(row: dict) -> str:
+    """'3.1 served (2.9-3.6), in-process 4.0 (16 at a time)', or the in-process figure alone."""
+    served_row = row.get("capacity_source") == "served"
+    # a row of an older CSV has no capacity_source: its capacity is the in-process one
+    key = "in_process_capacity_queries_per_s" if served_row else "capacity_queries_per_s"
+    in_process = (
+        "unmeasured" if row.get(key) is None else "{:.1f} ({} at a time)".format(row[key], row["capacity_concurrency"])
+    )
+    if not served_row:
+        return in_process
+    served = (
+        "none"
+        if row["served_capacity_queries_per_s"] is None
+        else "{:.1f}".format(row["served_capacity_queries_per_s"])
+    )
+    interval = "{:.1f}-{:.1f}".format(
+        row["served_capacity_low_queries_per_s"], row["served_capacity_high_queries_per_s"]
+    )
+    return f"{served} served ({interval}), in-process {in_process}"
 
 
 def caption(rows: list[dict]) -> str:
@@ -238,8 +300,21 @@ def caption(rows: list[dict]) -> str:
         "straddles it." + kept_before + " Resolvable margin: the relative interval's half-width in the "
         "language that resolves least; a margin (1 - the gate's) narrower than that cannot pass even a variant "
         f"as accurate as the baseline. Capacity: the highest throughput whose p95 latency is at most "
-        f"{_fmt(r, 'slo_p95_ms', '{:g}')} ms (measure.slo_p95_ms). Cost at {price}. Bandwidth: weights read per "
-        "second while decoding, as a share of the measured memory bandwidth." + _break_even(rows)
+        f"{_fmt(r, 'slo_p95_ms', '{:g}')} ms (measure.slo_p95_ms){_served_note(rows)}. Cost at {price}. "
+        "Bandwidth: weights read per second while decoding, as a share of the measured memory bandwidth."
+        + _break_even(rows)
+    )
+
+
+def _served_note(rows: list[dict]) -> str:
+    served = [r["variant"] for r in rows if r.get("capacity_source") == "served"]
+    if not served:
+        return ""
+    return (
+        f"; for {', '.join(served)} served: the highest achieved rate of open-loop Poisson load on llama.cpp's "
+        "server whose p95 met it, with the interval it lies in (measure.serve=server), the in-process "
+        "static-batch capacity beside it"
+        + ("; for the others, static batches in process" if len(served) < len(rows) else "")
     )
 
 
@@ -247,3 +322,51 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+SERVED_HEADERS = [
+    "variant",
+    "served capacity q/s (interval)",
+    "in-process q/s",
+    "served / in-process",
+    "goodput at capacity",
+    "accuracy at capacity (lowest)",
+    "agreement at capacity (lowest)",
+    "server peak RSS MiB",
+    "goodput by rate (q/s:share)",
+]
+
+
+def served_markdown(rows: list[dict]) -> str:
+    """The served rows' table in Markdown (nothing where no row was served)."""
+    table = served_cells(rows)
+    if not table:
+        return ""
+    lines = ["| " + " | ".join(SERVED_HEADERS) + " |", "|" + "---|" * len(SERVED_HEADERS)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in table]) + "\n"
+
+
+def served_cells(rows: list[dict]) -> list[list[str]]:
+    """The served rows' load figures as table cells: capacity with its interval, the fidelity
+    ratio, goodput, accuracy and agreement with the synchronous answers under load, and the
+    goodput curve."""
+    out = []
+    for r in (r for r in rows if r.get("capacity_source") == "served"):
+        capacity = "{} ({:.2f}-{:.2f})".format(
+            _fmt(r, "served_capacity_queries_per_s", "{:.2f}", "none"),
+            r["served_capacity_low_queries_per_s"],
+            r["served_capacity_high_queries_per_s"],
+        )
+        cells_ = [
+            r["variant"],
+            capacity,
+            _fmt(r, "in_process_capacity_queries_per_s", "{:.2f}", "none"),
+            _fmt(r, "capacity_fidelity", "{:.2f}"),
+            _fmt(r, "served_goodput_at_capacity", "{:.2f}"),
+            _fmt(r, "served_accuracy_at_capacity", "{:.3f}") + _fmt(r, "served_accuracy_min", " ({:.3f})"),
+            _fmt(r, "served_agreement_at_capacity", "{:.3f}") + _fmt(r, "served_agreement_min", " ({:.3f})"),
+            _fmt(r, "server_peak_rss_mib", "{:.0f}"),
+            _fmt(r, "served_goodput_curve", "{}"),
+        ]
+        out.append(cells_)
+    return out

@@ -124,12 +124,23 @@ def points(records: list[Record]) -> list[dict[str, Any]]:
 MEMORY_KINDS = {"nvml_process": "VRAM", "nvml_device_used": "device VRAM (all processes)", None: "VRAM unmeasured"}
 
 
+def _peak_memory(record: Record, on_gpu: bool) -> dict[str, Any]:
+    """Peak memory on the device the model runs on; on a CPU row that was served, the server's
+    peak RSS under load (what serving it takes), not the measuring process's."""
+    m = record.metrics
+    if on_gpu:
+        return {"peak_memory_mib": m.get("peak_vram_mib"), "memory_kind": MEMORY_KINDS[m.get("vram_method")]}
+    if record.served:
+        return {"peak_memory_mib": record.served["server_peak_rss_mib"], "memory_kind": "server RSS"}
+    return {"peak_memory_mib": m.get("peak_rss_mib"), "memory_kind": "RSS"}
+
+
 def point(record: Record, keys: list[str]) -> dict[str, Any]:
     """One successful record as flat figures, one per column of `harness.record.COLUMNS`,
     plus what names and explains them. Peak memory is the device the model runs on: VRAM on
     a GPU (the process's, or the whole device's where NVML could not tell the process apart),
-    RSS on the CPU; `memory_kind` names which. A GPU row without a VRAM figure is unmeasured,
-    never its host RSS."""
+    RSS on the CPU (a served row's: its server's); `memory_kind` names which. A GPU row
+    without a VRAM figure is unmeasured, never its host RSS."""
     m = record.metrics
     on_gpu = record.config_value("hardware", "device") == "cuda"
     intervals = {}
@@ -144,8 +155,7 @@ def point(record: Record, keys: list[str]) -> dict[str, Any]:
         "machine": _machine(record),
         **figures,
         **intervals,
-        "peak_memory_mib": m.get("peak_vram_mib") if on_gpu else m.get("peak_rss_mib"),
-        "memory_kind": MEMORY_KINDS[m.get("vram_method")] if on_gpu else "RSS",
+        **_peak_memory(record, on_gpu),
         "energy_method": m.get("energy_method"),
         "energy_unmeasured_reason": m.get("energy_unmeasured_reason"),
         "energy_estimate_method": m.get("energy_estimate_method"),

@@ -217,8 +217,27 @@ def page(title: str, rows: list[dict[str, Any]], csv_name: str) -> str:
             decision.caption(rows),
             "",
             decision.markdown(rows),
+            *_served(rows),
         ]
     )
+
+
+def _served(rows: list[dict[str, Any]]) -> list[str]:
+    """The served load's section of a page, where a row was served."""
+    table_ = decision.served_markdown(rows)
+    if not table_:
+        return []
+    return [
+        "## As served (llama.cpp's server, open-loop load)",
+        "",
+        f"Capacity: the highest achieved Poisson rate whose p95 latency is at most "
+        f"{rows[0]['slo_p95_ms']:g} ms, in the interval it lies in (up to the lowest rate that failed, or the "
+        "highest rate reached). Goodput: the share of requests answered within that objective. Accuracy and "
+        "agreement (with the server's own answers one request at a time) at the capacity's rate, the lowest "
+        "over every rate in brackets. The goodput curve marks a saturated rate with '*'.",
+        "",
+        table_,
+    ]
 
 
 def write_page(csv_path: Path, title: Optional[str] = None) -> Path:

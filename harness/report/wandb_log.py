@@ -110,6 +110,35 @@ def _predictions(wandb: Any, rows: list[dict]) -> Any:
     return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
 
 
+# A served load's per-rate figures (harness.measure.load.rate_row), as W&B table columns.
+SERVED_COLUMNS = (
+    "mode",
+    "offered_queries_per_s",
+    "achieved_queries_per_s",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "goodput",
+    "goodput_ci95_low",
+    "goodput_ci95_high",
+    "goodput_queries_per_s",
+    "accuracy",
+    "agreement",
+    "saturated",
+    "stop_reason",
+)
+
+
+def _served_rates(wandb: Any, served: dict) -> Any:
+    rows = [
+        {**r, "goodput_ci95_low": r["goodput_ci95"][0], "goodput_ci95_high": r["goodput_ci95"][1]}
+        for r in served["rates"]
+    ]
+    return wandb.Table(columns=list(SERVED_COLUMNS), data=[[r.get(c) for c in SERVED_COLUMNS] for r in rows])
+
+
 class LiveRun:
     """The listener (`harness.live`) that puts a job's progress into its run as it happens:
     the training loss, learning rate and validation accuracy against `train/step`, and each
@@ -178,6 +207,15 @@ def _log_record(run: Any, record: Record, trained_live: bool) -> None:
     answers = read_predictions(record)
     if answers is not None:
         run.log({"predictions": _predictions(wandb, answers)})
+    if record.served:
+        served = record.served
+        run.log({"served_load": _served_rates(wandb, served)})
+        run.summary.update(
+            {
+                f"served/{k}": served[k]
+                for k in ("capacity_queries_per_s", "capacity_fidelity", "server_peak_rss_mib", "slots")
+            }
+        )
     upstream = _lineage(wandb, run, record)
     artifact = wandb.Artifact(
         f"record-{record.keys['record'][:16]}",

@@ -119,21 +119,42 @@ def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) ->
     return path
 
 
+def _served_curve(record: Record) -> list[tuple[float, float]]:
+    """(p95 ms, achieved queries/s) of a served load's steady rates (not the all-at-once burst),
+    by rate; saturated ones included (they are where the curve bends)."""
+    from harness.measure.load import THROUGHPUT
+
+    rates = (record.served or {}).get("rates") or []
+    points = [(r["latency_p95_ms"], r["achieved_queries_per_s"]) for r in rates if r["mode"] != THROUGHPUT]
+    return sorted((p for p in points if p[1] is not None), key=lambda p: p[1])
+
+
 def plot_load(group: list[Record], compared: list[dict], path: Path) -> Path | None:
-    """Throughput against p95 latency at each concurrency level, one line per variant, the
-    latency objective drawn; None when no record has a load curve."""
+    """Throughput against p95 latency at each concurrency level, one line per variant, and where
+    a variant was served, its served curve (open-loop rates on llama.cpp's server) dashed in the
+    same colour; the latency objective drawn. None when no record has a load curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = [(p["variant"], r.metrics.get("load_curve") or []) for r, p in zip(group, compared)]
-    if not any(curve for _, curve in curves):
+    curves = [(p["variant"], r.metrics.get("load_curve") or [], _served_curve(r)) for r, p in zip(group, compared)]
+    if not any(curve or served for _, curve, served in curves):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for name, curve in curves:
+    for name, curve, served in curves:
+        color = None
+        if served:
+            (line,) = ax.plot(*zip(*served), marker="s", linestyle="--", label=f"{name} served")
+            color = line.get_color()
         if curve:
-            ax.plot([c["latency_p95_ms"] for c in curve], [c["queries_per_s"] for c in curve], marker="o", label=name)
+            ax.plot(
+                [c["latency_p95_ms"] for c in curve],
+                [c["queries_per_s"] for c in curve],
+                marker="o",
+                color=color,
+                label=f"{name} in process" if served else name,
+            )
             for c in curve:
                 ax.annotate(
                     str(c["concurrency"]),
@@ -145,7 +166,7 @@ def plot_load(group: list[Record], compared: list[dict], path: Path) -> Path | N
     slo = group[0].config_value("measure", "slo_p95_ms")
     if slo:
         ax.axvline(slo, color="tab:red", linestyle="--", linewidth=1, label=f"p95 objective {slo:g} ms")
-    ax.set_xlabel("p95 latency (ms), each point a concurrency level")
+    ax.set_xlabel("p95 latency (ms); in process each point a concurrency level, served a Poisson rate")
     ax.set_ylabel("queries/s")
     ax.set_title("capacity under load", fontsize=10)
     ax.grid(alpha=0.3)
@@ -227,6 +248,8 @@ def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[s
             "",
             decision.markdown(s.decisions).rstrip("\n"),
         ]
+        served = decision.served_markdown(s.decisions)
+        lines += ["", "### As served (llama.cpp's server, open-loop load)", "", served.rstrip("\n")] if served else []
         note = _energy_note(s.points)
         lines += ["", note] if note else []
         lines += [""] + [f"![{p.stem}]({p.name})" for p in s.plots] + [""]
@@ -252,6 +275,16 @@ def write_csv(secs: list[Section], path: Path) -> None:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
 tr.frontier td:first-child{font-weight:bold}.plots img{max-width:48%;margin:4px}.note{color:#555}"""
+
+
+def _served_html(decisions: list[dict]) -> str:
+    """The served load's table, where a row was served."""
+    e, rows = html.escape, decision.served_cells(decisions)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{e(h)}</th>" for h in decision.SERVED_HEADERS)
+    cells = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h3>As served (llama.cpp's server, open-loop load)</h3><table><tr>{head}</tr>{cells}</table>"
 
 
 def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
@@ -280,6 +313,7 @@ def html_page(title: str, secs: list[Section], failed: list[str], skipped: list[
             + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in decision.cells(d)) + "</tr>" for d in s.decisions)
             + "</table>"
         )
+        body.append(_served_html(s.decisions))
         note = _energy_note(s.points)
         if note:
             body.append(f"<p class=note>{e(note)}</p>")

@@ -56,9 +56,11 @@ def record_key(
 ) -> str:
     """A record is reused only for the same artifact, data, hardware and measurement config,
     measured on the same kind of machine by the same version of the measurement code. What
-    only the report reads (the machine's price, the latency objective) is no measurement's input."""
+    only the report reads (the machine's price; the latency objective, unless a served load's
+    bisection steers by it) is no measurement's input."""
     hardware = {k: v for k, v in dataclasses.asdict(job.hardware).items() if k != "usd_per_hour"}
-    measure = {k: v for k, v in dataclasses.asdict(job.measure).items() if k != "slo_p95_ms"}
+    served = job.measure.serve == "server"
+    measure = {k: v for k, v in job.measure.keyed().items() if served or k != "slo_p95_ms"}
     return cache_key("record", artifact_key, data_key, hardware, measure, threads, system, machine, version)
 
 
@@ -98,7 +100,8 @@ def local_measurement(
     def run(out: Path) -> dict:
         # rendered only when a measurement runs: a reused record needs no tokenizer
         tokenizer = load_tokenizer()
-        prompts = [render_prompt(tokenizer, r["text"], system) for r in test_rows(data_dir, job.measure)]
+        rows = test_rows(data_dir, job.measure)
+        prompts = [render_prompt(tokenizer, r["text"], system) for r in rows]
         spec = MeasureSpec(
             artifact=str(artifact),
             prompts=prompts,
@@ -111,7 +114,7 @@ def local_measurement(
             labels=labels,
             out_dir=str(out),
         )
-        return run_isolated(
+        measured = run_isolated(
             "measure",
             measure_artifact,
             {"spec": spec},
@@ -120,8 +123,37 @@ def local_measurement(
             "measure.timeout_s",
             job.hardware.device,
         )
+        if job.measure.serve == "server":
+            measured["served"] = served_load(job, artifact, prompts, rows, labels, out, measured["metrics"])
+        return measured
 
     return run
+
+
+def served_load(
+    job: JobConfig, gguf: Path, prompts: list[str], rows: list[dict], labels: list[str], out: Path, metrics: dict
+) -> dict:
+    """The served section, after the in-process measurement and outside its process: the
+    measuring process has let the model go before the server loads its own copy, and the load
+    runs here, in the job's process, so the server dies with it (harness.measure.server) even
+    when the sweep is killed outright; a server crash is the server's, not the sweep's."""
+    from harness.measure.served import measure_served
+    from harness.report.serving import capacity_at
+
+    in_process = capacity_at(metrics.get("load_curve") or [], job.measure.slo_p95_ms)
+    return measure_served(
+        gguf,
+        prompts,
+        [r["intent"] for r in rows],
+        labels,
+        job.measure,
+        job.hardware.threads_used,
+        job.paths.llama_cpp_bin,
+        Path(job.paths.cache_dir).resolve() / "servers",
+        out,
+        in_process["queries_per_s"] if in_process else None,
+        gpu=job.hardware.device == "cuda",
+    )
 
 
 def local_machine(job: JobConfig) -> tuple[dict, dict]:

@@ -35,7 +35,7 @@ class EndpointTarget:
         api, job = self.api, self.job
         # what answers is the endpoint's machine, not this one: no machine in the key
         key = cache_key(
-            "record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure, system, MEASURE_VERSION
+            "record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure.keyed(), system, MEASURE_VERSION
         )
         return Prepared(
             measurement=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
