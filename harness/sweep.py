@@ -78,7 +78,8 @@ def time_left_s(
     stages = list(dict.fromkeys(stage for lookups in history for stage, _ in lookups))
     cost = {stage: s for lookups in history for stage, s in lookups if s is not None}
     seen = {stage_identity(stage, job) for job, lookups in zip(jobs, history) for stage, _ in lookups}
-    total, complete = 0.0, True
+    # before any job has finished nothing is known: no estimate, rather than "about 0 s"
+    total, complete = 0.0, bool(history)
     for job in jobs[len(history) :]:
         for stage in stages:
             identity = stage_identity(stage, job)

@@ -48,3 +48,5 @@ def test_time_left_from_what_each_job_still_has_to_build():
     assert time_left_s(jobs, [cached]) == (300.0, False)
     assert _left(300.0, False) == ", at least 5 min left" and _left(1530.0, True) == ", about 26 min left"
     assert _left(0.0, False) == ""  # nothing known yet: no figure rather than a wrong one
+    # as job 1 starts no job has finished: "about 0 s left" would be a wrong figure
+    assert time_left_s(jobs, []) == (0.0, False)
