@@ -106,10 +106,10 @@ sweep-%: setup ## a named sweep: sweeps/<name>.yaml, e.g. make sweep-paper-cpu
 	$(PY) -m harness --config-dir sweeps --config-name $(subst -,_,$*) --multirun $(ARGS)
 
 # Only the importance-matrix sweep runs llama.cpp's command-line tools.
-sweep-imatrix: llama-tools
+sweep-imatrix: llama-tools ## GGUF types with and without an importance matrix (builds llama.cpp's tools)
 
 # The served sweep (measure.serve=server) runs llama.cpp's server.
-sweep-served: llama-server
+sweep-served: llama-server ## capacity as a server sees it: GGUF Q8_0, Q4_K_M behind llama-server under open-loop load
 
 # A small Optuna (NSGA-II) search over quantizations: sweeps/search.yaml.
 search: sweep-search ## an Optuna search over GGUF types and threads (sweeps/search.yaml)

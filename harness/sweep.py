@@ -50,7 +50,7 @@ STAGE_INPUTS = {
     "artifact": ("model", "dataset", "language", "train", "hardware", "quant"),
     "bandwidth": ("hardware",),
 }
-NO_STAGE = ("logger", "report", "hydra", "objectives")
+NO_STAGE = ("logger", "report", "hydra", "objectives", "measure")
 
 
 def _group(override: str) -> str:

@@ -74,13 +74,15 @@ def test_a_rates_figures_worked_by_hand():
     assert not row["saturated"] and row["answered"] == 4 and row["requests"] == 5
 
 
-def _row(mode, offered, achieved, p95, saturated_=False):
+def _row(mode, offered, achieved, p95, saturated_=False, failed=0):
     return {
         "mode": mode,
         "offered_queries_per_s": offered,
         "achieved_queries_per_s": achieved,
         "latency_p95_ms": p95,
         "saturated": saturated_,
+        "requests": 60,
+        "answered": 60 - failed,
     }
 
 
@@ -103,6 +105,9 @@ def test_capacity_is_the_highest_rate_meeting_the_objective_with_its_interval():
     assert bisection_rate(rows, 250) is None
     # one at a time meets it, no Poisson rate does: no capacity, below the lowest rate tried
     assert capacity(rows, 500) == (None, [0.0, 4.0])
+    # a rate whose quick failures keep its p95 low is no capacity: 6 q/s failed, 4 q/s is the best
+    rows[3] = _row(POISSON, 6.0, 5.8, 200, failed=3)
+    assert capacity(rows, 1000) == (3.9, [3.9, 6.0])
 
 
 def test_the_schedule_does_not_wait_for_answers():
@@ -121,8 +126,8 @@ def test_the_schedule_does_not_wait_for_answers():
         outcomes, stop = asyncio.run(open_loop(arrivals, list(range(10)), handler(seconds), 10.0, None))
         assert stop is None and [o.text for o in outcomes] == [f"answer {q}" for q in range(10)]
         sent[name] = [o.sent_s for o in outcomes]
-        assert sent[name] == pytest.approx(arrivals, abs=0.03)
-    assert sent["slow"] == pytest.approx(sent["fast"], abs=0.03)
+        assert sent[name] == pytest.approx(arrivals, abs=0.15)  # a loaded runner is late by ms, not by 0.4 s
+    assert sent["slow"] == pytest.approx(sent["fast"], abs=0.15)
 
 
 def test_a_rate_the_server_never_reaches_stops_early_as_saturated():

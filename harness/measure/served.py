@@ -40,6 +40,7 @@ from harness.measure.load import (
     saturated,
 )
 from harness.measure.run import STOP
+from harness.measure.server import ServerError
 from harness.prompt import answer, parse_answer
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,13 @@ class Profile:
         return parse_answer(text, self.labels) == self.gold[query]
 
     def _add(self, mode: str, offered: Optional[float], outcomes: list[Outcome], stop: Optional[Stop]) -> dict:
-        measured = outcomes[self.cfg.load_warmup_requests :] or outcomes
+        measured = outcomes[self.cfg.load_warmup_requests :]
+        if not measured:  # warm-up requests are never figures, however few the rest
+            raise ServerError(
+                f"served load, {mode} pass: no request after the {self.cfg.load_warmup_requests} warm-up ones "
+                f"within measure.load_max_seconds_per_rate={self.cfg.load_max_seconds_per_rate:g} "
+                f"({stop.reason if stop else 'none sent'}): raise it, or lower measure.load_warmup_requests"
+            )
         row = rate_row(mode, offered, measured, self.cfg.slo_p95_ms, self.correct, self.reference, stop)
         self.rows.append(row)
         log.info(
@@ -214,7 +221,13 @@ class Profile:
         cfg, limit = self.cfg, self.cfg.load_max_seconds_per_rate
         outcomes, stop = await closed_loop(self.queries, self.handler, limit)
         self.reference = {o.query: o.text for o in outcomes if o.text is not None}
-        low = self._add(SYNCHRONOUS, None, outcomes, stop)["achieved_queries_per_s"] or 0.0
+        synchronous = self._add(SYNCHRONOUS, None, outcomes, stop)
+        if not synchronous["answered"]:  # no rate to build on: name what the server said
+            raise ServerError(
+                f"served load: the server answered none of {synchronous['requests']} requests sent one at a "
+                f"time: {'; '.join(synchronous['errors']) or 'no error given'}"
+            )
+        low = synchronous["achieved_queries_per_s"] or 0.0
         between_passes()
         burst = [0.0] * len(self.queries)
         high = self._add(THROUGHPUT, None, *await open_loop(burst, self.queries, self.handler, limit, None))
@@ -229,9 +242,10 @@ class Profile:
 
     async def poisson(self, rate: float) -> dict:
         arrivals = poisson_arrivals(rate, len(self.queries), self.cfg.load_seed)
-        outcomes, stop = await open_loop(
-            arrivals, self.queries, self.handler, self.cfg.load_max_seconds_per_rate, self.cfg.server_slots
-        )
+        # a slow rate still sends every request (its p95 rests on all of them), and the last one
+        # has twice the objective to be answered: only saturation cuts such a pass short
+        limit = max(self.cfg.load_max_seconds_per_rate, arrivals[-1] + 2 * self.cfg.slo_p95_ms / 1000)
+        outcomes, stop = await open_loop(arrivals, self.queries, self.handler, limit, self.cfg.server_slots)
         return self._add(POISSON, rate, outcomes, stop)
 
 

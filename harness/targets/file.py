@@ -49,7 +49,7 @@ class FileTarget:
             check_file(source, self.path)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.path: {exc}") from None
-        if not is_gguf:
+        if source == "checkpoint":  # an ONNX or OpenVINO directory holds no checkpoint weights
             check_quant_backend(self.path, check_checkpoint_dir(self.path))
         if is_gguf and not self.job.model.tokenizer:
             from harness.gguf_header import read_header
