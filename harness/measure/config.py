@@ -78,7 +78,8 @@ class MeasureConfig:
     load_warmup_requests: int = 4
     # Seeds every rate's arrival times: the same config sends at the same instants.
     load_seed: int = 0
-    # A rate still sending after this long stops and is recorded as saturated.
+    # A pass still running after this long stops (a Poisson rate gets at least until its last
+    # request is due plus twice the objective); requests still out count as unanswered.
     load_max_seconds_per_rate: float = 60.0
 
     def __post_init__(self) -> None:
