@@ -1,6 +1,8 @@
 """W&B is a view of the records: what it is given, and that its failures never cost a record."""
 
+import concurrent.futures
 import logging
+import multiprocessing
 
 from harness.record import Record
 from harness.report.config import LoggerConfig
@@ -102,7 +104,11 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
             "rates": [{"mode": "poisson", "offered_queries_per_s": 5.0, "goodput_ci95": [0.9, 1.0], "goodput": 0.97}],
         },
     )
-    log_job(record, LoggerConfig(mode="offline", dir=str(tmp_path / "out")), group="g", name="n")
+    # in a fresh process, as a sweep's job logs it: W&B's process-wide state left by the tests
+    # before this one (in one pytest process) made wandb.init ask for a login in offline mode
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        pool.submit(log_job, record, LoggerConfig(mode="offline", dir=str(tmp_path / "out")), "g", "n").result()
     (run_file,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
     records = wandb_run_records(run_file)
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")

@@ -182,8 +182,13 @@ def quant_from_dict(node: dict[str, Any]) -> QuantConfig:
         raise ConfigError("quant.name is derived from what the job runs (format, bits, options); remove quant.name")
     # A preset starts from its format's schema: after `quant.format=<another>`, that schema's
     # untouched defaults are still there, and are no one's choice.
-    defaults = {f.name: f.default for c in formats.values() for f in dataclasses.fields(c)}
-    node = {k: v for k, v in node.items() if k in options or v != defaults.get(k, MISSING)}
+    # (Two formats may share an option name with different defaults: GPTQ's and OpenVINO's
+    # calibration_samples.)
+    defaults: dict[str, list] = {}
+    for c in formats.values():
+        for f in dataclasses.fields(c):
+            defaults.setdefault(f.name, []).append(f.default)
+    node = {k: v for k, v in node.items() if k in options or v not in defaults.get(k, [])}
     foreign = sorted(set(node) - set(options))
     if foreign:
         raise ConfigError(
