@@ -184,7 +184,8 @@ class ServedLoad:
     server_peak_rss_mib: float
     slo_p95_ms: float  # the objective the capacity (and the bisected rate) was measured at
     # The highest achieved Poisson rate whose p95 met the objective (None: none did), and the
-    # interval it lies in: [that rate, the lowest rate above it that failed, or the highest reached].
+    # interval it lies in: [that rate, or the lowest that failed below it; the lowest rate above it
+    # that failed, or the highest reached].
     capacity_queries_per_s: Optional[float]
     capacity_interval_queries_per_s: list
     # The in-process static-batch capacity at the same objective, and served over it.

@@ -36,7 +36,10 @@ def test_poisson_arrivals_are_fixed_by_the_seed_and_scale_with_the_rate():
 def test_rates_lie_evenly_strictly_between_the_synchronous_rate_and_the_maximum():
     assert rates_between(2.0, 10.0, 3) == pytest.approx([4.0, 6.0, 8.0])
     # parallel requests gained nothing: from half the synchronous rate up to it
-    assert rates_between(6.0, 4.0, 3) == pytest.approx([4.0, 5.0, 6.0])
+    assert rates_between(6.0, 4.0, 3) == pytest.approx([3.75, 4.5, 5.25])
+    # ...or little (2 cores, 4 slots: 5.75 one at a time, 5.89 at most): from half the maximum,
+    # not four rates crowded between 5.75 and 5.89 that all saturate
+    assert rates_between(5.75, 5.89, 4) == pytest.approx([3.534, 4.123, 4.712, 5.301])
 
 
 def test_saturation_needs_both_a_lag_and_a_queue():
@@ -108,6 +111,20 @@ def test_capacity_is_the_highest_rate_meeting_the_objective_with_its_interval():
     # a rate whose quick failures keep its p95 low is no capacity: 6 q/s failed, 4 q/s is the best
     rows[3] = _row(POISSON, 6.0, 5.8, 200, failed=3)
     assert capacity(rows, 1000) == (3.9, [3.9, 6.0])
+
+
+def test_a_rate_failing_below_the_best_widens_the_capacity_interval_down_to_it():
+    """Near capacity the p95 of 60 requests is noisy: a lower rate that failed bounds the interval."""
+    rows = [
+        _row(SYNCHRONOUS, None, 5.75, 218),
+        _row(THROUGHPUT, None, 5.89, 9822),
+        _row(POISSON, 5.78, 4.92, 753),
+        _row(POISSON, 5.84, 4.84, 1490),
+        _row(POISSON, 5.86, 4.99, 823),
+        _row(POISSON, 5.41, 4.53, 1348),
+    ]
+    assert capacity(rows, 1000) == (4.99, [4.53, 5.89])
+    assert bisection_rate(rows, 1000) is None  # no failing rate above the best to bisect towards
 
 
 def test_the_schedule_does_not_wait_for_answers():

@@ -69,7 +69,8 @@ class MeasureConfig:
     server_port: Optional[int] = None
     # How long the server may take to load the model and answer /health.
     server_start_timeout_s: float = 120.0
-    # Poisson rates between the synchronous rate and the maximum throughput (GuideLLM's sweep).
+    # Poisson rates between the synchronous rate (or half the maximum, where parallel requests
+    # less than double it) and the maximum throughput (GuideLLM's sweep).
     load_rates: int = 4
     # Requests each rate's figures rest on, warm-up excluded: 60 puts 3 requests above the
     # p95 (60 x 5%), so the p95 is not one outlier; fewer is allowed for tests.

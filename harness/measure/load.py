@@ -39,14 +39,15 @@ def poisson_arrivals(rate_per_s: float, n: int, seed: int) -> list[float]:
 
 
 def rates_between(low_per_s: float, high_per_s: float, k: int) -> list[float]:
-    """`k` rates evenly spaced strictly between the synchronous rate and the maximum throughput.
-    Where parallel requests raised no rate (a CPU already busy with one), evenly from half the
-    synchronous rate up to it: Poisson arrivals queue below the rate a closed loop reaches, so
-    that is where such a server's capacity lies."""
-    if high_per_s <= low_per_s:
-        return [low_per_s / 2 * (1 + i / k) for i in range(1, k + 1)]
-    step = (high_per_s - low_per_s) / (k + 1)
-    return [low_per_s + step * i for i in range(1, k + 1)]
+    """`k` rates evenly spaced strictly between where the sweep starts and the maximum throughput.
+    It starts at the synchronous rate, as GuideLLM's sweep does, where parallel requests at least
+    double it; on a server they help less (a CPU that one request already keeps busy), at half
+    the maximum: Poisson arrivals queue well below the rate a closed loop reaches, so that is
+    where its capacity lies, and rates squeezed between two near-equal ones would all saturate."""
+    high = max(low_per_s, high_per_s)
+    start = min(low_per_s, high / 2)
+    step = (high - start) / (k + 1)
+    return [start + step * i for i in range(1, k + 1)]
 
 
 def saturated(sent: int, completed: int, slots: int) -> bool:
@@ -137,15 +138,23 @@ def _failing(rows: list[dict], slo_ms: float) -> list[float]:
 
 def capacity(rows: list[dict], slo_ms: float) -> tuple[Optional[float], list[float]]:
     """(the highest achieved Poisson rate whose p95 meets the objective, or None where none
-    does; the interval it lies in: from that rate to the lowest rate above it that failed, or
-    else to the highest rate any pass reached). Only open-loop rates count: one request at a
-    time meets an objective that the same rate, arriving at random, may not."""
-    best = max((r["achieved_queries_per_s"] for r in rows if r["mode"] == POISSON and meets(r, slo_ms)), default=None)
-    floor = best or 0.0
-    failing = [rate for rate in _failing(rows, slo_ms) if rate > floor]
-    reached = [r["achieved_queries_per_s"] or 0.0 for r in rows]
-    high = min(failing, default=max(reached, default=floor))
-    return best, [floor, max(high, floor)]
+    does; the interval it lies in: from that rate, or from the lowest rate that failed below it
+    where one did (a p95 of a few dozen requests is noisy near capacity), to the lowest rate
+    above it that failed, or else to the highest rate any pass reached). Only open-loop rates
+    count: one request at a time meets an objective that the same rate, arriving at random,
+    may not."""
+    passing = [r for r in rows if r["mode"] == POISSON and meets(r, slo_ms)]
+    best_row = max(passing, key=lambda r: r["achieved_queries_per_s"], default=None)
+    if best_row is None:
+        failing = _failing(rows, slo_ms)
+        reached = [r["achieved_queries_per_s"] or 0.0 for r in rows]
+        return None, [0.0, min(failing, default=max(reached, default=0.0))]
+    best = best_row["achieved_queries_per_s"]
+    failed = [r for r in rows if r["mode"] != THROUGHPUT and not meets(r, slo_ms)]
+    below = [r["achieved_queries_per_s"] or 0.0 for r in failed if _tried(r) <= _tried(best_row)]
+    above = [_tried(r) for r in failed if _tried(r) > _tried(best_row)]
+    reached = max(r["achieved_queries_per_s"] or 0.0 for r in rows)
+    return best, [min([best, *below]), max(min(above, default=reached), best)]
 
 
 def _tried(row: dict) -> float:
@@ -156,7 +165,7 @@ def _tried(row: dict) -> float:
 def bisection_rate(rows: list[dict], slo_ms: float) -> Optional[float]:
     """The rate halfway between the highest passing and the lowest failing rate above it, where
     both were tried (None: nothing brackets the capacity)."""
-    best, (low, high) = capacity(rows, slo_ms)
+    best, (_, high) = capacity(rows, slo_ms)
     if best is None or high not in _failing(rows, slo_ms):
         return None
-    return (low + high) / 2
+    return (best + high) / 2

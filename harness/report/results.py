@@ -231,10 +231,11 @@ def _served(rows: list[dict[str, Any]]) -> list[str]:
         "## As served (llama.cpp's server, open-loop load)",
         "",
         f"Capacity: the highest achieved Poisson rate whose p95 latency is at most "
-        f"{rows[0]['slo_p95_ms']:g} ms, in the interval it lies in (up to the lowest rate that failed, or the "
-        "highest rate reached). Goodput: the share of requests answered within that objective. Accuracy and "
-        "agreement (with the server's own answers one request at a time) at the capacity's rate, the lowest "
-        "over every rate in brackets. The goodput curve marks a saturated rate with '*'.",
+        f"{rows[0]['slo_p95_ms']:g} ms, in the interval it lies in (from the lowest rate that failed below it, if one "
+        "did; up to the lowest rate above it that failed, or the highest rate reached). Goodput: the share of "
+        "requests answered within that objective. Accuracy and agreement (with the server's own answers one "
+        "request at a time) at the capacity's rate, the lowest over every rate in brackets. The goodput curve "
+        "marks a saturated rate with '*'.",
         "",
         table_,
     ]
