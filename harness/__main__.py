@@ -25,7 +25,9 @@ from harness.config import register_configs
 from harness.errors import ConfigError
 
 if TYPE_CHECKING:
+    from harness.config import JobConfig
     from harness.record import Record
+    from harness.report.config import LoggerConfig
 
 log = logging.getLogger("harness")
 register_configs()
@@ -44,7 +46,6 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     from harness.formats import quant_name
     from harness.pipeline import run_job, write_job_record
     from harness.record import FAILED, OK, SKIPPED, JobInfo, job_label, unfinished_record
-    from harness.report.config import LoggerConfig
     from harness.report.summary import print_table, sweep_group
     from harness.report.wandb_log import job_run, log_job
 
@@ -54,20 +55,13 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     # the variant's derived name, in the record's config as everywhere else
     resolved["quant"] = {"name": quant_name(cfg.quant), **resolved["quant"]}
-    try:
-        logger = LoggerConfig(**resolved["logger"])
-    except (ConfigError, TypeError) as exc:
-        log.warning("W&B: not logging this job, its logger config is invalid: %s", exc)
-        logger = LoggerConfig(name="none")
+    logger = job_logger(resolved["logger"])
     group = sweep_group(job_dir.parent if multirun else job_dir)
     live_run = None
     with contextlib.ExitStack() as stack:
         try:
             job = to_job_config(cfg, list(hydra_cfg.overrides.task))
-            # what the job runs: no quant and no training for a model that is not built here
-            resolved["quant"] = job.quant and {"name": job.quant.name, **dataclasses.asdict(job.quant)}
-            resolved["train"] = dataclasses.asdict(job.train)
-            resolved["model"]["api"] = job.model.api and dataclasses.asdict(job.model.api)
+            resolved = as_run(job, resolved)
             info = dataclasses.asdict(JobInfo.from_config(resolved))
             # the run starts with the job, so its fine-tuning and progress are there live
             live_run = stack.enter_context(job_run(logger, group, job_label(info), info, resolved))
@@ -88,6 +82,28 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
             sys.exit(1)
         return None
     return objective_values(record, list(cfg.objectives))
+
+
+def job_logger(section: dict) -> LoggerConfig:
+    """The job's W&B logging: an invalid logger config costs the job its logging, not its run."""
+    from harness.report.config import LoggerConfig
+
+    try:
+        return LoggerConfig(**section)
+    except (ConfigError, TypeError) as exc:
+        log.warning("W&B: not logging this job, its logger config is invalid: %s", exc)
+        return LoggerConfig(name="none")
+
+
+def as_run(job: JobConfig, resolved: dict) -> dict:
+    """The resolved config as the job runs it: no quant and no training for a model that is
+    not built here, and no endpoint for one that is not hosted."""
+    return {
+        **resolved,
+        "quant": job.quant and {"name": job.quant.name, **dataclasses.asdict(job.quant)},
+        "train": dataclasses.asdict(job.train),
+        "model": {**resolved["model"], "api": job.model.api and dataclasses.asdict(job.model.api)},
+    }
 
 
 def objective_values(record: Record, objectives: list[str]) -> Optional[tuple[float, ...]]:

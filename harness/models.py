@@ -87,30 +87,29 @@ class ModelConfig:
     api: Optional[ApiConfig] = field(default_factory=ApiConfig)
 
     def __post_init__(self) -> None:
-        if self.source == "embedded":
-            if not (self.package and self.gguf_file):
-                raise ConfigError(
-                    f"model={self.name}: source=embedded needs model.package and model.gguf_file "
-                    "(the Python package that ships the GGUF and the file name inside it)"
-                )
-        elif self.source == "hf":
-            if not self.hf_id:
-                raise ConfigError(
-                    f"model={self.name}: source=hf needs model.hf_id, e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
-                )
-        elif self.source == "local":
-            if not self.path:
-                raise ConfigError(f"model={self.name}: source=local needs model.path (a checkpoint directory)")
-        elif self.source in FILE_IS:
-            if not self.path:
-                what = FILE_IS[self.source]
-                raise ConfigError(f"model={self.name}: source={self.source} needs model.path ({what})")
-        elif self.source == "api":
+        if self.source not in KINDS:
+            raise ConfigError(f"model.source={self.source!r} is unknown; choose one of: {', '.join(KINDS)}")
+        unset = self._unset_need()
+        if unset:
+            raise ConfigError(f"model={self.name}: source={self.source} needs {unset}")
+        if self.source == "api":
             check_endpoint(self.api and {k: getattr(self.api, k) for k in ENDPOINT_FIELDS})
         else:
-            raise ConfigError(f"model.source={self.source!r} is unknown; choose one of: {', '.join(KINDS)}")
-        if self.source != "api":
             self.api = None  # only a hosted model has an endpoint
+
+    def _unset_need(self) -> Optional[str]:
+        """What the source needs and this model does not set, as its error names it (None: nothing)."""
+        if self.source == "embedded" and not (self.package and self.gguf_file):
+            return (
+                "model.package and model.gguf_file (the Python package that ships the GGUF and the file name inside it)"
+            )
+        if self.source == "hf" and not self.hf_id:
+            return "model.hf_id, e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
+        if self.source == "local" and not self.path:
+            return "model.path (a checkpoint directory)"
+        if self.source in FILE_IS and not self.path:
+            return f"model.path ({FILE_IS[self.source]})"
+        return None
 
     @property
     def kind(self) -> str:

@@ -67,6 +67,70 @@ def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_
     assert records[0]["train"]["adapter_key"] == records[2]["train"]["adapter_key"]
 
 
+def _assert_measured_in_batches(record: dict, n: int) -> None:
+    """Both runtimes answer the test split in batches (transformers: padded; llama.cpp: parallel
+    sequences) and time 5 queries alone, whose answers the batched ones are compared with."""
+    m = record["metrics"]
+    assert (m["eval_batch_size"], m["latency_samples"]) == (8, 5)
+    assert m["accuracy_pass_peak_rss_mib"] > 0 and 0 <= m["batch_agreement"] <= 1
+    assert m["decode_tokens_per_s_by_batch"]["4"] > 0
+    # capacity under load: the 5 batch-1 queries again, 4 and 16 at a time
+    assert [level["concurrency"] for level in m["load_curve"]] == [1, 4, 16]
+    assert all(level["queries_per_s"] > 0 and 0 <= level["agreement"] <= 1 for level in m["load_curve"])
+    assert record["bandwidth"]["gb_per_s"] > 0 and "numpy copy" in record["bandwidth"]["method"]
+    timed = [json.loads(line)["latency_ms"] for line in open(Path(record["record_dir"]) / "predictions.jsonl")]
+    assert len(timed) == n and sum(ms is not None for ms in timed) == 5
+
+
+def _assert_report_against_baseline(report: Path) -> None:
+    """The sweep's report: the baseline and its ratios, files a browser opens offline."""
+    md = (report / "report.md").read_text()
+    assert "| fp32 |" in md and "baseline" in md and "x decode tok/s" in md
+    assert "### Against the baseline, and serving cost" in md and "Against fp32, paired query by query" in md
+    assert (report / "report.html").is_file() and (report / "report.csv").is_file()
+
+
+def _assert_job_run(run_file: Path) -> None:
+    """A job's W&B run: job_type evaluate, its answers as a table, and its lineage as artifacts,
+    upstream first, each naming the one it was made from; the summary run holds every job in one table."""
+    records = wandb_run_records(run_file)
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    if run.job_type == "sweep-summary":
+        assert any(a.type == "run_table" and a.name.endswith("-jobs") for a in artifacts)
+        return
+    assert run.job_type == "evaluate" and {"fp32", "gguf_q8_0"} & set(run.tags)
+    chain = [a for a in artifacts if a.type in ("dataset", "model", "artifact", "record")]
+    assert [a.type for a in chain] == ["dataset", "model", "artifact", "record"]
+    for upstream, artifact in zip(chain, chain[1:]):
+        assert json.loads(artifact.metadata)["derived_from"] == upstream.name
+    assert Path(json.loads(chain[2].metadata)["path"]).exists()  # the measured artifact, by reference
+    assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
+    # the measuring process's progress, forwarded to the run while it measured
+    assert any(key.startswith("progress/") for row in wandb_history(run_file) for key in row)
+
+
+def _assert_wandb_runs(root: Path) -> None:
+    """Offline W&B: one run per job with its curve and metrics, one summary run, and W&B's own
+    sync tool accepts them."""
+    runs = sorted(root.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 3
+    data = [r.read_bytes() for r in runs]
+    assert sum(b"sweep-summary" in d for d in data) == 1
+    assert sum(b"train/loss" in d and b"decode_tokens_per_s" in d and b"confusion_matrix" in d for d in data) == 2
+    for run_file in runs:
+        _assert_job_run(run_file)
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    dry = subprocess.run(
+        [str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+    assert dry.returncode == 0 and "Would sync 3 run(s)" in dry.stdout + dry.stderr, dry.stderr
+
+
 def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, seeded, monkeypatch):
     secret = "hf_do_not_leak_4242"
     monkeypatch.setenv("HF_TOKEN", secret)
@@ -89,67 +153,12 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
     assert [d.split(":")[0] for d in gguf["runtime"]["devices"]] == ["CPU"]
     held = fp32["runtime"]["process_held"]
     assert {"torch", "transformers"} <= set(held) and not {"llama_cpp", "gptqmodel"} & set(held)
-    # both runtimes answer the test split in batches (transformers: padded; llama.cpp:
-    # parallel sequences) and time 5 queries alone, whose answers the batched ones are
-    # compared with
-    n = fp32["metrics"]["n_samples"]
     for record in (fp32, gguf):
-        m = record["metrics"]
-        assert (m["eval_batch_size"], m["latency_samples"]) == (8, 5)
-        assert m["accuracy_pass_peak_rss_mib"] > 0 and 0 <= m["batch_agreement"] <= 1
-        assert m["decode_tokens_per_s_by_batch"]["4"] > 0
-        # capacity under load: the 5 batch-1 queries again, 4 and 16 at a time
-        assert [level["concurrency"] for level in m["load_curve"]] == [1, 4, 16]
-        assert all(level["queries_per_s"] > 0 and 0 <= level["agreement"] <= 1 for level in m["load_curve"])
-        assert record["bandwidth"]["gb_per_s"] > 0 and "numpy copy" in record["bandwidth"]["method"]
-        timed = [json.loads(line)["latency_ms"] for line in open(Path(record["record_dir"]) / "predictions.jsonl")]
-        assert len(timed) == n and sum(ms is not None for ms in timed) == 5
+        _assert_measured_in_batches(record, fp32["metrics"]["n_samples"])
     assert fp32["metrics"]["model_mib"] > gguf["metrics"]["model_mib"] > 0
     assert fp32["artifact"]["bits_per_weight"] > 31
-    # the sweep's report: the baseline and its ratios, files a browser opens offline
-    report = next(seeded.glob("multirun/*/*/report"))
-    md = (report / "report.md").read_text()
-    assert "| fp32 |" in md and "baseline" in md and "x decode tok/s" in md
-    assert "### Against the baseline, and serving cost" in md and "Against fp32, paired query by query" in md
-    assert (report / "report.html").is_file() and (report / "report.csv").is_file()
-    # offline W&B: one run per job with its curve and metrics, one summary run, and W&B's own
-    # sync tool accepts them
-    runs = sorted(seeded.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(runs) == 3
-    data = [r.read_bytes() for r in runs]
-    assert sum(b"sweep-summary" in d for d in data) == 1
-    assert sum(b"train/loss" in d and b"decode_tokens_per_s" in d and b"confusion_matrix" in d for d in data) == 2
-    # each job's run: job_type evaluate, its answers as a table, and its lineage as artifacts,
-    # upstream first, each naming the one it was made from
-    for run_file in runs:
-        records = wandb_run_records(run_file)
-        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-        if run.job_type == "sweep-summary":  # every job in one table
-            assert any(
-                r.artifact.type == "run_table" and r.artifact.name.endswith("-jobs")
-                for r in records
-                if r.WhichOneof("record_type") == "artifact"
-            )
-            continue
-        assert run.job_type == "evaluate" and {"fp32", "gguf_q8_0"} & set(run.tags)
-        artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
-        chain = [a for a in artifacts if a.type in ("dataset", "model", "artifact", "record")]
-        assert [a.type for a in chain] == ["dataset", "model", "artifact", "record"]
-        for upstream, artifact in zip(chain, chain[1:]):
-            assert json.loads(artifact.metadata)["derived_from"] == upstream.name
-        assert Path(json.loads(chain[2].metadata)["path"]).exists()  # the measured artifact, by reference
-        assert any(a.type == "run_table" and a.name.endswith("-predictions") for a in artifacts)
-        # the measuring process's progress, forwarded to the run while it measured
-        assert any(key.startswith("progress/") for row in wandb_history(run_file) for key in row)
-    wandb_cli = Path(sys.executable).parent / "wandb"
-    dry = subprocess.run(
-        [str(wandb_cli), "sync", "--dry-run", *(str(r.parent) for r in runs)],
-        capture_output=True,
-        text=True,
-        cwd=seeded,
-        timeout=120,
-    )
-    assert dry.returncode == 0 and "Would sync 3 run(s)" in dry.stdout + dry.stderr, dry.stderr
+    _assert_report_against_baseline(next(seeded.glob("multirun/*/*/report")))
+    _assert_wandb_runs(seeded)
     for path in seeded.rglob("*"):  # records, Hydra's config dumps, logs, W&B's files
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path

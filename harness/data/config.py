@@ -37,6 +37,26 @@ FILE_EXTENSIONS = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".xl
 SPLIT_NAMES = ("train", "validation", "test")
 
 
+def check_files(kind: str, files: dict[str, str]) -> None:
+    """A files dataset's split -> path: a train split, no split of another name, and each
+    file's format told by its extension."""
+    if "train" not in files:
+        raise ConfigError(
+            f"dataset.kind={kind} needs dataset.files.train (a path); "
+            f"e.g. dataset.files.train=data/train.{'csv' if kind == 'files' else kind}"
+        )
+    unknown = sorted(set(files) - set(SPLIT_NAMES))
+    if unknown:
+        raise ConfigError(f"dataset.files: unknown split(s) {choices(unknown)}; use {choices(SPLIT_NAMES)}")
+    for split, path in files.items():
+        suffix = Path(path).suffix.lower() or "(none)"
+        if suffix not in FILE_EXTENSIONS:
+            raise ConfigError(
+                f"dataset.files.{split}={path!r}: cannot tell its format from the extension "
+                f"{suffix}; name it {', '.join(FILE_EXTENSIONS)}"
+            )
+
+
 @dataclass
 class DatasetConfig:
     """`kind=synthetic` generates; `files` (or `csv`, `jsonl`) reads the user's files (`files`,
@@ -77,21 +97,7 @@ class DatasetConfig:
         # The csv / jsonl presets list every split as null, so `dataset.files.test=...` needs no `+`.
         self.files = {split: path for split, path in self.files.items() if path}
         if self.kind in FILE_KINDS:
-            if "train" not in self.files:
-                raise ConfigError(
-                    f"dataset.kind={self.kind} needs dataset.files.train (a path); "
-                    f"e.g. dataset.files.train=data/train.{'csv' if self.kind == 'files' else self.kind}"
-                )
-            unknown = sorted(set(self.files) - set(SPLIT_NAMES))
-            if unknown:
-                raise ConfigError(f"dataset.files: unknown split(s) {choices(unknown)}; use {choices(SPLIT_NAMES)}")
-            for split, path in self.files.items():
-                suffix = Path(path).suffix.lower() or "(none)"
-                if suffix not in FILE_EXTENSIONS:
-                    raise ConfigError(
-                        f"dataset.files.{split}={path!r}: cannot tell its format from the extension "
-                        f"{suffix}; name it {', '.join(FILE_EXTENSIONS)}"
-                    )
+            check_files(self.kind, self.files)
         if self.kind == "hf" and not self.hf_name:
             raise ConfigError("dataset.kind=hf needs dataset.hf_name (a Hugging Face dataset id)")
         for name in ("validation_fraction", "test_fraction"):

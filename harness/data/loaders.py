@@ -187,29 +187,30 @@ def duplicates(rows_by_split: dict[str, list[dict]]) -> list[dict[str, Any]]:
     return [{"text": text, "at": where} for text, where in seen.items() if len(where) > 1]
 
 
-def load_external(
-    spec: DatasetConfig, languages: Optional[Sequence[str]]
-) -> tuple[dict[str, list[dict]], list[str], dict]:
-    """(rows per split, label set, report) for a jsonl / csv / hf dataset; `languages` None keeps all."""
-    rows = _read_hf(spec) if spec.kind == "hf" else _read_files(spec)
-    if not rows.get("train"):
-        raise DataError(f"dataset {spec.name}: the train split has no rows; it must hold the training examples")
-    dropped = Counter()
-    for split in list(rows):
-        dropped.update(r["language"] for r in rows[split] if languages is not None and r["language"] not in languages)
-        rows[split] = [r for r in rows[split] if languages is None or r["language"] in languages]
+def _in_languages(name: str, rows: dict[str, list[dict]], languages: Optional[Sequence[str]]) -> dict[str, list[dict]]:
+    """Each split's rows in `languages` (None: all of them); how many were left out is logged."""
+    if languages is None:
+        return rows
+    dropped = Counter(
+        r["language"] for split_rows in rows.values() for r in split_rows if r["language"] not in languages
+    )
     if dropped:
-        log.warning("dataset %s: %s rows left out by the language selection", spec.name, dict(dropped))
+        log.warning("dataset %s: %s rows left out by the language selection", name, dict(dropped))
+    return {split: [r for r in split_rows if r["language"] in languages] for split, split_rows in rows.items()}
+
+
+def _with_missing_splits(spec: DatasetConfig, rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The splits with a missing test or validation split cut from train."""
+    rows = dict(rows)
     for split in ("test", "validation"):
         if split not in rows:
             fraction = spec.test_fraction if split == "test" else spec.validation_fraction
             rows["train"], rows[split] = stratified_cut(rows["train"], fraction, spec.seed, split)
-    for split in SPLIT_NAMES:
-        if not rows[split]:
-            raise DataError(
-                f"dataset {spec.name}: split {split!r} has no rows after selecting languages "
-                f"{choices(languages or [])}; check dataset.files / dataset.language_column or the language selection"
-            )
+    return rows
+
+
+def _label_set(spec: DatasetConfig, rows: dict[str, list[dict]]) -> list[str]:
+    """dataset.labels, or else train's labels; refused where a classifier could not learn them."""
     labels = list(spec.labels) or sorted({r["intent"] for r in rows["train"]})
     if len(labels) < 2:
         raise DataError(f"dataset {spec.name}: only one label ({labels[0]}) in train; a classifier needs at least 2")
@@ -220,6 +221,24 @@ def load_external(
                 f"dataset {spec.name}: labels {', '.join(unseen)} occur in {split} but never in train; "
                 f"add training rows for them or list them in dataset.labels"
             )
+    return labels
+
+
+def load_external(
+    spec: DatasetConfig, languages: Optional[Sequence[str]]
+) -> tuple[dict[str, list[dict]], list[str], dict]:
+    """(rows per split, label set, report) for a jsonl / csv / hf dataset; `languages` None keeps all."""
+    rows = _read_hf(spec) if spec.kind == "hf" else _read_files(spec)
+    if not rows.get("train"):
+        raise DataError(f"dataset {spec.name}: the train split has no rows; it must hold the training examples")
+    rows = _with_missing_splits(spec, _in_languages(spec.name, rows, languages))
+    for split in SPLIT_NAMES:
+        if not rows[split]:
+            raise DataError(
+                f"dataset {spec.name}: split {split!r} has no rows after selecting languages "
+                f"{choices(languages or [])}; check dataset.files / dataset.language_column or the language selection"
+            )
+    labels = _label_set(spec, rows)
     dups = duplicates(rows)
     if dups:
         log.warning(

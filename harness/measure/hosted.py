@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.measure.accuracy import classification_metrics
 from harness.measure.config import MeasureConfig
-from harness.measure.run import test_rows, write_predictions
+from harness.measure.predictions import test_rows, write_predictions
 from harness.measure.stats import percentile
 from harness.prompt import messages, parse_answer
 from harness.record import Accuracy, Cost, Energy, Latency, Metrics

@@ -10,7 +10,6 @@ accuracy pass).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -18,15 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness.data.dataset import read_split, spread
+from harness.data.dataset import spread
 from harness.hardware import HardwareConfig
 from harness.measure.accuracy import classification_metrics
 from harness.measure.config import MeasureConfig
 from harness.measure.energy import EnergyMeter, EnergyReading, cpu_time_estimate_j
 from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
+from harness.measure.predictions import test_rows, write_predictions
 from harness.measure.stats import median_interval, median_std, percentile
 from harness.prompt import answer, parse_answer
-from harness.record import PREDICTIONS, Accuracy, Energy, Latency, Memory, Metrics, Speed
+from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
 from harness.runtimes import BatchingRuntime, Opener, Runtime, answer_ends
 from harness.runtimes.constrain import AnswerTrie
 
@@ -258,41 +258,6 @@ def load_curve(
                 bar.update(len(chunk))
         curve.append(level(concurrency, texts, latencies_ms, seconds))
     return curve
-
-
-def test_rows(data_dir: Path, cfg: MeasureConfig) -> list[dict]:
-    rows = read_split(data_dir, "test")
-    # the split is ordered by intent and language: a cut would be a few cells, a spread is all
-    return spread(rows, cfg.max_eval_samples) if cfg.max_eval_samples else rows
-
-
-def write_predictions(
-    out_dir: Path,
-    rows: list[dict],
-    raw: list[str],
-    predicted: list,
-    latencies_ms: list[Optional[float]],
-    errors: Optional[list[Optional[str]]] = None,
-) -> None:
-    """Every test query with the model's raw answer and its parse, for auditing (latency
-    where the query was in the batch-1 pass; the error where a request failed)."""
-    with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as f:
-        for i, (row, text, p, ms) in enumerate(zip(rows, raw, predicted, latencies_ms)):
-            error = {"error": errors[i]} if errors and errors[i] else {}
-            f.write(
-                json.dumps(
-                    {
-                        **row,
-                        "raw_answer": text,
-                        "predicted": p,
-                        "correct": p == row["intent"],
-                        "latency_ms": ms,
-                        **error,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
 
 
 def held_libraries() -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +17,9 @@ from harness.report import decision
 from harness.report.config import ReportConfig
 from harness.report.pareto import frontier_memberships
 from harness.report.records import by_hardware, cell, failures, points, read_sweep_records, shared_caption
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +36,10 @@ def rows(records: list[Record]) -> list[list[str]]:
     ]
 
 
-def print_table(records: list[Record], title: str, cfg: ReportConfig | None = None) -> None:
-    """The results table, then for each hardware group each variant against its baseline."""
-    from rich.console import Console
+def results_table(records: list[Record], title: str) -> Table:
+    """Every successful record's COLUMNS and the Pareto frontiers it is on."""
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # logs and CI: do not squeeze figures into 80 columns
     ok = [r for r in records if r.status == OK]
     table = Table(
         title=title, caption=(shared_caption(ok) + "; Pareto: frontiers of accuracy vs each cost") if ok else None
@@ -49,17 +48,36 @@ def print_table(records: list[Record], title: str, cfg: ReportConfig | None = No
         table.add_column(header, justify="left" if header in ("variant", "Pareto") else "right")
     for row in rows(records):
         table.add_row(*row)
-    if table.row_count:
-        console.print(table)
+    return table
+
+
+def against_baseline_tables(records: list[Record], cfg: ReportConfig) -> Iterator[Table]:
+    """For each hardware group of two or more records, each variant against its baseline."""
+    from rich.table import Table
+
     for hardware, group in sorted(by_hardware(records).items()):
         if len(group) < 2:
             continue
-        judged = decision.decisions(group, points(group), cfg or ReportConfig())
+        judged = decision.decisions(group, points(group), cfg)
         against = Table(title=f"{hardware}: against the baseline, and serving cost", caption=decision.caption(judged))
         for header in decision.HEADERS:
             against.add_column(header, justify="left" if header in ("variant", "verdict", "gate") else "right")
         for row in judged:
             against.add_row(*decision.cells(row))
+        yield against
+
+
+def print_table(records: list[Record], title: str, cfg: ReportConfig | None = None) -> None:
+    """The results table, then for each hardware group each variant against its baseline."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and CI: do not squeeze figures into 80 columns
+    table = results_table(records, title)
+    if table.row_count:
+        console.print(table)
+    for against in against_baseline_tables(records, cfg or ReportConfig()):
         console.print(against)
     for line in failures(records, SKIPPED):
         console.print(f"[yellow]SKIPPED[/] {line}", highlight=False)

@@ -94,7 +94,8 @@ def local_measurement(
     labels: list[str],
 ) -> Callable[[Path], dict]:
     """The measurement of a local artifact, in a spawned process that holds only the runtime."""
-    from harness.measure.run import MeasureSpec, measure_artifact, test_rows
+    from harness.measure.predictions import test_rows
+    from harness.measure.run import MeasureSpec, measure_artifact
     from harness.prompt import render_prompt
 
     def run(out: Path) -> dict:

@@ -19,8 +19,9 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
+from harness import live
 from harness.data.dataset import read_split
 from harness.hardware import cuda_capability
 from harness.measure.machine import local_cpu_facts
@@ -33,9 +34,11 @@ IGNORE_INDEX = -100
 # (2: the shared prompt prefix runs once per batch and AdamW is fused, both of which reorder
 # floating-point sums).
 TRAINING_VERSION = 2
+# One training example: its token ids and its labels (the prompt masked with IGNORE_INDEX).
+Example = tuple[list[int], list[int]]
 
 
-def encode_example(tokenizer, query: str, label: str, system: str, max_len: int) -> tuple[list[int], list[int]]:
+def encode_example(tokenizer, query: str, label: str, system: str, max_len: int) -> Example:
     """(input ids, labels) with the prompt masked; truncated from the left of the prompt so
     the answer always survives."""
     prompt_ids = tokenizer(render_prompt(tokenizer, query, system), add_special_tokens=False)["input_ids"]
@@ -60,14 +63,14 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random
     return batches
 
 
-def shared_prefix(examples: Sequence[tuple[list[int], list[int]]]) -> list[int]:
+def shared_prefix(examples: Sequence[Example]) -> list[int]:
     """The tokens every example starts with (the chat markup and system message before the
     query), short of each example's last prompt token, which predicts its answer's first."""
     prompts = [ids[: sum(1 for t in labels if t == IGNORE_INDEX)] for ids, labels in examples]
     return examples[0][0][: reusable_prefix(prompts)]
 
 
-def collate(chunk: Sequence[tuple[list[int], list[int]]], pad_id: int, prefix_len: int = 0):
+def collate(chunk: Sequence[Example], pad_id: int, prefix_len: int = 0):
     """(ids, labels, attention mask, position ids) tensors of each example after its first
     `prefix_len` tokens (a prefix they all share, see `answer_logits`), left-padded to the longest,
     so that every answer ends at the last position and the logits worth computing are a
@@ -200,7 +203,7 @@ class Trainee:
     eos_id: int
     prefix: Any = None
 
-    def forward(self, examples: list[tuple[list[int], list[int]]]) -> tuple[Any, Any]:
+    def forward(self, examples: list[Example]) -> tuple[Any, Any]:
         """(answer logits, labels) of a batch; the caller holds the autocast."""
         ids, labels, mask, positions = (t.to(self.device) for t in collate(examples, self.pad_id, len(self.prefix)))
         return answer_logits(self.model, ids, mask, positions, answer_window(labels), self.prefix), labels
@@ -240,7 +243,7 @@ def planned_steps(cfg: TrainConfig, n_examples: int) -> tuple[int, list[int]]:
     return total, sorted({max(1, round(total * k / cfg.evaluations)) for k in range(1, cfg.evaluations + 1)})
 
 
-def validation_accuracy(t: Trainee, validation: list[tuple[list[int], list[int]]], batch_size: int) -> float:
+def validation_accuracy(t: Trainee, validation: list[Example], batch_size: int) -> float:
     """Greedy exact match of each validation answer, by teacher forcing."""
     import torch
 
@@ -266,7 +269,7 @@ def _optimizer(t: Trainee, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any
     return optimizer, get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
 
 
-def _step(t: Trainee, optimizer: Any, batches: list[list[tuple[list[int], list[int]]]], max_grad_norm: float) -> float:
+def _step(t: Trainee, optimizer: Any, batches: list[list[Example]], max_grad_norm: float) -> float:
     """One optimizer step over `batches` (gradient accumulation); the step's loss."""
     import torch
 
@@ -286,6 +289,37 @@ def _step(t: Trainee, optimizer: Any, batches: list[list[tuple[list[int], list[i
     return step_loss
 
 
+def shuffled_batches(examples: list[Example], batch_size: int, rng: random.Random) -> Iterator[list[Example]]:
+    """Batches of similar length without end: each pass over the examples in a new order."""
+    assert examples, "no examples to batch"
+    lengths = [len(ids) for ids, _ in examples]
+    while True:
+        order = bucketed_batches(lengths, batch_size, rng)
+        while order:
+            yield [examples[i] for i in order.pop()]
+
+
+def _encoded(tokenizer: Any, data_dir: Path, split: str, system: str, max_len: int) -> list[Example]:
+    return [encode_example(tokenizer, r["text"], r["intent"], system, max_len) for r in read_split(data_dir, split)]
+
+
+def _show_step(bar: Any, step: int, loss: float, learning_rate: float, kept: BestKept) -> None:
+    """The step on the progress bar (with the last validation score) and to the live run."""
+    shown = {"val": f"{kept.curve[-1]['accuracy']:.3f}"} if kept.curve else {}
+    bar.update(1, loss=f"{loss:.4f}", **shown)
+    live.emit({"train/step": step, "train/loss": loss, "train/learning_rate": learning_rate})
+
+
+def _validated_to_stop(t: Trainee, validation: list[Example], cfg: TrainConfig, step: int, kept: BestKept) -> bool:
+    """Score the validation split and keep the weights if best; True when training should stop."""
+    accuracy = validation_accuracy(t, validation, cfg.batch_size * 2)
+    live.emit({"train/step": step, "train/validation_accuracy": accuracy})
+    if kept.score(step, accuracy, t.model):
+        log.info("validation below its best for %d evaluations: stopping at step %d", cfg.patience, step)
+        return True
+    return False
+
+
 def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device: str, out: Path) -> None:
     """Fine-tune and save what was trained into `out` with train_log.json: a (Q)LoRA adapter
     (a standard peft directory), or for `full` the whole model (a standard checkpoint). With
@@ -294,50 +328,33 @@ def train(base_dir: Path, data_dir: Path, cfg: TrainConfig, system: str, device:
     import torch
     from transformers import AutoTokenizer
 
-    from harness import live
-
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     t = _trainee(base_dir, cfg, device, tokenizer)
-
-    def encode(split: str) -> list[tuple[list[int], list[int]]]:
-        rows = read_split(data_dir, split)
-        return [encode_example(tokenizer, r["text"], r["intent"], system, cfg.max_seq_len) for r in rows]
-
-    examples = encode("train")
-    validation = encode("validation") if cfg.evaluations else []
+    examples = _encoded(tokenizer, data_dir, "train", system, cfg.max_seq_len)
+    validation = _encoded(tokenizer, data_dir, "validation", system, cfg.max_seq_len) if cfg.evaluations else []
     total_steps, eval_steps = planned_steps(cfg, len(examples))
     optimizer, scheduler = _optimizer(t, cfg, total_steps)
     # One example whose prompt was cut from the left (longer than max_seq_len) empties it.
     t.prefix = torch.tensor(shared_prefix(examples + validation), dtype=torch.long, device=device)
     log.info("shared prompt prefix: %d tokens, run once per batch", len(t.prefix))
-    rng, lengths, order = random.Random(cfg.seed), [len(ids) for ids, _ in examples], []
-    losses, kept, step = [], BestKept(cfg.patience), 0
+    batches = shuffled_batches(examples, cfg.batch_size, random.Random(cfg.seed))
+    losses: list[float] = []
+    kept = BestKept(cfg.patience)
     started = time.perf_counter()
     t.model.train()
     with live.Progress(total_steps, f"fine-tune ({cfg.method}, {t.precision})", "step") as bar:
-        while step < total_steps:
-            batches = []
-            for _ in range(cfg.grad_accum):
-                order = order or bucketed_batches(lengths, cfg.batch_size, rng)
-                batches.append([examples[i] for i in order.pop()])
-            losses.append(_step(t, optimizer, batches, cfg.max_grad_norm))
+        for step in range(1, total_steps + 1):
+            losses.append(_step(t, optimizer, [next(batches) for _ in range(cfg.grad_accum)], cfg.max_grad_norm))
             scheduler.step()
-            step += 1
-            shown = {"val": f"{kept.curve[-1]['accuracy']:.3f}"} if kept.curve else {}
-            bar.update(1, loss=f"{losses[-1]:.4f}", **shown)
-            live.emit({"train/step": step, "train/loss": losses[-1], "train/learning_rate": scheduler.get_last_lr()[0]})
-            if validation and step in eval_steps:
-                accuracy = validation_accuracy(t, validation, cfg.batch_size * 2)
-                live.emit({"train/step": step, "train/validation_accuracy": accuracy})
-                if kept.score(step, accuracy, t.model):
-                    log.info("validation below its best for %d evaluations: stopping at step %d", cfg.patience, step)
-                    break
+            _show_step(bar, step, losses[-1], scheduler.get_last_lr()[0], kept)
+            if validation and step in eval_steps and _validated_to_stop(t, validation, cfg, step, kept):
+                break
     facts = {
         "method": cfg.method,
         "device": device,
         "precision": t.precision,
-        "steps": step,
+        "steps": len(losses),
         "planned_steps": total_steps,
         "examples": len(examples),
         "training_version": TRAINING_VERSION,
