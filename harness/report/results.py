@@ -63,10 +63,10 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
     """One row per successful record, in the records' order, with its comparison against its
     hardware group's baseline and its serving cost (harness.report.decision)."""
     ok = [r for r in records if r.status == OK]
-    judged: dict[str, dict] = {}
+    judged: dict[int, dict] = {}  # by id(): a record older than its key has none
     for group in by_hardware(ok).values():
         for record, row in zip(group, decision.decisions(group, points(group), cfg)):
-            judged[record.keys["record"]] = {k: v for k, v in row.items() if k != "variant"}
+            judged[id(record)] = {k: v for k, v in row.items() if k != "variant"}
     out = []
     for record, p in zip(ok, points(ok)):
         env, bandwidth = record.environment, record.bandwidth or {}
@@ -74,7 +74,7 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
         out.append(
             {
                 "variant": p["variant"],
-                "runtime": record.runtime["name"],
+                "runtime": record.runtime.get("name", "not kept"),  # a record older than its runtime's name
                 **{k: p.get(k) for k in FIGURES},
                 **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
                 "model": p["model"],
@@ -91,7 +91,7 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
                 "measured_on": (env.get("measured_at") or "")[:10],
                 "commit": (env.get("git_commit") or "")[:12],
                 "command": command,
-                **judged[record.keys["record"]],
+                **judged[id(record)],
             }
         )
     return out
