@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from harness.errors import ConfigError
 from harness.report import decision
 from harness.report.__main__ import main as report_main
 from harness.report.compare import (
@@ -29,14 +30,20 @@ from harness.report.decision import HEADERS, caption, cells, served_markdown, se
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
 
 
+def test_exact_mcnemar_p_worked_by_hand():
+    # 5 flips all one way: 2 * (1/2)^5; one against four: 2 * (1 + 5) / 2^5
+    assert mcnemar_exact_p(0, 5) == 0.0625 and mcnemar_exact_p(4, 1) == 0.375
+    # no flips, an even split and a lone flip: nothing uneven, p = 1
+    assert mcnemar_exact_p(0, 0) == mcnemar_exact_p(7, 7) == mcnemar_exact_p(1, 0) == 1.0
+    assert round(mcnemar_exact_p(143, 103), 3) == 0.013  # the two-epoch comparison in docs/findings.md
+
+
 def test_exact_mcnemar_p_is_the_two_sided_binomial_test_of_the_flips():
     scipy_stats = pytest.importorskip("scipy.stats")
     for fixed, broken in ((143, 103), (45, 22), (0, 5), (7, 7), (1, 0)):
         assert mcnemar_exact_p(fixed, broken) == pytest.approx(
             scipy_stats.binomtest(fixed, fixed + broken, 0.5).pvalue, rel=1e-9
         )
-    assert mcnemar_exact_p(0, 0) == 1.0
-    assert round(mcnemar_exact_p(143, 103), 3) == 0.013  # the two-epoch comparison in docs/findings.md
 
 
 def test_with_one_query_per_cluster_the_bootstrap_interval_is_the_paired_normal_one():
@@ -66,9 +73,10 @@ def test_clusters_that_fail_together_widen_the_interval():
     assert (high - low) > 2.5 * (q_high - q_low)
 
 
-def _rows(correct: list[bool], languages: list[str]) -> list[dict]:
+def _rows(correct: list[bool], languages: list[str], split: str = "query") -> list[dict]:
+    """Predictions of a test split whose query texts are `split` and a number."""
     return [
-        {"text": f"query {i}", "template_id": f"{lang}.intent.{i // 2}", "language": lang, "correct": ok}
+        {"text": f"{split} {i}", "template_id": f"{lang}.intent.{i // 2}", "language": lang, "correct": ok}
         for i, (ok, lang) in enumerate(zip(correct, languages))
     ]
 
@@ -94,9 +102,12 @@ def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_
     assert paired([False] * 50 + [True] * 50, [True] * 100, [str(i) for i in range(100)]).verdict == BETTER
 
 
-def _one_per_cluster(wrong: int, n: int = 100) -> list[dict]:
-    """n English queries of their own phrasing each, the first `wrong` answered wrong."""
-    return [{"text": f"q{i}", "template_id": f"t{i}", "language": "en", "correct": i >= wrong} for i in range(n)]
+def _one_per_cluster(wrong: int, n: int = 100, language: str = "en") -> list[dict]:
+    """n queries in one language, of their own phrasing each, the first `wrong` answered wrong."""
+    return [
+        {"text": f"{language} q{i}", "template_id": f"{language} t{i}", "language": language, "correct": i >= wrong}
+        for i in range(n)
+    ]
 
 
 def test_the_gate_has_three_outcomes_and_a_resolvable_margin_worked_by_hand():
@@ -149,6 +160,31 @@ def test_the_gate_has_three_outcomes_and_a_resolvable_margin_worked_by_hand():
     assert decision.gate_cells(kept) == ["not passed", "from 0.993", "not passed: de es", ""]
 
 
+def test_a_variant_that_passes_overall_fails_where_one_language_is_shown_worse():
+    """900 English queries right in both, 100 Croatian ones of which the variant gets 30 wrong.
+    Croatian alone: a draw holds X ~ Bin(100, 0.3) of the wrong ones, P(X <= 21) = 0.026, so the
+    97.5% bound of 1 - X/100 is 0.79, below 0.9. Overall: X ~ Bin(1000, 0.03), P(X >= 41) = 0.028,
+    so the 2.5% bound of 1 - X/1000 is about 0.96, above 0.9."""
+    base = _one_per_cluster(0, 900, "en") + _one_per_cluster(0, 100, "hr")
+    variant = _one_per_cluster(0, 900, "en") + _one_per_cluster(30, 100, "hr")
+    c = compare(base, variant, 0.9)
+    assert c.overall.relative_ci95[0] > 0.95 and c.overall.gate(0.9) == PASS
+    assert c.by_language["hr"].relative_ci95[1] < 0.8 and c.by_language["en"].relative_ci95 == (1.0, 1.0)
+    assert c.outcomes == {"en": PASS, "hr": FAIL} and c.hurt_most == "hr"
+    assert c.gate == FAIL
+
+
+def test_a_baseline_with_nothing_right_is_matched_by_nothing_right_and_beaten_by_anything():
+    nothing = _one_per_cluster(100)
+    # every draw is 0 right of 0: as good as the baseline
+    same = compare(nothing, nothing, 0.99)
+    assert same.overall.relative_ci95 == (1.0, 1.0) and same.gate == PASS and same.overall.verdict == SAME
+    # ten right: a draw holding any of them is infinitely better; one holding none (0.9^100, 3e-5) is rare
+    ten_right = compare(nothing, _one_per_cluster(90), 0.99)
+    assert ten_right.overall.relative_ci95 == (math.inf, math.inf) and ten_right.gate == PASS
+    assert ten_right.overall.verdict == BETTER and ten_right.overall.mcnemar_p == 2 / 2**10
+
+
 def test_serving_cost_worked_by_hand():
     curve = [
         {"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
@@ -157,21 +193,48 @@ def test_serving_cost_worked_by_hand():
     ]
     assert capacity_at(curve, 1000)["concurrency"] == 4 and capacity_at(curve, 2000)["concurrency"] == 16
     assert capacity_at(curve, 100) is None
-    # $0.10 an hour at 9 queries a second: 32,400 queries an hour, $3.086 per million
-    assert usd_per_million_queries(0.10, 9.0) == pytest.approx(0.10 / 32_400 * 1e6)
-    assert round(usd_per_million_queries(0.10, 9.0), 3) == 3.086
+    # $0.10 an hour at 9 queries a second: 32,400 queries an hour, $0.10 / 0.0324 M = $3.0864 per million
+    assert usd_per_million_queries(0.10, 9.0) == pytest.approx(3.0864, abs=1e-4)
     # $73 a month against $0.0002 a query: 365,000 queries a month
     assert break_even_queries_per_month(0.10, 0.0002) == pytest.approx(365_000)
-    # 101 MiB read per token at 90 tok/s over 20 GB/s: 47.7%
-    assert bandwidth_share(101, 90, 20) == pytest.approx(101 * 2**20 * 90 / 20e9)
+    # 101 MiB = 105,906,176 bytes read once per token, at 90 tok/s: 9.5316 GB/s of 20 GB/s, 47.66%
+    # (101 MB would be 45.45%; counting each byte read and written, 95.3%)
+    assert bandwidth_share(101, 90, 20) == pytest.approx(0.4766, abs=1e-4)
 
 
-def _record(tmp_path, name: str, correct: list[bool], languages: list[str], size: float, qps: float, **metrics) -> None:
+def test_a_level_whose_p95_was_not_measured_is_no_capacity():
+    curve = [
+        {"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
+        {"concurrency": 4, "queries_per_s": 9.0, "latency_p50_ms": None, "latency_p95_ms": None},
+    ]
+    assert capacity_at(curve, 1000)["concurrency"] == 1
+    assert capacity_at(curve[1:], 1000) is None
+
+
+def test_without_a_latency_objective_a_row_has_no_capacity_or_cost_but_its_bandwidth_share():
+    from harness.record import Record
+
+    record = Record(
+        job={},
+        metrics={"load_curve": [{"concurrency": 1, "queries_per_s": 4.0, "latency_p95_ms": 300}],
+                 "model_mib": 101, "decode_tokens_per_s": 90},
+        config={"hardware": {"usd_per_hour": 0.10}, "measure": {}},
+        bandwidth={"gb_per_s": 20.0},
+    )  # fmt: skip
+    row = serving_figures(record)
+    assert row["slo_p95_ms"] is None and row["capacity_queries_per_s"] is None
+    assert row["capacity_concurrency"] is None and row["usd_per_million_queries"] is None
+    assert row["bandwidth_share"] == pytest.approx(0.4766, abs=1e-4)  # worked in test_serving_cost_worked_by_hand
+
+
+def _record(
+    tmp_path, name: str, correct: list[bool], languages: list[str], size: float, qps: float, split="query", **metrics
+) -> None:
     job_dir = tmp_path / "sweep" / f"0_{name}"
     accuracy = sum(correct) / len(correct)
     job_dir.mkdir(parents=True)
     with open(job_dir / "predictions.jsonl", "w") as f:
-        for row in _rows(correct, languages):
+        for row in _rows(correct, languages, split):
             f.write(json.dumps(row) + "\n")
     record = {
         "status": "ok",
@@ -206,8 +269,31 @@ def test_the_report_shows_flips_verdict_gate_capacity_cost_and_bandwidth(tmp_pat
     row = next(line for line in md.splitlines() if line.startswith("| gguf_q4km |") and "worse" in line)
     flips = sum(b and not w for b, w in zip(base, worse))
     assert f"| 0 / {flips} |" in row and "| fail |" in row and "| worse: de |" in row and "| de |" in row
-    assert "| 9.0 (1 at a time) | 3.09 |" in row and f"| {101 * 2**20 * 90 / 20e9:.0%} |" in row
+    # $0.10 / (9 q/s * 3600 s) per query: $3.09 per million; 101 MiB * 90 tok/s of 20 GB/s: 47.66%
+    assert "| 9.0 (1 at a time) | 3.09 | 48% |" in row
     assert "Against fp32" in md and "$0.1 per machine-hour" in md
+
+
+def test_the_report_compares_with_the_baseline_it_is_told_and_refuses_one_it_does_not_have(tmp_path):
+    languages = ["de", "en"] * 50
+    _record(tmp_path, "fp32", [True] * 100, languages, 513, 4.0)
+    _record(tmp_path, "gguf_q4km", [i % 10 != 0 for i in range(100)], languages, 101, 9.0)
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report"), "--baseline", "gguf_q4km"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    # fp32, the largest and otherwise the baseline, fixed the ten queries gguf_q4km got wrong: p = 2 / 2^10
+    assert "Against gguf_q4km" in md and "| fp32 | 10 / 0 | 0.002 |" in md
+    with pytest.raises(ConfigError, match="report.baseline='q2' is not among this report's variants: fp32, gguf_q4km"):
+        report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report"), "--baseline", "q2"])
+
+
+def test_a_variant_measured_on_another_test_split_is_not_compared(tmp_path):
+    languages = ["de", "en"] * 50
+    _record(tmp_path, "fp32", [True] * 100, languages, 513, 4.0)
+    # as many queries, other texts: paired one by one they would compare unlike queries
+    _record(tmp_path, "gguf_q4km", [True] * 100, languages, 101, 9.0, split="another query")
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| gguf_q4km |  |  |  | not comparable (another test split) |" in md
 
 
 def test_the_report_names_the_volume_at_which_a_machine_breaks_even_with_a_hosted_model(tmp_path):
@@ -253,7 +339,7 @@ def test_a_served_capacity_prices_the_row_with_the_in_process_one_beside_it():
     row = {**serving_figures(record), "variant": "q4", "baseline": "q4", "min_relative_accuracy": 0.99}
     # $0.10 an hour at 6 queries a second: 21,600 queries an hour, $4.63 per million
     assert row["capacity_queries_per_s"] == 6.0 and row["capacity_source"] == "served"
-    assert row["usd_per_million_queries"] == pytest.approx(0.10 / 21_600 * 1e6)
+    assert row["usd_per_million_queries"] == pytest.approx(4.6296, abs=1e-4)
     assert row["in_process_capacity_queries_per_s"] == 9.0 and row["capacity_fidelity"] == pytest.approx(2 / 3)
     assert row["served_accuracy_at_capacity"] == 0.88 and row["served_agreement_min"] == 0.95
     assert cells(row)[HEADERS.index("capacity q/s (at)")] == "6.0 served (6.0-8.0), in-process 9.0 (4 at a time)"

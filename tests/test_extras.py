@@ -110,7 +110,8 @@ def test_a_gguf_job_runs_on_the_core_alone(tiny_llama, seeded, core_only):
         [*tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0", f"hydra.run.dir={seeded / 'run'}"], core_only
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "gguf_q8_0" in done.stdout and "ok" in done.stdout
+    record = json.loads((seeded / "run" / "record.json").read_text())
+    assert (record["status"], record["job"]["quant"]) == ("ok", "gguf_q8_0"), record.get("error")
 
 
 @pytest.mark.parametrize(

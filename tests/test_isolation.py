@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from .conftest import REPO, run_harness, tiny_job_overrides
@@ -22,28 +21,39 @@ def _records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", *args],
         cwd=REPO,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
 
 
-def _children(parent: psutil.Process, needle: str) -> list[psutil.Process]:
-    """The parent's descendants whose command line holds `needle` (stages come and go: a
-    process that ended meanwhile is skipped)."""
-    found = []
-    for child in parent.children(recursive=True):
-        try:
-            if needle in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            pass
-    return found
+# A sitecustomize that makes the first process of one isolated stage segfault as it starts:
+# a crash no stage can finish before, as a signal sent from outside could miss a quick stage.
+CRASH_ONCE = """
+import os, signal, sys
+
+if sys.orig_argv[1:4] == ["-m", "harness.isolated", os.environ["CRASH_STAGE"]]:
+    try:
+        os.close(os.open(os.environ["CRASH_MARK"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        pass
+    else:
+        os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+def _crashing_once(stage: str, root: Path) -> dict:
+    """The environment in which the sweep's first `stage` process dies of SIGSEGV."""
+    site = root / "crash_once"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CRASH_ONCE)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "CRASH_STAGE": stage, "CRASH_MARK": str(site / "crashed")}
 
 
 def _wait_for(predicate, timeout: float = 300) -> None:
@@ -65,15 +75,8 @@ def test_timeout_becomes_a_failed_record(tiny_llama, seeded):
 
 
 def test_crashed_measurement_fails_its_job_and_the_sweep_goes_on(tiny_llama, seeded):
-    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "measure.min_reps=50", "quant=gguf_q8_0,gguf_q4km"]
-    sweep = _start(args)
-    parent = psutil.Process(sweep.pid)
-
-    def measuring_child():
-        return _children(parent, "harness.isolated measure")
-
-    _wait_for(lambda: measuring_child() or sweep.poll() is not None)
-    measuring_child()[0].send_signal(signal.SIGSEGV)
+    args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0,gguf_q4km"]
+    sweep = _start(args, _crashing_once("measure", seeded))
     assert sweep.wait(300) == 1
     records = _records(seeded)
     assert [r["status"] for r in records] == ["failed", "ok"]
@@ -110,15 +113,8 @@ def test_a_quantizer_that_crashes_natively_fails_its_job_and_the_sweep_goes_on(t
     """Build stages run in their own process, as measurement does: a segfault inside
     llama.cpp's quantizer becomes a failed record, not a dead sweep."""
     args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant=gguf_q8_0,gguf_q4km"]
-    sweep = _start(args)
-    parent = psutil.Process(sweep.pid)
-
-    def quantizer():
-        return _children(parent, "harness.isolated quantize-gguf_q8_0")
-
-    _wait_for(lambda: quantizer() or sweep.poll() is not None, timeout=600)
-    quantizer()[0].send_signal(signal.SIGSEGV)
-    assert sweep.wait(300) == 1
+    sweep = _start(args, _crashing_once("quantize-gguf_q8_0", seeded))
+    assert sweep.wait(600) == 1
     records = _records(seeded)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert records[0]["error_type"] == "StageFailed"

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from harness.record import Record
+from harness.report import results
+from harness.report.config import ReportConfig
 from harness.report.pareto import (
     ACCURACY,
     ENERGY,
@@ -138,6 +140,30 @@ def test_collect_counts_each_measurement_once_and_drops_failures_since_fixed(tmp
     records = collect([tmp_path])
     assert sorted(r.job["quant"] for r in records) == ["bnb_nf4", "fp32", "gptq4"]
     assert [r.status for r in records if r.job["quant"] == "gptq4"] == ["ok"]
+
+
+def test_records_of_older_measurement_versions_are_collected_and_reported(tmp_path):
+    """A record from before each stage's key, the machine and the load curve were kept, copied
+    into the two job directories that reused its cache entry: one measurement, reported."""
+    old = {
+        "status": "ok",
+        "job": {"model": "m", "quant": "gguf_q8_0", "train": "lora", "hardware": "cpu"},
+        "artifact": {"size_mib": 145},
+        "metrics": {"accuracy": 0.89, "accuracy_ci95": [0.84, 0.94], "decode_tokens_per_s": 160.0},
+        "config": {"hardware": {"device": "cpu"}},
+        "measure_version": 1,
+        "record_dir": str(tmp_path / "cache" / "records" / "0123456789abcdef"),
+    }
+    for job_dir in (tmp_path / "a" / "0_gguf_q8_0", tmp_path / "b" / "0_gguf_q8_0"):
+        job_dir.mkdir(parents=True)
+        (job_dir / "record.json").write_text(json.dumps(old))
+    _write(tmp_path / "b" / "1_fp32", _record("fp32", 540, 0.9, 20, 1000, "k1"))
+    records = collect([tmp_path])
+    assert sorted(r.job["quant"] for r in records) == ["fp32", "gguf_q8_0"]
+    md = (write_report(records, tmp_path / "report", title="old and new") / "report.md").read_text()
+    assert "| gguf_q8_0 |" in md and "| fp32 |" in md
+    rows = results.rows_from_records(records, "make run", ReportConfig())
+    assert [(r["variant"], r["runtime"]) for r in rows] == [("gguf_q8_0", "not kept"), ("fp32", "not kept")]
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""Results pages are generated from records, never typed: the committed pages (and the README's
-copy of a table) render again from their CSVs identically; a page states where, when and how
-its figures were measured; two runs that differ only in fine-tuning are never named the same."""
+"""Results pages are generated from records, never typed: the committed CSVs are as written from
+their records (the checksum their pages state), and the pages (and the README's copy of a
+table) render again from them identically; a page states where, when and how its figures were
+measured; two runs that differ only in fine-tuning are never named the same."""
 
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically
     )
     csv_path = tmp_path / "default.csv"
     results.write_csv(rows, csv_path)
-    md = results.write_page(csv_path, "make run on the embedded model").read_text()
+    written = results.checksum(csv_path)
+    md = results.write_page(csv_path, "make run on the embedded model", written).read_text()
+    assert f"Generated from `default.csv` (as written from its records, SHA-256 `{written}`)" in md
     assert "- command: `make run`" in md
     assert "- measured on: 2026-12-04, measurement version 5, commit 0123456789ab" in md
     assert "- test split: 520 queries (dataset dataset-abc)" in md
@@ -85,8 +88,15 @@ def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically
         "| unmeasured |" in md
     )
     first = md
-    results.write_page(csv_path)  # the title is kept from the page
+    results.write_page(csv_path)  # the title and the checksum are kept from the page
     assert csv_path.with_suffix(".md").read_text() == first
+    # a figure edited by hand renders, but the page's checksum is the CSV's before
+    as_written = csv_path.read_text()
+    csv_path.write_text(as_written.replace(",0.79,", ",0.81,"))
+    edited = results.write_page(csv_path).read_text()
+    assert "| gguf_q4km | llama_cpp | 101 | 0.810" in edited and results.stated_checksum(edited) == written
+    assert results.checksum(csv_path) != written
+    csv_path.write_text(as_written)
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.README_BLOCK.format(name='default')}\nstale\n{results.README_END}\nafter\n")
@@ -100,8 +110,14 @@ def test_a_page_states_its_provenance_and_renders_again_from_its_csv_identically
 def test_committed_results_pages_are_what_their_records_render(csv_path):
     rows = results.read_csv(csv_path)
     md = csv_path.with_suffix(".md").read_text(encoding="utf-8")
+    assert results.stated_checksum(md) == results.checksum(csv_path), (
+        f"{csv_path.name} is not the CSV its page says was written from the records: write both again from the "
+        f"records (python -m harness.report DIR --results {csv_path.with_suffix('')} --command ...)"
+    )
     title = md.splitlines()[0].removeprefix("# ")
-    assert results.page(title, rows, csv_path.name) == md, f"re-render it: python -m harness.report --render {csv_path}"
+    assert results.page(title, rows, csv_path.name, results.checksum(csv_path)) == md, (
+        f"re-render it: python -m harness.report --render {csv_path}"
+    )
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     if results.README_BLOCK.format(name=csv_path.stem) in readme:
         assert results.readme_with_table(readme, csv_path.stem, rows) == readme, "README's copy of the table differs"

@@ -41,26 +41,54 @@ def test_failed_build_leaves_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "stage").iterdir()] == ["k.lock"]
 
 
-def _slow_build(root: str, log: str) -> None:
+def _build_when_released(root: str, log: str, release: str) -> None:
+    """Build the entry, holding it open until the file `release` exists; this process's
+    harness.store log goes to `<log>.<pid>`."""
+    import logging
+    import os
+
+    logging.basicConfig(filename=f"{log}.{os.getpid()}", level=logging.INFO)
+
     def build(out: Path) -> None:
         with open(log, "a") as f:
             f.write("built\n")
-        time.sleep(1)
+        while not Path(release).exists():
+            time.sleep(0.05)
         (out / "f").write_text("x")
 
     cached_dir(Path(root), "stage", "k", build)
 
 
 def test_concurrent_jobs_build_once(tmp_path):
-    log = tmp_path / "log"
+    """The second job starts while the first is building, and the first finishes only once the
+    second waits for it (or, with no lock, builds too): the two always overlap."""
+    log, release = tmp_path / "log", tmp_path / "release"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_slow_build, args=(str(tmp_path), str(log))) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    assert log.read_text() == "built\n"
+    args = (str(tmp_path), str(log), str(release))
+    first, second = (ctx.Process(target=_build_when_released, args=args) for _ in range(2))
+    first.start()
+    try:
+        _wait_until(lambda: log.exists())
+        second.start()
+        waits = tmp_path / f"log.{second.pid}"
+        _wait_until(lambda: "waiting for another job" in _text(waits) or log.read_text().count("built") > 1)
+    finally:
+        release.touch()
+        for p in (first, second):
+            p.join(60)
+    assert (first.exitcode, second.exitcode) == (0, 0)
+    assert log.read_text() == "built\n" and "cache hit: stage/k" in _text(waits)
+
+
+def _wait_until(condition, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def test_write_json_atomic_replaces(tmp_path):
@@ -127,8 +155,11 @@ def test_a_killed_builders_partial_build_is_removed_and_a_live_ones_is_not(tmp_p
         os.kill(builder.pid, signal.SIGKILL)
         builder.join(10)
     assert partial[0].is_dir()  # what a SIGKILL leaves
+    # a job run again builds the entry anew: the killed build is never taken for it
+    entry = cached_dir(tmp_path, "adapter", "0123456789abcdef", lambda out: (out / "weights.bin").write_text("new"))
+    assert sorted(p.name for p in entry.iterdir()) == ["weights.bin"] and (entry / "weights.bin").read_text() == "new"
     with caplog.at_level(logging.INFO, logger="harness.store"):
         removed, freed_mib = remove_stale_builds(tmp_path)
     assert removed == 1 and freed_mib == pytest.approx(3.0)
     assert "removed 1 stale partial build, 3 MiB" in caplog.text
-    assert [p.name for p in (tmp_path / "adapter").iterdir()] == ["0123456789abcdef.lock"]
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["0123456789abcdef", "0123456789abcdef.lock"]

@@ -10,7 +10,6 @@ import pytest
 
 from harness.data.config import DatasetConfig
 from harness.data.dataset import build_dataset
-from harness.measure.machine import local_cpu_facts
 from harness.prompt import answer
 from harness.train.config import TrainConfig
 from harness.train.finetune import IGNORE_INDEX, encode_example, merge_adapter, train
@@ -172,28 +171,37 @@ def test_validation_scores_along_the_way_and_stops_when_it_falls(tiny_llama, tmp
     import harness.train.finetune as finetune
 
     data = build_dataset(DatasetConfig(train_per_cell=2, validation_per_cell=1, test_per_cell=1), ["en"], tmp_path)
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
     cfg = TrainConfig(method="lora", max_steps=8, batch_size=4, r=4, alpha=8, evaluations=4, patience=1)
-    train(tiny_llama, data, cfg, "Classify.", "cpu", adapter)
-    log = json.loads((adapter / "train_log.json").read_text())
-    assert [c["step"] for c in log["validation"]] == [2, 4, 6, 8] and log["steps"] == 8
-    assert log["kept_step"] == 2 + 2 * best_index_of(log)
-    # auto precision, as this machine's CPU decides it
-    assert log["precision"] == finetune.resolve_precision("auto", "cpu", local_cpu_facts()["flags"])
-    # when the first evaluation stays the best, patience 1 stops training at the second
-    monkeypatch.setattr(finetune, "best_index", lambda accuracies: 0)
-    adapter2 = tmp_path / "adapter2"
-    adapter2.mkdir()
-    train(tiny_llama, data, cfg, "Classify.", "cpu", adapter2)
-    log2 = json.loads((adapter2 / "train_log.json").read_text())
+    # auto precision on a CPU without AVX512-BF16 or AMX
+    monkeypatch.setattr(finetune, "local_cpu_facts", lambda: {"flags": ["avx2", "fma"]})
+
+    real = finetune.validation_accuracy
+
+    def trained_with_scores(scores: list[float], name: str) -> dict:
+        """Train, the validation scored for real and then reported as `scores`, one per evaluation."""
+        scripted = iter(scores)
+
+        def scored(*args) -> float:
+            real(*args)  # the validation pass runs as in training; its score is the script's
+            return next(scripted)
+
+        monkeypatch.setattr(finetune, "validation_accuracy", scored)
+        (tmp_path / name).mkdir()
+        train(tiny_llama, data, cfg, "Classify.", "cpu", tmp_path / name)
+        return json.loads((tmp_path / name / "train_log.json").read_text())
+
+    log = trained_with_scores([0.25, 0.5, 0.5, 0.4], "adapter")
+    assert log["validation"] == [
+        {"step": 2, "accuracy": 0.25},
+        {"step": 4, "accuracy": 0.5},
+        {"step": 6, "accuracy": 0.5},
+        {"step": 8, "accuracy": 0.4},
+    ]
+    # the best score, the later of two equal ones
+    assert log["steps"] == 8 and log["kept_step"] == 6 and log["precision"] == "fp32"
+    # the first evaluation stays the best: patience 1 stops training at the second
+    log2 = trained_with_scores([0.5, 0.25, 0.25, 0.25], "adapter2")
     assert log2["steps"] == 4 and log2["planned_steps"] == 8 and log2["kept_step"] == 2
-
-
-def best_index_of(log: dict) -> int:
-    from harness.train.finetune import best_index
-
-    return best_index([c["accuracy"] for c in log["validation"]])
 
 
 def test_left_padded_answer_window_gives_each_examples_own_loss_and_matches(smollm2_tokenizer, tmp_path):

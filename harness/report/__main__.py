@@ -7,9 +7,11 @@ or data are named for what differs.
 Results pages, generated rather than typed:
 
     python -m harness.report DIR --results docs/results/NAME --command "make run"
-        keeps DIR's records as docs/results/NAME.csv and renders NAME.md from it
+        keeps DIR's records as docs/results/NAME.csv and renders NAME.md from it, stating the
+        CSV's SHA-256
     python -m harness.report --render docs/results/NAME.csv [--readme README.md]
-        renders NAME.md again from the CSV (and the README's copy of its table)
+        renders NAME.md again from the CSV (and the README's copy of its table), keeping the
+        SHA-256 the page states: a CSV edited by hand no longer matches it
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from harness.report.summary import print_table
 from harness.report.write import write_report
 
 
-def render(csv_path: Path, readme: Path | None, title: str | None = None) -> None:
-    md = results.write_page(csv_path, title)
+def render(csv_path: Path, readme: Path | None, title: str | None = None, csv_sha256: str | None = None) -> None:
+    md = results.write_page(csv_path, title, csv_sha256)
     print(f"results page: {md}")
     if readme is not None:
         rows = results.read_csv(csv_path)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         csv_path = args.results.with_suffix(".csv")
         results.write_csv(results.rows_from_records(records, args.command, cfg), csv_path)
-        render(csv_path, args.readme, args.title)
+        render(csv_path, args.readme, args.title, results.checksum(csv_path))
         return 0
     out = write_report(records, args.out, args.title, cfg)
     print(f"report: {out / 'report.html'} (also report.md, report.csv and the plots)")

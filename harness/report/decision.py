@@ -111,6 +111,10 @@ def gate_figures(c: Comparison) -> dict[str, Any]:
     }
 
 
+# The verdict of a variant measured on another test split than the baseline's.
+NOT_COMPARABLE = "not comparable (another test split)"
+
+
 def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
     """One row per variant (the records and their `points`, in the same order)."""
     base = baseline_of(compared, cfg)
@@ -135,7 +139,7 @@ def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) ->
             try:
                 c = compare(base_rows, rows, cfg.min_relative_accuracy)
             except ValueError:  # another test split: nothing to pair
-                row["verdict"] = "not comparable (another test split)"
+                row["verdict"] = NOT_COMPARABLE
                 out.append(row)
                 continue
             o = c.overall
@@ -234,8 +238,9 @@ def gate_cells(row: dict) -> list[str]:
 
 
 def cells(row: dict) -> list[str]:
-    """A decision row as table cells; the baseline's comparison cells are empty."""
-    compared = row.get("verdict") not in (None, "baseline")
+    """A decision row as table cells; the comparison cells of the baseline, and of a variant
+    not comparable with it, are empty."""
+    compared = row.get("verdict") not in (None, "baseline", NOT_COMPARABLE)
     diff = (
         "{:+.3f} ({:+.3f} to {:+.3f})".format(
             row["accuracy_difference"], row["accuracy_difference_ci95_low"], row["accuracy_difference_ci95_high"]

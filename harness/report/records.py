@@ -47,7 +47,9 @@ def collect(roots: list[Path]) -> list[Record]:
         for path in sorted(root.rglob(RECORD)):
             record = Record.read(path)
             if record.status == OK:
-                ok.setdefault(record.keys["record"], record)
+                # a record written before its key was kept is known by its cache entry
+                entry = record.keys.get("record") or str(Path(record.record_dir or path.parent).resolve())
+                ok.setdefault(entry, record)
             else:
                 failed[(_job(record), record.error)] = record
     succeeded = {_job(r) for r in ok.values()}

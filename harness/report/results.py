@@ -1,6 +1,8 @@
 """Results pages: a sweep's records kept as a small CSV, and a Markdown page rendered from that
 CSV alone. The page, and the README's copy of its table, are generated, never typed: any of
-them can be rendered again from the committed CSV and must come out identical.
+them can be rendered again from the committed CSV and must come out identical. The page
+states the SHA-256 of the CSV as it was written from the records, and rendering again keeps
+that, so a CSV edited by hand no longer matches its page.
 
 Each CSV row is one measured variant: its figures, its accuracy per language, and what the
 figures belong to (model, fine-tuning, machine, test split, measurement version, date,
@@ -10,7 +12,9 @@ commit, and the command that produced them).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,10 +67,10 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
     """One row per successful record, in the records' order, with its comparison against its
     hardware group's baseline and its serving cost (harness.report.decision)."""
     ok = [r for r in records if r.status == OK]
-    judged: dict[str, dict] = {}
+    judged: dict[int, dict] = {}  # by id(): a record older than its key has none
     for group in by_hardware(ok).values():
         for record, row in zip(group, decision.decisions(group, points(group), cfg)):
-            judged[record.keys["record"]] = {k: v for k, v in row.items() if k != "variant"}
+            judged[id(record)] = {k: v for k, v in row.items() if k != "variant"}
     out = []
     for record, p in zip(ok, points(ok)):
         env, bandwidth = record.environment, record.bandwidth or {}
@@ -74,7 +78,7 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
         out.append(
             {
                 "variant": p["variant"],
-                "runtime": record.runtime["name"],
+                "runtime": record.runtime.get("name", "not kept"),  # a record older than its runtime's name
                 **{k: p.get(k) for k in FIGURES},
                 **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
                 "model": p["model"],
@@ -91,7 +95,7 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
                 "measured_on": (env.get("measured_at") or "")[:10],
                 "commit": (env.get("git_commit") or "")[:12],
                 "command": command,
-                **judged[record.keys["record"]],
+                **judged[id(record)],
             }
         )
     return out
@@ -188,14 +192,32 @@ def _precision(value: str) -> str:
     return "" if value == "none" else f", training precision {_kept(value)}"
 
 
-def page(title: str, rows: list[dict[str, Any]], csv_name: str) -> str:
-    """The whole results page: what was measured, where, when and how, then the table."""
+def checksum(csv_path: Path) -> str:
+    """The CSV's SHA-256, as its page states it."""
+    return hashlib.sha256(csv_path.read_bytes()).hexdigest()
+
+
+# How a page states its CSV's checksum, and what finds it there.
+_CHECKSUM = "as written from its records, SHA-256 `{}`"
+_STATED_CHECKSUM = re.compile("as written from its records, SHA-256 `([0-9a-f]{64})`")
+
+
+def stated_checksum(md: str) -> Optional[str]:
+    """The checksum a page states of its CSV; None where it states none."""
+    found = _STATED_CHECKSUM.search(md)
+    return found.group(1) if found else None
+
+
+def page(title: str, rows: list[dict[str, Any]], csv_name: str, csv_sha256: Optional[str]) -> str:
+    """The whole results page: what was measured, where, when and how, then the table.
+    `csv_sha256`: the CSV's checksum as the records wrote it (None: not known, none stated)."""
     p = provenance(rows)
+    written = f" ({_CHECKSUM.format(csv_sha256)})" if csv_sha256 else ""
     return "\n".join(
         [
             f"# {title}",
             "",
-            "Generated from `" + csv_name + "` by `python -m harness.report --render` (do not edit by hand).",
+            f"Generated from `{csv_name}`{written} by `python -m harness.report --render` (do not edit by hand).",
             "",
             f"- command: `{p['command']}`",
             f"- measured on: {p['measured_on']}, measurement version {p['measure_version']}, commit {p['commit']}",
@@ -241,13 +263,17 @@ def _served(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def write_page(csv_path: Path, title: Optional[str] = None) -> Path:
-    """Render `<name>.md` beside `<name>.csv`; its title is the first line of an existing page,
-    kept, unless one is given."""
+def write_page(csv_path: Path, title: Optional[str] = None, csv_sha256: Optional[str] = None) -> Path:
+    """Render `<name>.md` beside `<name>.csv`; its title and the CSV's checksum are an existing
+    page's, kept, unless given (only the CSV's writer knows the checksum: a page rendered again
+    from a CSV edited since states the checksum of the CSV before)."""
     md = csv_path.with_suffix(".md")
+    before = md.read_text(encoding="utf-8") if md.exists() else None
     if title is None:
-        title = md.read_text(encoding="utf-8").splitlines()[0].removeprefix("# ") if md.exists() else csv_path.stem
-    md.write_text(page(title, read_csv(csv_path), csv_path.name), encoding="utf-8")
+        title = before.splitlines()[0].removeprefix("# ") if before else csv_path.stem
+    if csv_sha256 is None and before:
+        csv_sha256 = stated_checksum(before)
+    md.write_text(page(title, read_csv(csv_path), csv_path.name, csv_sha256), encoding="utf-8")
     return md
 
 
