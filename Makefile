@@ -147,8 +147,9 @@ format: setup ## fix lint and formatting as make test checks them
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Also the slow end-to-end tests on the real embedded model.
-test-full: setup llama-tools llama-server ## the test suite with the slow end-to-end tests on the real model
+# Also the slow tests: end-to-end on the real embedded model, and tiny-model sweeps whose parts
+# faster tests cover.
+test-full: setup llama-tools llama-server ## the test suite with the slow end-to-end tests
 	$(PY) -m pytest -m ''
 
 # Harness vs llama.cpp's own llama-bench on the Q4_K_M that `make run` made (same file,

@@ -78,6 +78,7 @@ def test_constrained_answers_on_llama_cpp(random_model, smollm2_tokenizer, tmp_p
     _check_constrained(rt, smollm2_tokenizer, batched=True)
 
 
+@pytest.mark.slow
 def test_zero_shot_job_with_and_without_the_constraint(tiny_llama, tmp_path):
     args = [
         "--multirun",

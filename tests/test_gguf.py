@@ -164,6 +164,7 @@ def test_parallel_sequences_compute_what_one_sequence_alone_computes(smollm2_tok
     assert first == [rt.start(prompts[0])] * 4 and len(rt.step_batch(first)) == 4
 
 
+@pytest.mark.slow
 def test_importance_matrix_is_a_stage_of_its_own_and_weights_the_quantization(tiny_llama, tmp_path):
     """quant.imatrix=true: llama.cpp's llama-imatrix over rendered training rows, cached once
     and shared by every type quantized with it; the file differs from the plain one of the

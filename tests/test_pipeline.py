@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import run_harness, tiny_job_overrides, wandb_history, wandb_run_records
 
 
@@ -164,6 +166,7 @@ def test_baseline_and_gguf_side_by_side_with_batches_and_no_secrets(tiny_llama, 
             assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_format_by_bits_grid_names_every_cell_for_what_it_built(tiny_llama, seeded):
     args = ["--multirun", *tiny_job_overrides(tiny_llama, seeded), "quant.format=gguf,bnb", "quant.bits=3,8"]
     done = run_harness(args)
