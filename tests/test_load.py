@@ -173,7 +173,7 @@ def test_the_server_reply_is_the_in_process_answer_text():
 def test_the_server_fields_key_a_record_only_when_the_load_is_served():
     """Records measured in process keep the keys they had before the served load existed."""
     from harness.errors import ConfigError
-    from harness.measure.config import MeasureConfig
+    from harness.measure.config import SERVED_LOAD_VERSION, MeasureConfig
 
     before = {
         "prompt_tokens", "gen_tokens", "warmup", "min_reps", "min_seconds", "decoding", "max_new_tokens",
@@ -183,6 +183,8 @@ def test_the_server_fields_key_a_record_only_when_the_load_is_served():
     assert set(MeasureConfig().keyed()) == before
     assert MeasureConfig(server_slots=8, load_seed=3).keyed() == MeasureConfig().keyed()
     assert MeasureConfig(serve="server", server_slots=8).keyed() != MeasureConfig(serve="server").keyed()
+    # a served record's meaning is versioned apart: bumping it re-measures served rows only
+    assert MeasureConfig(serve="server").keyed()["served_load_version"] == SERVED_LOAD_VERSION
     with pytest.raises(ConfigError, match="measure.serve='sever' is unknown"):
         MeasureConfig(serve="sever")
     with pytest.raises(ConfigError, match="measure.server_port=80"):

@@ -10,6 +10,11 @@ from harness.errors import ConfigError
 
 DECODINGS = ("free", "labels")
 SERVES = ("in_process", "server")
+# What a served record means, in its key beside MEASURE_VERSION (in-process records keep
+# theirs): bumped when the served load changes a figure. 2: where parallel slots less than
+# double the rate, the Poisson rates start at half the maximum; the capacity interval reaches
+# down to a rate that failed below the best.
+SERVED_LOAD_VERSION = 2
 # The fields of a served load measurement (measure.serve=server): a record's key holds them
 # only then, so records measured in process keep the keys they had.
 SERVER_FIELDS = (
@@ -117,4 +122,6 @@ class MeasureConfig:
         """What a record's key holds of this config: the server fields only when the load is
         served (where the latency objective steers the measurement too: see `served`)."""
         fields = dataclasses.asdict(self)
-        return fields if self.serve == "server" else {k: v for k, v in fields.items() if k not in SERVER_FIELDS}
+        if self.serve == "server":
+            return {**fields, "served_load_version": SERVED_LOAD_VERSION}
+        return {k: v for k, v in fields.items() if k not in SERVER_FIELDS}
