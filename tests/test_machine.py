@@ -123,6 +123,6 @@ def test_one_variant_measured_on_two_machines_is_two_variants_never_paired(tuned
     assert not any(f"| {verdict} |" in md for verdict in ("indistinguishable", "better", "worse"))
 
     rows = results.rows_from_records(records, "make run", ReportConfig())
-    page = results.page("two machines", rows, "two.csv")
+    page = results.page("two machines", rows, "two.csv", None)
     assert "avx512_bf16" in page and f"training precision {record['train']['precision']}" in page
     assert [r["train_precision"] for r in rows] == [record["train"]["precision"]] * 2
