@@ -419,8 +419,7 @@ def compare_peer(args: argparse.Namespace, peer: Peer) -> int:
     decode verdicts (0 when there is nothing to compare, said so)."""
     from harness.extras import installed_version
 
-    newest = newest_model_dir(args.cache, peer.marker)
-    model_dirs = getattr(args, peer.flag) or ([newest] if newest else [])
+    model_dirs = getattr(args, peer.flag) or [d for d in [newest_model_dir(args.cache, peer.marker)] if d]
     if installed_version(peer.distribution) is None or not model_dirs:
         print(
             f"\n{peer.name}: skipped (needs pip install 'slm-harness[{peer.extra}]' and a model: "

@@ -130,10 +130,10 @@ def meets(row: dict, slo_ms: float) -> bool:
     )
 
 
-def _failing(rows: list[dict], slo_ms: float) -> list[float]:
-    """The rates that missed the objective: Poisson rates as offered, and the synchronous rate
-    where even one request at a time missed it (no open-loop rate can do better)."""
-    return [_tried(r) for r in rows if r["mode"] != THROUGHPUT and not meets(r, slo_ms)]
+def _failed(rows: list[dict], slo_ms: float) -> list[dict]:
+    """The rows that missed the objective: Poisson rates, and the synchronous pass where even one
+    request at a time missed it (no open-loop rate can do better)."""
+    return [r for r in rows if r["mode"] != THROUGHPUT and not meets(r, slo_ms)]
 
 
 def capacity(rows: list[dict], slo_ms: float) -> tuple[Optional[float], list[float]]:
@@ -143,17 +143,15 @@ def capacity(rows: list[dict], slo_ms: float) -> tuple[Optional[float], list[flo
     above it that failed, or else to the highest rate any pass reached). Only open-loop rates
     count: one request at a time meets an objective that the same rate, arriving at random,
     may not."""
+    failed = _failed(rows, slo_ms)
+    reached = max((r["achieved_queries_per_s"] or 0.0 for r in rows), default=0.0)
     passing = [r for r in rows if r["mode"] == POISSON and meets(r, slo_ms)]
     best_row = max(passing, key=lambda r: r["achieved_queries_per_s"], default=None)
     if best_row is None:
-        failing = _failing(rows, slo_ms)
-        reached = [r["achieved_queries_per_s"] or 0.0 for r in rows]
-        return None, [0.0, min(failing, default=max(reached, default=0.0))]
+        return None, [0.0, min((_tried(r) for r in failed), default=reached)]
     best = best_row["achieved_queries_per_s"]
-    failed = [r for r in rows if r["mode"] != THROUGHPUT and not meets(r, slo_ms)]
     below = [r["achieved_queries_per_s"] or 0.0 for r in failed if _tried(r) <= _tried(best_row)]
     above = [_tried(r) for r in failed if _tried(r) > _tried(best_row)]
-    reached = max(r["achieved_queries_per_s"] or 0.0 for r in rows)
     return best, [min([best, *below]), max(min(above, default=reached), best)]
 
 
@@ -166,6 +164,6 @@ def bisection_rate(rows: list[dict], slo_ms: float) -> Optional[float]:
     """The rate halfway between the highest passing and the lowest failing rate above it, where
     both were tried (None: nothing brackets the capacity)."""
     best, (_, high) = capacity(rows, slo_ms)
-    if best is None or high not in _failing(rows, slo_ms):
+    if best is None or high not in [_tried(r) for r in _failed(rows, slo_ms)]:
         return None
     return (best + high) / 2
