@@ -429,7 +429,9 @@ def compare_peer(args: argparse.Namespace, peer: Peer) -> int:
     exits = []
     for model_dir in model_dirs:
         runtime = peer.open(model_dir, args.threads)
-        title = f"{model_dir} ({peer.name} {runtime.version}, {runtime.kernel})"
+        # ORT GenAI's MatMulNBits picks its kernel inside the graph: no kernel name to show
+        kernel = f", {runtime.kernel}" if runtime.kernel else ""
+        title = f"{model_dir} ({peer.name} {runtime.version}{kernel})"
         bench = lambda d=model_dir: peer.bench(d, args.threads, args.prompt_tokens, args.gen_tokens, args.reps)  # noqa: E731
         exits.append(compare_rounds(args, title, peer.reference, runtime, bench))
     return max(exits)
