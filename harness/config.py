@@ -22,7 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from harness.data.config import DatasetConfig, LanguageConfig
 from harness.errors import ConfigError, choices
-from harness.formats import QuantConfig, quant_from_dict, quant_name, registry
+from harness.formats import Format, quant_from_dict, quant_name, registry
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
 from harness.models import ENDPOINT, FILE, ModelConfig, check_endpoint, model_kind
@@ -56,7 +56,7 @@ class JobConfig:
     # Typed here as what every format has; a preset's own schema (quant/schema/<format>)
     # types its options, and `to_job_config` parses the node as its format's dataclass.
     # None for a model that is not built here (a model file, a hosted model).
-    quant: Optional[QuantConfig] = MISSING
+    quant: Optional[Format] = MISSING
     hardware: HardwareConfig = MISSING
     language: LanguageConfig = MISSING
     dataset: DatasetConfig = MISSING

@@ -25,13 +25,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, calibration_texts, register
-
-if TYPE_CHECKING:
-    from harness.config import PathsConfig
+from harness.formats import BuildInputs, Format, calibration_texts, register
 
 log = logging.getLogger(__name__)
 TOOLS = ("llama-imatrix", "llama-quantize")
@@ -79,7 +76,7 @@ TYPE_BITS: dict[str, int] = {
 
 @register
 @dataclass
-class GGUFQuant(QuantConfig):
+class GGUFQuant(Format):
     # llama.cpp file type (Q4_K_M, Q8_0, ...); None: the default type at `bits`.
     gguf_type: Optional[str] = None
     # Weight the quantization by an importance matrix computed on the training split.
@@ -129,15 +126,15 @@ class GGUFQuant(QuantConfig):
             **({"calibration_samples": self.calibration_samples} if self.imatrix else {}),
         }
 
-    def check(self, paths: Optional["PathsConfig"]) -> None:
-        super().check(paths)
-        check_converter(paths.llama_cpp_dir if paths else None)
+    def check(self, llama_cpp_dir: Optional[str] = None, llama_cpp_bin: Optional[str] = None) -> None:
+        super().check(llama_cpp_dir, llama_cpp_bin)
+        check_converter(llama_cpp_dir)
         file_type_id(self.gguf_type)
         if self.imatrix:
-            tool_path("llama-imatrix", paths.llama_cpp_bin if paths else None)
-            tool_path("llama-quantize", paths.llama_cpp_bin if paths else None)
+            tool_path("llama-imatrix", llama_cpp_bin)
+            tool_path("llama-quantize", llama_cpp_bin)
 
-    def source(self) -> Optional[QuantConfig]:
+    def source(self) -> Optional[Format]:
         return None if self.gguf_type == "F16" else GGUFQuant(format="gguf", bits=16)
 
     def key_parts(self, inputs: BuildInputs) -> list:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness.config import JobConfig
-from harness.formats import BuildInputs, QuantConfig, parameter_count
+from harness.formats import BuildInputs, Format, parameter_count
 from harness.isolated import isolated_build
 from harness.store import cache_key, cached_dir, dir_size_mib, read_json
 from harness.targets import Prepared, link, local_machine, local_measurement, record_key
@@ -26,7 +26,7 @@ class Artifact:
 
 
 def build_artifact(
-    quant: QuantConfig, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path, timeout_s: float
+    quant: Format, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path, timeout_s: float
 ) -> Artifact:
     """The artifact of `quant` built from the checkpoint `model_dir` (or from the artifact the
     format builds it from), cached under (its source's key, the format's key parts, the
@@ -82,7 +82,7 @@ class BuiltTarget:
         from harness.models import check_available
 
         check_available(self.job.model)
-        self.job.quant.check(self.job.paths)
+        self.job.quant.check(self.job.paths.llama_cpp_dir, self.job.paths.llama_cpp_bin)
         self.job.train.check()
         check_device(self.job.hardware.device)
 
