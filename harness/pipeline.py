@@ -20,9 +20,9 @@ from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
 from harness.measure.window import exclusive_window, lock_path
-from harness.models import ENDPOINT
 from harness.prompt import system_prompt
 from harness.record import MEASURE_VERSION, RECORD, JobInfo, Record
+from harness.sources import ENDPOINT
 from harness.store import cached_dir, remove_stale_builds, write_json_atomic
 from harness.targets import target_for
 

@@ -1,4 +1,4 @@
-"""What a job measures, one target per kind of model (`models.model_kind`): an artifact built
+"""What a job measures, one target per kind of model (`harness.sources`): an artifact built
 here through cached stages (`built`), a model file measured as it is (`file`), or a hosted
 endpoint measured as served (`endpoint`). Each owns its checks, and all answer the same two
 calls, chosen once per job:
@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional, Protocol
 
 from harness.config import JobConfig
 from harness.isolated import run_isolated
-from harness.models import BUILT, FILE
 from harness.record import MEASURE_VERSION
 from harness.runtimes import Opener
 from harness.store import cache_key
@@ -71,17 +70,7 @@ class Target(Protocol):
 
 
 def target_for(job: JobConfig) -> Target:
-    if job.model.kind == BUILT:
-        from harness.targets.built import BuiltTarget
-
-        return BuiltTarget(job)
-    if job.model.kind == FILE:
-        from harness.targets.file import FileTarget
-
-        return FileTarget(job)
-    from harness.targets.endpoint import EndpointTarget
-
-    return EndpointTarget(job)
+    return job.model.origin.target(job)
 
 
 def local_measurement(

@@ -14,6 +14,7 @@ from typing import Optional
 from harness.config import JobConfig
 from harness.formats import BuildInputs, Format, parameter_count
 from harness.isolated import isolated_build
+from harness.sources import BuiltSource
 from harness.store import cache_key, cached_dir, dir_size_mib, read_json
 from harness.targets import Prepared, link, local_machine, local_measurement, record_key
 
@@ -75,13 +76,14 @@ class BuiltTarget:
     def __init__(self, job: JobConfig):
         assert job.quant is not None  # a model built here is built by its quant
         self.job = job
+        self.source = job.model.origin
+        assert isinstance(self.source, BuiltSource)
         self.cache = Path(job.paths.cache_dir).resolve()
 
     def preflight(self) -> None:
         from harness.hardware import check_device
-        from harness.models import check_available
 
-        check_available(self.job.model)
+        self.source.check_available(self.job.model)
         self.job.quant.check(self.job.paths.llama_cpp_dir, self.job.paths.llama_cpp_bin)
         self.job.train.check()
         check_device(self.job.hardware.device)
@@ -130,11 +132,9 @@ class BuiltTarget:
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
         from transformers import AutoTokenizer
 
-        from harness.models import base_model_dir, weights_origin
-
         job = self.job
         threads = job.hardware.threads_used
-        base_dir, base_key = base_model_dir(job.model, self.cache, job.build_timeout_s)
+        base_dir, base_key = self.source.base_model_dir(job.model, self.cache, job.build_timeout_s)
         model_dir, model_key, train_facts = self._trained(base_dir, base_key, data_dir, system)
         inputs = BuildInputs(
             str(data_dir),
@@ -160,7 +160,7 @@ class BuiltTarget:
                 system,
                 labels,
             ),
-            artifact_info={**artifact.info, "weights_origin": weights_origin(job.model)},
+            artifact_info={**artifact.info, "weights_origin": self.source.weights_origin(job.model)},
             train_facts=train_facts,
             keys={
                 "dataset": data_dir.name,
