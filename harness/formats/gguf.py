@@ -319,11 +319,11 @@ def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
     cached as a stage of its own under the F16 file's key, the rows and the tool's build."""
     from transformers import AutoTokenizer
 
-    from harness.store import cache_key, cached_dir
+    from harness import stages
 
     assert inputs.cache_root, "an importance matrix is cached as a stage: BuildInputs.cache_root is needed"
     tool = tool_path("llama-imatrix", inputs.llama_cpp_bin)
-    key = cache_key("imatrix", f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples, tool_build(tool))
+    stage = stages.imatrix(f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples, tool_build(tool))
 
     def compute(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(f16.parent, gguf_file=f16.name)
@@ -351,7 +351,7 @@ def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
             tool.name,
         )
 
-    return cached_dir(Path(inputs.cache_root), "imatrix", key, compute) / "imatrix.gguf"
+    return stage.cached(Path(inputs.cache_root), compute) / "imatrix.gguf"
 
 
 def file_type_id(gguf_type: str) -> int:

@@ -35,14 +35,15 @@ class EmbeddedSource(BuiltSource):
     def base_model_dir(self, model: "ModelConfig", cache_root: Path, timeout_s: float) -> tuple[Path, str]:
         import transformers
 
+        from harness import stages
         from harness.isolated import isolated_build
-        from harness.store import cache_key, cached_dir, file_digest
+        from harness.store import file_digest
 
         gguf_path = embedded_gguf_path(model)
-        key = cache_key("base", model.package, model.gguf_file, file_digest(gguf_path), transformers.__version__)
+        stage = stages.base(model.package, model.gguf_file, file_digest(gguf_path), transformers.__version__)
         # dequantizing a file is CPU work on any machine
         build = isolated_build("base", materialize_gguf, {"gguf_path": gguf_path}, timeout_s, "cpu")
-        return cached_dir(cache_root, "base", key, build), key
+        return stage.cached(cache_root, build), stage.key
 
     def weights_origin(self, model: "ModelConfig") -> str:
         """The embedded model's "full precision" is its GGUF's quantized weights dequantized,

@@ -21,11 +21,11 @@ class HubSource(BuiltSource):
         return None if model.hf_id else "model.hf_id, e.g. model.hf_id=meta-llama/Llama-3.2-1B-Instruct"
 
     def base_model_dir(self, model: "ModelConfig", cache_root: Path, timeout_s: float) -> tuple[Path, str]:
-        from harness.store import cache_key
+        from harness import stages
 
         path = hf_snapshot(model)
         # The snapshot directory is named for the exact commit.
-        return path, cache_key("base", model.hf_id, path.name)
+        return path, stages.base(model.hf_id, path.name).key
 
     def weights_origin(self, model: "ModelConfig") -> str:
         return f"{model.hf_id}@{model.revision} (Hugging Face hub)"

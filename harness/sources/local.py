@@ -24,11 +24,12 @@ class LocalSource(BuiltSource):
         local_dir(model)
 
     def base_model_dir(self, model: "ModelConfig", cache_root: Path, timeout_s: float) -> tuple[Path, str]:
-        from harness.store import cache_key, file_digest
+        from harness import stages
+        from harness.store import file_digest
 
         path = local_dir(model)
         weights = sorted(path.glob("*.safetensors")) + [path / "config.json"]
-        return path, cache_key("base", [file_digest(p) for p in weights])
+        return path, stages.base([file_digest(p) for p in weights]).key
 
 
 def local_dir(model: "ModelConfig") -> Path:

@@ -10,12 +10,12 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from harness import stages
 from harness.config import JobConfig
 from harness.errors import ConfigError
 from harness.extras import require
 from harness.sources import FileSource, registry
-from harness.store import cache_key
-from harness.targets import Prepared, link, local_machine, local_measurement, record_key
+from harness.targets import Prepared, link, local_machine, local_measurement, record_stage
 
 
 class FileTarget:
@@ -58,12 +58,14 @@ class FileTarget:
         # the rendered prompts are keyed by the record (its system prompt, the test split); the
         # file and the runtime that runs it, here
         runtime = self.file.RUNTIME
-        key = cache_key(
-            "model_file", facts["sha256"], facts["chat_template_from"], runtime, importlib.metadata.version(runtime)
-        )
+        key = stages.model_file(
+            facts["sha256"], facts["chat_template_from"], runtime, importlib.metadata.version(runtime)
+        ).key
         machine, bandwidth = local_machine(job)
+        record = record_stage(key, data_dir.name, job, job.hardware.threads_used, system, machine)
         return Prepared(
             measurement=local_measurement(job, self.path, self.file, self._tokenizer, data_dir, system, labels),
+            record=record,
             artifact_info={
                 "format": self.file.NAME,
                 "bits": None,
@@ -75,7 +77,7 @@ class FileTarget:
             keys={
                 "dataset": data_dir.name,
                 "artifact": key,
-                "record": record_key(key, data_dir.name, job, job.hardware.threads_used, system, machine),
+                "record": record.key,
             },
             machine=machine,
             bandwidth=bandwidth,
