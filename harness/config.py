@@ -106,7 +106,7 @@ class JobConfig:
 
     def _gguf(self) -> bool:
         """The measured artifact is a GGUF file (built here, or the user's own)."""
-        return self.quant.format == "gguf" if self.quant is not None else self.model.source == "gguf"
+        return (self.quant.format if self.quant is not None else self.model.origin.FORMAT) == "gguf"
 
 
 def register_configs() -> None:

@@ -38,6 +38,9 @@ class Source:
     KIND: ClassVar[str] = ""
     # What a record calls the variant of a model no quant built (a built one is named for its quant).
     VARIANT: ClassVar[Optional[str]] = None
+    # The format of what is measured as given, as a record names it (None: built by the job's
+    # quant, or hosted).
+    FORMAT: ClassVar[Optional[str]] = None
 
     def unset_need(self, model: "ModelConfig") -> Optional[str]:
         """What the source needs and `model` does not set, as its error names it (None: nothing)."""

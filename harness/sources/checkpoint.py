@@ -21,7 +21,7 @@ QUANT_METHOD_FORMATS = {"gptq": "gptq", "bitsandbytes": "bnb"}
 
 @register
 class CheckpointDirectory(FileSource):
-    NAME = "checkpoint"
+    NAME = FORMAT = "checkpoint"
     FILE_IS = "a checkpoint directory"
     RUNTIME = "transformers"
     TEMPLATE_FROM = "checkpoint"

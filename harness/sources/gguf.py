@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @register
 class GGUFFile(FileSource):
-    NAME = "gguf"
+    NAME = FORMAT = "gguf"
     FILE_IS = "a .gguf file"
     IS_DIRECTORY = False
     RUNTIME = "llama_cpp_python"

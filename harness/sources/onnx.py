@@ -12,7 +12,7 @@ from harness.sources import USER_FILE_FIX, FileSource, dir_digest, register
 
 @register
 class OnnxDirectory(FileSource):
-    NAME = "onnx"
+    NAME = FORMAT = "onnx"
     FILE_IS = "an ONNX Runtime GenAI model directory"
     RUNTIME = "onnxruntime_genai"
     EXTRA = "onnx"

@@ -12,7 +12,7 @@ from harness.sources import USER_FILE_FIX, FileSource, dir_digest, register
 
 @register
 class OpenVINODirectory(FileSource):
-    NAME = "openvino"
+    NAME = FORMAT = "openvino"
     FILE_IS = "an OpenVINO model directory"
     RUNTIME = "openvino_genai"
     EXTRA = "openvino"

@@ -67,7 +67,7 @@ class FileTarget:
             measurement=local_measurement(job, self.path, self.file, self._tokenizer, data_dir, system, labels),
             record=record,
             artifact_info={
-                "format": self.file.NAME,
+                "format": self.file.FORMAT,
                 "bits": None,
                 **facts,
                 "tool": "as given",
