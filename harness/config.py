@@ -6,7 +6,7 @@ Each group's schema lives next to the code that uses it (`models.ModelConfig`,
 Hydra's ConfigStore, so YAML presets and command-line overrides are type-checked when the
 job is composed. `quant` is the one group whose schema depends on a value, its format: it is
 parsed against that format's own dataclass right after composition, before any work. A
-model that is not built here (a model file, a hosted model: `models.model_kind`) has no
+model that is not built here (a model file, a hosted model: `harness.sources`) has no
 `quant` and no `train`: their defaults are dropped, and a choice of either is refused. Every
 `__post_init__` check raises ConfigError naming the fix.
 """
@@ -22,12 +22,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from harness.data.config import DatasetConfig, LanguageConfig
 from harness.errors import ConfigError, choices
-from harness.formats import QuantConfig, quant_from_dict, quant_name, registry
+from harness.formats import Format, quant_from_dict, quant_name, registry
 from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
-from harness.models import ENDPOINT, FILE, ModelConfig, check_endpoint, model_kind
+from harness.models import ModelConfig
 from harness.record import OBJECTIVES, JobInfo, job_label
 from harness.report.config import LoggerConfig, ReportConfig
+from harness.sources import BUILT, ENDPOINT, Source, source_of
 from harness.train.config import TrainConfig
 
 
@@ -56,7 +57,7 @@ class JobConfig:
     # Typed here as what every format has; a preset's own schema (quant/schema/<format>)
     # types its options, and `to_job_config` parses the node as its format's dataclass.
     # None for a model that is not built here (a model file, a hosted model).
-    quant: Optional[QuantConfig] = MISSING
+    quant: Optional[Format] = MISSING
     hardware: HardwareConfig = MISSING
     language: LanguageConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -105,7 +106,7 @@ class JobConfig:
 
     def _gguf(self) -> bool:
         """The measured artifact is a GGUF file (built here, or the user's own)."""
-        return self.quant.format == "gguf" if self.quant is not None else self.model.source == "gguf"
+        return (self.quant.format if self.quant is not None else self.model.origin.FORMAT) == "gguf"
 
 
 def register_configs() -> None:
@@ -161,40 +162,33 @@ def _chosen_groups(overrides: Sequence[str]) -> dict[str, str]:
 NOT_TRAINED = TrainConfig(name="none", method="none")
 
 
-def _refuse_build_choices(cfg: DictConfig, kind: str, overrides: Sequence[str]) -> None:
+def _refuse_build_choices(cfg: DictConfig, source: Source, overrides: Sequence[str]) -> None:
     """A model that is not built here takes no quant or training: the composed defaults are
-    dropped, and one the user chose is refused, with what to do instead (choosing no training
-    is what the kind does anyway)."""
-    chosen, model = _chosen_groups(overrides), cfg.model
+    dropped, and one the user chose is refused as its source refuses it, with what to do
+    instead (choosing no training is what the kind does anyway)."""
+    chosen = _chosen_groups(overrides)
     for group in ("quant", "train"):
         override = chosen.get(group)
         if override is None or (group == "train" and cfg.train.method == "none"):
             continue
-        if kind == ENDPOINT:
-            raise ConfigError(
-                f"model={model.name} is a hosted model, measured as served: {override} does not apply to it; drop "
-                f"the {group} override for this model (sweep hosted and local models separately)"
-            )
-        raise ConfigError(
-            f"model.source={model.source} is measured as it is: {override} does not apply (a model file is not "
-            f"{'requantized' if group == 'quant' else 'fine-tuned'} here); drop the {group} override, or start from "
-            "a full-precision checkpoint with model.source=local to build it"
-        )
+        refusal = source.refusal(cfg.model, group, override)
+        if refusal:
+            raise ConfigError(refusal)
 
 
 def to_job_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobConfig:
     """Turn a composed config into validated objects; raises ConfigError naming the fix.
     `overrides`: the job's command-line overrides, which say whether a quant or a train the
     config holds was the user's choice or the default."""
-    kind = model_kind(cfg.model.source)
+    source = source_of(cfg.model.source)  # None: an unknown one, which ModelConfig names
     cfg = cfg.copy()
     with open_dict(cfg):
-        if kind == ENDPOINT:
-            check_endpoint(cfg.model.api and OmegaConf.to_container(cfg.model.api))
+        if source is not None and source.KIND == ENDPOINT:
+            source.check_api(cfg.model.api and OmegaConf.to_container(cfg.model.api))
         else:
             cfg.model.api = None  # its URL and model name unset: only a hosted model has an endpoint
-        if kind in (FILE, ENDPOINT):
-            _refuse_build_choices(cfg, kind, overrides)
+        if source is not None and source.KIND != BUILT:
+            _refuse_build_choices(cfg, source, overrides)
             cfg.quant = None
             cfg.train = OmegaConf.structured(NOT_TRAINED)
         else:

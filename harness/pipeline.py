@@ -20,10 +20,10 @@ from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
 from harness.measure.environment import environment
 from harness.measure.window import exclusive_window, lock_path
-from harness.models import ENDPOINT
 from harness.prompt import system_prompt
 from harness.record import MEASURE_VERSION, RECORD, JobInfo, Record
-from harness.store import cached_dir, remove_stale_builds, write_json_atomic
+from harness.sources import ENDPOINT
+from harness.store import remove_stale_builds, write_json_atomic
 from harness.targets import target_for
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
         )
         write_json_atomic(out / RECORD, record.to_json())
 
-    record_dir = cached_dir(cache, "records", prepared.keys["record"], measure_and_record, force=job.force)
+    record_dir = prepared.record.cached(cache, measure_and_record, force=job.force)
     record = Record.read(record_dir / RECORD)
     record.record_dir = str(record_dir)
     return record

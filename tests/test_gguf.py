@@ -196,10 +196,9 @@ def test_importance_matrix_is_a_stage_of_its_own_and_weights_the_quantization(ti
 
 
 def test_imatrix_without_llama_cpp_tools_names_the_make_target(tmp_path):
-    from harness.config import PathsConfig
     from harness.errors import ConfigError
 
     with pytest.raises(ConfigError, match="make llama-tools"):
-        GGUFQuant(format="gguf", bits=3, imatrix=True).check(PathsConfig(llama_cpp_bin=str(tmp_path)))
+        GGUFQuant(format="gguf", bits=3, imatrix=True).check(llama_cpp_bin=str(tmp_path))
     with pytest.raises(ConfigError, match="unquantized type has nothing to weight"):
         GGUFQuant(format="gguf", bits=16, imatrix=True)

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from harness.errors import ConfigError
-from harness.models import ModelConfig, _hf_snapshot
+from harness.models import ModelConfig
+from harness.sources.hf import hf_snapshot
 
 
 class _Hub(BaseHTTPRequestHandler):
@@ -62,7 +63,7 @@ def test_a_refusal_by_the_hub_names_the_token_not_the_network(hub, monkeypatch, 
     monkeypatch.setattr(hub, "code", code)
     model = ModelConfig(name="mine", source="hf", hf_id="org/model")
     with pytest.raises(ConfigError) as refused:
-        _hf_snapshot(model)
+        hf_snapshot(model)
     text = str(refused.value)
     assert text.startswith("model=mine: ") and message in text, text
     assert "set HF_TOKEN" in text and "`hf auth login`" in text

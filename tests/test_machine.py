@@ -9,7 +9,7 @@ from harness.config import register_configs
 from harness.measure.machine import cpu_facts, cpu_features, machine_identity, visible_device
 from harness.record import MEASURE_VERSION, Record
 from harness.report.records import by_hardware
-from harness.targets import record_key
+from harness.targets import record_stage
 
 from .test_config import compose_job
 
@@ -45,18 +45,18 @@ def test_a_record_is_reused_only_on_the_same_machine_and_measurement_version():
     job = compose_job([])
     here = {"cpu": cpu_facts(XEON), "logical_cores": 2, "ram_gib": 24, "gpu": None}
     there = {**here, "cpu": cpu_facts(EPYC)}
-    key = record_key("artifact", "data", job, 2, "system", here)
-    assert record_key("artifact", "data", job, 2, "system", dict(here)) == key  # same machine: reused
-    assert record_key("artifact", "data", job, 2, "system", there) != key  # another CPU: measured again
-    assert record_key("artifact", "data", job, 2, "system", {**here, "ram_gib": 64}) != key
-    assert record_key("artifact", "data", job, 2, "system", here, version=MEASURE_VERSION + 1) != key
+    key = record_stage("artifact", "data", job, 2, "system", here).key
+    assert record_stage("artifact", "data", job, 2, "system", dict(here)).key == key  # same machine: reused
+    assert record_stage("artifact", "data", job, 2, "system", there).key != key  # another CPU: measured again
+    assert record_stage("artifact", "data", job, 2, "system", {**here, "ram_gib": 64}).key != key
+    assert record_stage("artifact", "data", job, 2, "system", here, version=MEASURE_VERSION + 1).key != key
     # the price and the latency objective are the report's: changing them re-measures nothing
     repriced = dataclasses.replace(
         job,
         hardware=dataclasses.replace(job.hardware, usd_per_hour=3.0),
         measure=dataclasses.replace(job.measure, slo_p95_ms=50.0),
     )
-    assert record_key("artifact", "data", repriced, 2, "system", here) == key
+    assert record_stage("artifact", "data", repriced, 2, "system", here).key == key
 
 
 def test_nvml_watches_the_gpu_cuda_uses():

@@ -249,9 +249,9 @@ def test_a_damaged_ort_directory_as_given_is_one_line_before_any_work(int4_dir, 
     errors = [line for line in (done.stdout + done.stderr).splitlines() if "job failed" in line]
     assert len(errors) == 1 and "is truncated (tensor" in errors[0], done.stdout[-2000:]
     assert not (tmp_path / "cache" / "artifact").exists()
-    # a file where a directory is meant names every source's kind
+    # a file where a directory is meant names what this source takes, then every other file source
     done = run_harness([*keep, "model.source=onnx", f"model.path={bad / 'model.onnx'}", "hydra.run.dir=" + str(bad)])
-    assert "model.source=onnx an ONNX Runtime GenAI model directory" in done.stdout + done.stderr
+    assert "model.source=onnx takes an ONNX Runtime GenAI model directory" in done.stdout + done.stderr
 
 
 def test_the_fidelity_reference_loop_times_the_same_decode_as_the_harness(int4_dir):

@@ -16,6 +16,18 @@ def test_cache_key_is_stable_and_order_insensitive_for_dicts():
     assert cache_key("x", 1) != cache_key("x", 2)
 
 
+def test_a_stage_is_keyed_by_its_name_and_inputs_and_cached_in_its_folder(tmp_path):
+    from harness import stages
+    from harness.store import Stage
+
+    stage = Stage("record", ("artifact", {"threads": 2}), "records")
+    assert stage.key == cache_key("record", "artifact", {"threads": 2})
+    assert stage.cached(tmp_path, lambda out: (out / "f").write_text("x")) == tmp_path / "records" / stage.key
+    # a key cached entries are filed under (the default job's merged model, from its adapter's
+    # key): a stage's inputs, their order or its name changed here orphans every entry
+    assert stages.merged("0274894dde365acd").key == "154da4be3c4ae195"
+
+
 def test_built_once_then_hit(tmp_path):
     calls = []
 

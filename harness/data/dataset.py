@@ -8,15 +8,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence, TypeVar
 
+from harness import stages
 from harness.data import synthetic
 from harness.data.config import DatasetConfig
 from harness.data.loaders import DataError, load_external
-from harness.store import cache_key, cached_dir, file_digest, read_json, write_json_atomic
+from harness.store import Stage, file_digest, read_json, write_json_atomic
 
 T = TypeVar("T")
 
 
-def dataset_key(spec: DatasetConfig, languages: Optional[Sequence[str]]) -> str:
+def dataset_stage(spec: DatasetConfig, languages: Optional[Sequence[str]]) -> Stage:
     if spec.kind == "synthetic":
         content = {
             "generator": synthetic.GENERATOR_VERSION,
@@ -29,7 +30,7 @@ def dataset_key(spec: DatasetConfig, languages: Optional[Sequence[str]]) -> str:
         if missing:
             raise DataError(f"{', '.join(missing)}: no such file; give an existing path")
         content = {split: file_digest(Path(p)) for split, p in sorted(spec.files.items())}
-    return cache_key("dataset", spec, languages and sorted(languages), content)
+    return stages.dataset(spec, languages and sorted(languages), content)
 
 
 def count_table(rows_by_split: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, int]]]:
@@ -63,7 +64,7 @@ def build_dataset(spec: DatasetConfig, languages: Optional[Sequence[str]], cache
         write_json_atomic(out / "labels.json", labels)
         write_json_atomic(out / "stats.json", {"counts": count_table(rows), **report})
 
-    return cached_dir(cache_root, "dataset", dataset_key(spec, languages), build)
+    return dataset_stage(spec, languages).cached(cache_root, build)
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:

@@ -1,9 +1,9 @@
 """Quantization formats: one module each in this package, found here.
 
-A format module defines a subclass of `QuantConfig` decorated with `@register`. The dataclass
-is the format's options (its fields are the `quant.*` keys it takes, type-checked and
-validated when a job is composed), and its methods are everything the rest of the harness
-asks of a format: which bit widths exist and what each means, a cheap check that its tools
+A format module defines a subclass of `Format`, the format's plugin, decorated with
+`@register`. The dataclass is the format's options (its fields are the `quant.*` keys it
+takes, type-checked and validated when a job is composed), and its methods are everything
+the rest of the harness asks of a format: which bit widths exist and what each means, a cheap check that its tools
 are installed, what its artifact's cache key depends on, how to build the artifact (in a
 spawned process), and which runtime opens it. Nothing outside this package looks at a
 format's name; adding a format is one module here and one preset in `conf/quant/`.
@@ -28,7 +28,6 @@ from harness.errors import ConfigError, UnsupportedCell, choices
 from harness.extras import require
 
 if TYPE_CHECKING:
-    from harness.config import PathsConfig
     from harness.hardware import HardwareConfig
     from harness.runtimes import Runtime
 
@@ -54,9 +53,10 @@ class BuildInputs:
 
 
 @dataclass
-class QuantConfig:
-    """What every format has: its name and its bit width. A format's module subclasses this
-    with its own options and behaviour."""
+class Format:
+    """A quantization format: its options (what every format has, its name and its bit width,
+    and a subclass's own) and what it does (build, verify and open its artifact). A job's
+    `quant` is one, and the measuring process opens the artifact through it (an `Opener`)."""
 
     format: str = MISSING
     bits: int = MISSING
@@ -96,13 +96,14 @@ class QuantConfig:
         """The record's `artifact` fields that say what was built, beyond format and bits."""
         return {}
 
-    def check(self, paths: Optional["PathsConfig"]) -> None:
-        """Seconds-long: the format's packages (and tools, found through `paths`) are installed."""
+    def check(self, llama_cpp_dir: Optional[str] = None, llama_cpp_bin: Optional[str] = None) -> None:
+        """Seconds-long: the format's packages (and llama.cpp's converter and tools, where it
+        builds with them: `BuildInputs`' paths, None for their default places) are installed."""
         require(f"quant.format={self.format}", self.PACKAGES, self.EXTRA)
 
     # --- building, for formats built here ---
 
-    def source(self) -> Optional["QuantConfig"]:
+    def source(self) -> Optional["Format"]:
         """Another artifact this one is built from (GGUF types from the GGUF F16), or None to
         build from the full-precision checkpoint."""
         return None
@@ -149,10 +150,10 @@ class QuantConfig:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[QuantConfig]] = {}
+_REGISTRY: dict[str, type[Format]] = {}
 
 
-def register(cls: type[QuantConfig]) -> type[QuantConfig]:
+def register(cls: type[Format]) -> type[Format]:
     for name in cls.FORMATS:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"quant.format={name} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
@@ -160,14 +161,14 @@ def register(cls: type[QuantConfig]) -> type[QuantConfig]:
     return cls
 
 
-def registry() -> dict[str, type[QuantConfig]]:
+def registry() -> dict[str, type[Format]]:
     """quant.format -> its options class, every module of this package imported once."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")  # cached after the first time
     return _REGISTRY
 
 
-def quant_from_dict(node: dict[str, Any]) -> QuantConfig:
+def quant_from_dict(node: dict[str, Any]) -> Format:
     """The `quant` group as its format's options, type-checked against that format's own
     schema and validated; ConfigError (UnsupportedCell for a width the format lacks) names
     the field and the fix."""
@@ -201,7 +202,7 @@ def quant_from_dict(node: dict[str, Any]) -> QuantConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"quant.{key}={node.get(key)!r}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
-    assert isinstance(quant, QuantConfig)
+    assert isinstance(quant, Format)
     return quant
 
 

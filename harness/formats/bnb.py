@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.formats import BuildInputs, QuantConfig, register
+from harness.formats import BuildInputs, Format, register
 
 KINDS = {4: "nf4", 8: "int8"}
 
@@ -41,7 +41,7 @@ def compute_dtype(device: str):
 
 @register
 @dataclass
-class BnbQuant(QuantConfig):
+class BnbQuant(Format):
     FORMATS = ("bnb",)
     PACKAGES = ("bitsandbytes", "transformers")
     EXTRA = "bnb"

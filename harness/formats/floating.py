@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.formats import BuildInputs, QuantConfig, register
+from harness.formats import BuildInputs, Format, register
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -15,7 +15,7 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 @register
 @dataclass
-class FloatQuant(QuantConfig):
+class FloatQuant(Format):
     FORMATS = tuple(DTYPES)
     PACKAGES = ("transformers", "torch")
 

@@ -25,13 +25,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, calibration_texts, register
-
-if TYPE_CHECKING:
-    from harness.config import PathsConfig
+from harness.formats import BuildInputs, Format, calibration_texts, register
 
 log = logging.getLogger(__name__)
 TOOLS = ("llama-imatrix", "llama-quantize")
@@ -79,7 +76,7 @@ TYPE_BITS: dict[str, int] = {
 
 @register
 @dataclass
-class GGUFQuant(QuantConfig):
+class GGUFQuant(Format):
     # llama.cpp file type (Q4_K_M, Q8_0, ...); None: the default type at `bits`.
     gguf_type: Optional[str] = None
     # Weight the quantization by an importance matrix computed on the training split.
@@ -129,15 +126,15 @@ class GGUFQuant(QuantConfig):
             **({"calibration_samples": self.calibration_samples} if self.imatrix else {}),
         }
 
-    def check(self, paths: Optional["PathsConfig"]) -> None:
-        super().check(paths)
-        check_converter(paths.llama_cpp_dir if paths else None)
+    def check(self, llama_cpp_dir: Optional[str] = None, llama_cpp_bin: Optional[str] = None) -> None:
+        super().check(llama_cpp_dir, llama_cpp_bin)
+        check_converter(llama_cpp_dir)
         file_type_id(self.gguf_type)
         if self.imatrix:
-            tool_path("llama-imatrix", paths.llama_cpp_bin if paths else None)
-            tool_path("llama-quantize", paths.llama_cpp_bin if paths else None)
+            tool_path("llama-imatrix", llama_cpp_bin)
+            tool_path("llama-quantize", llama_cpp_bin)
 
-    def source(self) -> Optional[QuantConfig]:
+    def source(self) -> Optional[Format]:
         return None if self.gguf_type == "F16" else GGUFQuant(format="gguf", bits=16)
 
     def key_parts(self, inputs: BuildInputs) -> list:
@@ -322,11 +319,11 @@ def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
     cached as a stage of its own under the F16 file's key, the rows and the tool's build."""
     from transformers import AutoTokenizer
 
-    from harness.store import cache_key, cached_dir
+    from harness import stages
 
     assert inputs.cache_root, "an importance matrix is cached as a stage: BuildInputs.cache_root is needed"
     tool = tool_path("llama-imatrix", inputs.llama_cpp_bin)
-    key = cache_key("imatrix", f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples, tool_build(tool))
+    stage = stages.imatrix(f16.parent.name, Path(inputs.data_dir).name, inputs.system, samples, tool_build(tool))
 
     def compute(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(f16.parent, gguf_file=f16.name)
@@ -354,7 +351,7 @@ def importance_matrix(f16: Path, inputs: BuildInputs, samples: int) -> Path:
             tool.name,
         )
 
-    return cached_dir(Path(inputs.cache_root), "imatrix", key, compute) / "imatrix.gguf"
+    return stage.cached(Path(inputs.cache_root), compute) / "imatrix.gguf"
 
 
 def file_type_id(gguf_type: str) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from harness.errors import ConfigError, choices
-from harness.formats import BuildInputs, QuantConfig, calibration_texts, layer_widths, register
+from harness.formats import BuildInputs, Format, calibration_texts, layer_widths, register
 
 log = logging.getLogger(__name__)
 # Group sizes gptqmodel's kernels take (-1: one group per weight row).
@@ -32,7 +32,7 @@ DEFAULT_CALIBRATION_SAMPLES = 256
 
 @register
 @dataclass
-class GPTQQuant(QuantConfig):
+class GPTQQuant(Format):
     # Weights per scale group. 64 tiles both SmolLM2-135M's 576-wide layers and Llama 3.2's;
     # 128, the usual choice elsewhere, leaves a ragged group in SmolLM2, which costs accuracy
     # and gptqmodel's fast CPU kernel.

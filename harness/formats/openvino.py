@@ -29,7 +29,7 @@ from typing import Any, Optional
 from xml.etree import ElementTree
 
 from harness.errors import ConfigError, choices
-from harness.formats import BUILT_FACTS, BuildInputs, QuantConfig, calibration_texts, layer_widths, register
+from harness.formats import BUILT_FACTS, BuildInputs, Format, calibration_texts, layer_widths, register
 
 log = logging.getLogger(__name__)
 MODEL_XML = "openvino_model.xml"
@@ -44,7 +44,7 @@ DEFAULT_CALIBRATION_SAMPLES = 128
 
 @register
 @dataclass
-class OpenVINOQuant(QuantConfig):
+class OpenVINOQuant(Format):
     # int4 only. Weights per scale group; None: NNCF's 128, or, for a model whose layer inputs
     # 128 does not tile, the largest group size that does (64 for SmolLM2's 576), said in the
     # build's log and recorded (`quantized.group_size`). A group size set here that does not

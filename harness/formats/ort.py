@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, choices
-from harness.formats import BUILT_FACTS, BuildInputs, QuantConfig, register
+from harness.formats import BUILT_FACTS, BuildInputs, Format, register
 
 # The builder's own choices for its weight-only (MatMulNBits) quantization options.
 BLOCK_SIZES = (16, 32, 64, 128, 256)
@@ -34,7 +34,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 @register
 @dataclass
-class OrtQuant(QuantConfig):
+class OrtQuant(Format):
     # MatMulNBits block size (the builder's default: 32); the model's hidden and intermediate
     # sizes must be multiples of it.
     block_size: int = 32

@@ -13,7 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness.store import cache_key, cached_dir, read_json, write_json_atomic
+from harness import stages
+from harness.store import read_json, write_json_atomic
 
 BUFFER_MIB = 256
 ROUNDS = 5
@@ -59,14 +60,13 @@ def memory_bandwidth(cache_root: Path, machine: dict, device: str, threads: int,
     from harness.isolated import isolated_build
     from harness.measure.window import exclusive_window
 
-    key = cache_key("bandwidth", machine, device, threads)
     copy = isolated_build("bandwidth", _measure, {"device": device, "threads": threads}, timeout_s, device)
 
     def build(out: Path) -> None:
         with exclusive_window(lock):
             copy(out)
 
-    return read_json(cached_dir(cache_root, "bandwidth", key, build) / "bandwidth.json")
+    return read_json(stages.bandwidth(machine, device, threads).cached(cache_root, build) / "bandwidth.json")
 
 
 def _measure(device: str, threads: int, out: Path) -> None:

@@ -62,7 +62,7 @@ class BatchingRuntime(Runtime, Protocol):
 
 class Opener(Protocol):
     """What opens an artifact on its runtime, in the measuring process: a quant format (the
-    artifact it built), or a model file's own (`targets.file.ModelFile`)."""
+    artifact it built), or a model file's source (`sources.FileSource`)."""
 
     def prepare_kernels(self, hardware) -> None:
         """Build or load the kernels the runtime will use, before the load is timed."""

@@ -31,7 +31,7 @@ class ApiConfig:
     few_shot: int = 0
 
     def __post_init__(self) -> None:
-        # unset on a model preset that is not hosted: `models.check_endpoint` asks for it where it is needed
+        # unset on a model preset that is not hosted: `sources.api.ApiSource.check_api` asks for it where it is needed
         if self.base_url != MISSING and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"model.api.base_url={self.base_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8000/v1"

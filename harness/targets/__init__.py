@@ -1,4 +1,4 @@
-"""What a job measures, one target per kind of model (`models.model_kind`): an artifact built
+"""What a job measures, one target per kind of model (`harness.sources`): an artifact built
 here through cached stages (`built`), a model file measured as it is (`file`), or a hosted
 endpoint measured as served (`endpoint`). Each owns its checks, and all answer the same two
 calls, chosen once per job:
@@ -14,21 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
+from harness import stages
 from harness.config import JobConfig
 from harness.isolated import run_isolated
-from harness.models import BUILT, FILE
 from harness.record import MEASURE_VERSION
 from harness.runtimes import Opener
-from harness.store import cache_key
+from harness.store import Stage
 
 
 @dataclass
 class Prepared:
-    """What the stages before the measurement produced, and the measurement itself."""
+    """What the stages before the measurement produced, the measurement itself, and the
+    stage its record is cached as."""
 
     measurement: Callable[[Path], dict]
+    record: Stage
     artifact_info: dict
     train_facts: Optional[dict]
+    # every stage's key, the record's among them
     keys: dict[str, str]
     # the identity of the machine that measures (None: a remote endpoint's)
     machine: Optional[dict]
@@ -45,7 +48,7 @@ def link(stage: str, key: str, path: Path) -> dict:
     return {"stage": stage, "key": key, "path": str(path.resolve())}
 
 
-def record_key(
+def record_stage(
     artifact_key: str,
     data_key: str,
     job: JobConfig,
@@ -53,7 +56,7 @@ def record_key(
     system: str,
     machine: dict,
     version: int = MEASURE_VERSION,
-) -> str:
+) -> Stage:
     """A record is reused only for the same artifact, data, hardware and measurement config,
     measured on the same kind of machine by the same version of the measurement code. What
     only the report reads (the machine's price; the latency objective, unless a served load's
@@ -61,7 +64,7 @@ def record_key(
     hardware = {k: v for k, v in dataclasses.asdict(job.hardware).items() if k != "usd_per_hour"}
     served = job.measure.serve == "server"
     measure = {k: v for k, v in job.measure.keyed().items() if served or k != "slo_p95_ms"}
-    return cache_key("record", artifact_key, data_key, hardware, measure, threads, system, machine, version)
+    return stages.record(artifact_key, data_key, hardware, measure, threads, system, machine, version)
 
 
 class Target(Protocol):
@@ -71,17 +74,7 @@ class Target(Protocol):
 
 
 def target_for(job: JobConfig) -> Target:
-    if job.model.kind == BUILT:
-        from harness.targets.built import BuiltTarget
-
-        return BuiltTarget(job)
-    if job.model.kind == FILE:
-        from harness.targets.file import FileTarget
-
-        return FileTarget(job)
-    from harness.targets.endpoint import EndpointTarget
-
-    return EndpointTarget(job)
+    return job.model.origin.target(job)
 
 
 def local_measurement(

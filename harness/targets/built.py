@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from harness import stages
 from harness.config import JobConfig
-from harness.formats import BuildInputs, QuantConfig, parameter_count
+from harness.formats import BuildInputs, Format, parameter_count
 from harness.isolated import isolated_build
-from harness.store import cache_key, cached_dir, dir_size_mib, read_json
-from harness.targets import Prepared, link, local_machine, local_measurement, record_key
+from harness.sources import BuiltSource
+from harness.store import dir_size_mib, read_json
+from harness.targets import Prepared, link, local_machine, local_measurement, record_stage
 
 
 @dataclass
@@ -26,7 +28,7 @@ class Artifact:
 
 
 def build_artifact(
-    quant: QuantConfig, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path, timeout_s: float
+    quant: Format, model_dir: Path, model_key: str, inputs: BuildInputs, cache_root: Path, timeout_s: float
 ) -> Artifact:
     """The artifact of `quant` built from the checkpoint `model_dir` (or from the artifact the
     format builds it from), cached under (its source's key, the format's key parts, the
@@ -38,11 +40,9 @@ def build_artifact(
     else:
         source_dir, source_key = model_dir, model_key
     tool, version = quant.tool()
-    key = cache_key("artifact", source_key, quant.key_parts(inputs), version)
-    directory = cached_dir(
+    stage = stages.artifact(source_key, quant.key_parts(inputs), version)
+    directory = stage.cached(
         cache_root,
-        "artifact",
-        key,
         isolated_build(
             f"quantize-{quant.name}", quant.build, {"source": source_dir, "inputs": inputs}, timeout_s, inputs.device
         ),
@@ -62,7 +62,7 @@ def build_artifact(
         "tool_version": version,
         "quantize_wall_s": read_json(directory / "build" / "wall.json")["wall_s"],
     }
-    return Artifact(path, key, info)
+    return Artifact(path, stage.key, info)
 
 
 def _numerics_versions() -> dict[str, str]:
@@ -75,14 +75,15 @@ class BuiltTarget:
     def __init__(self, job: JobConfig):
         assert job.quant is not None  # a model built here is built by its quant
         self.job = job
+        self.source = job.model.origin
+        assert isinstance(self.source, BuiltSource)
         self.cache = Path(job.paths.cache_dir).resolve()
 
     def preflight(self) -> None:
         from harness.hardware import check_device
-        from harness.models import check_available
 
-        check_available(self.job.model)
-        self.job.quant.check(self.job.paths)
+        self.source.check_available(self.job.model)
+        self.job.quant.check(self.job.paths.llama_cpp_dir, self.job.paths.llama_cpp_bin)
         self.job.train.check()
         check_device(self.job.hardware.device)
 
@@ -93,8 +94,7 @@ class BuiltTarget:
             return base_dir, base_key, None
         from harness.train.finetune import TRAINING_VERSION, fine_tune
 
-        adapter_key = cache_key(
-            "adapter",
+        adapter = stages.adapter(
             base_key,
             data_dir.name,
             job.train.key_inputs(),
@@ -105,10 +105,8 @@ class BuiltTarget:
         )
         # one spawned process trains the adapter and merges it: the merge always follows, and a
         # second process would pay torch's and peft's imports again
-        tuned = cached_dir(
+        tuned = adapter.cached(
             self.cache,
-            "adapter",
-            adapter_key,
             isolated_build(
                 "fine-tune",
                 fine_tune,
@@ -124,17 +122,15 @@ class BuiltTarget:
             ),
             force=job.train.force,
         )
-        facts = {"adapter_key": adapter_key, **read_json(tuned / "adapter" / "train_log.json")}
-        return tuned / "merged", cache_key("merged", adapter_key), facts
+        facts = {"adapter_key": adapter.key, **read_json(tuned / "adapter" / "train_log.json")}
+        return tuned / "merged", stages.merged(adapter.key).key, facts
 
     def prepare(self, data_dir: Path, system: str, labels: list[str]) -> Prepared:
         from transformers import AutoTokenizer
 
-        from harness.models import base_model_dir, weights_origin
-
         job = self.job
         threads = job.hardware.threads_used
-        base_dir, base_key = base_model_dir(job.model, self.cache, job.build_timeout_s)
+        base_dir, base_key = self.source.base_model_dir(job.model, self.cache, job.build_timeout_s)
         model_dir, model_key, train_facts = self._trained(base_dir, base_key, data_dir, system)
         inputs = BuildInputs(
             str(data_dir),
@@ -148,7 +144,7 @@ class BuiltTarget:
         artifact = build_artifact(job.quant, model_dir, model_key, inputs, self.cache, job.build_timeout_s)
         job.quant.verify(artifact.path)
         machine, bandwidth = local_machine(job)
-        key = record_key(artifact.key, data_dir.name, job, threads, system, machine)
+        record = record_stage(artifact.key, data_dir.name, job, threads, system, machine)
 
         return Prepared(
             measurement=local_measurement(
@@ -160,14 +156,15 @@ class BuiltTarget:
                 system,
                 labels,
             ),
-            artifact_info={**artifact.info, "weights_origin": weights_origin(job.model)},
+            record=record,
+            artifact_info={**artifact.info, "weights_origin": self.source.weights_origin(job.model)},
             train_facts=train_facts,
             keys={
                 "dataset": data_dir.name,
                 "base": base_key,
                 "model": model_key,
                 "artifact": artifact.key,
-                "record": key,
+                "record": record.key,
             },
             machine=machine,
             bandwidth=bandwidth,

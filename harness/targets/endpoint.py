@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from harness import stages
 from harness.config import JobConfig
 from harness.extras import require
 from harness.record import MEASURE_VERSION
-from harness.store import cache_key
 from harness.targets import Prepared, link
 
 
@@ -33,12 +33,12 @@ class EndpointTarget:
         from harness.runtimes.openai_compatible import OpenAICompatibleRuntime
 
         api, job = self.api, self.job
-        # what answers is the endpoint's machine, not this one: no machine in the key
-        key = cache_key(
-            "record", "hosted", dataclasses.asdict(api), data_dir.name, job.measure.keyed(), system, MEASURE_VERSION
+        record = stages.hosted_record(
+            dataclasses.asdict(api), data_dir.name, job.measure.keyed(), system, MEASURE_VERSION
         )
         return Prepared(
             measurement=lambda out: measure_hosted(api, job.measure, data_dir, system, labels, out),
+            record=record,
             artifact_info={
                 "format": "hosted",
                 "size_mib": None,
@@ -48,7 +48,7 @@ class EndpointTarget:
                 "model_name": api.model_name,
             },
             train_facts=None,
-            keys={"dataset": data_dir.name, "record": key},
+            keys={"dataset": data_dir.name, "record": record.key},
             machine=None,
             lineage=[link("dataset", data_dir.name, data_dir)],
             packages=("openai",),
