@@ -26,7 +26,7 @@ LLAMA_SERVER_DONE := $(VENV)/.llama-server-done
 .PHONY: help setup cuda-check lock llama-tools llama-server run demo search report sync serve-local hosted-local test test-full format data-stats bench-fidelity clean
 
 help: ## this list (a bare `make` prints it)
-	@echo "make <target> [GPU=0|1 CUDA_ARCH=.. NVCC=.. BUILD_JOBS=.. TORCH_INDEX=.. ARGS='hydra overrides' FORCE=1]"
+	@echo "make <target> [GPU=0|1 CUDA_ARCH=.. NVCC=.. BUILD_JOBS=.. TORCH_INDEX=.. TEST_WORKERS=.. ARGS='hydra overrides' FORCE=1]"
 	@awk -F':.*## ' '/^[a-zA-Z0-9%_-]+:.*## /{sub("%", "<name>", $$1); printf "  %-16s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
 
 # GPU=1 sets up for CUDA (the default where nvidia-smi is on the PATH): the CUDA torch already
@@ -137,10 +137,14 @@ hosted-local: setup ## measure the embedded GGUF served by llama.cpp's server (m
 	$(LOCAL_SERVER) > outputs/local_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
 		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to each: most of a
+# tiny job's time is single-threaded (a spawned stage importing torch), so two files at once
+# fill two cores. A file stays on one worker, so its module fixtures are built once.
+TEST_WORKERS ?= 2
 test: setup llama-tools llama-server ## ruff, then the test suite (the slow tests left out)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Lint fixes and formatting, as `make test` checks them.
 format: setup ## fix lint and formatting as make test checks them
@@ -150,7 +154,7 @@ format: setup ## fix lint and formatting as make test checks them
 # Also the slow tests: end-to-end on the real embedded model, and tiny-model sweeps whose parts
 # faster tests cover.
 test-full: setup llama-tools llama-server ## the test suite with the slow end-to-end tests
-	$(PY) -m pytest -m ''
+	$(PY) -m pytest -m '' -n $(TEST_WORKERS) --dist loadfile
 
 # Harness vs llama.cpp's own llama-bench on the Q4_K_M that `make run` made (same file,
 # threads, shapes): decode tok/s must agree within 5%; and the measuring process's peak RSS
