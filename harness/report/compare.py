@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 RESAMPLES = 2000
 BETTER, WORSE, SAME = "better", "worse", "indistinguishable"
@@ -72,7 +72,7 @@ def mcnemar_exact_p(fixed: int, broken: int) -> float:
     n = fixed + broken
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n
+    tail: float = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -123,10 +123,11 @@ def paired(baseline: Sequence[bool], variant: Sequence[bool], clusters: Sequence
     )
 
 
-def cluster_of(row: dict) -> str:
+def cluster_of(row: dict[str, Any]) -> str:
     """The phrasing a query was written from (the synthetic data's template), else its text:
     queries that share it are not independent."""
-    return row.get("template_id") or row["text"]
+    cluster: str = row.get("template_id") or row["text"]
+    return cluster
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,9 @@ class Comparison:
         return lang if p is not None and p.difference < 0 else None
 
 
-def compare(baseline_rows: list[dict], variant_rows: list[dict], min_relative_accuracy: float) -> Comparison:
+def compare(
+    baseline_rows: list[dict[str, Any]], variant_rows: list[dict[str, Any]], min_relative_accuracy: float
+) -> Comparison:
     """Two variants' predictions (rows of predictions.jsonl: text, language, correct, ...) on the
     same test split, in the same order."""
     if [r["text"] for r in baseline_rows] != [r["text"] for r in variant_rows]:

@@ -8,21 +8,25 @@ the report and the committed results pages."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from harness.errors import ConfigError
-from harness.record import Record
+from harness.record import Record, ServedRate
 from harness.report.compare import FAIL, INCONCLUSIVE, Comparison, compare
 from harness.report.config import ReportConfig
 from harness.report.pareto import baseline_index
-from harness.report.records import read_predictions
+from harness.report.records import Point, read_predictions
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
 
+# A decision row: one row of a results CSV (harness.report.results), which a page renders again;
+# a CSV written before a column was added lacks it, so a row is read by key, never assumed whole.
+Row = dict[str, Any]
 
-def baseline_of(compared: list[dict], cfg: ReportConfig) -> int:
+
+def baseline_of(compared: list[Point], cfg: ReportConfig) -> Optional[int]:
     if cfg.baseline is None:
         return baseline_index(compared)
-    names = [p["variant"] for p in compared]
+    names = [p.variant for p in compared]
     if cfg.baseline not in names:
         raise ConfigError(f"report.baseline={cfg.baseline!r} is not among this report's variants: {', '.join(names)}")
     return names.index(cfg.baseline)
@@ -35,35 +39,37 @@ def served_figures(record: Record) -> dict[str, Any]:
     served = record.served
     if not served:
         return {}
-    rates = served["rates"]
-    at = next((r for r in rates if r["achieved_queries_per_s"] == served["capacity_queries_per_s"]), None)
-    low, high = served["capacity_interval_queries_per_s"]
+    rates = served.rates
+    at = next((r for r in rates if r.achieved_queries_per_s == served.capacity_queries_per_s), None)
+    low, high = served.capacity_interval_queries_per_s
     return {
-        "served_capacity_queries_per_s": served["capacity_queries_per_s"],
+        "served_capacity_queries_per_s": served.capacity_queries_per_s,
         "served_capacity_low_queries_per_s": low,
         "served_capacity_high_queries_per_s": high,
-        "capacity_fidelity": served["capacity_fidelity"],
-        "server_slots": served["slots"],
-        "server_peak_rss_mib": served["server_peak_rss_mib"],
-        "served_goodput_at_capacity": at["goodput"] if at else None,
-        "served_accuracy_at_capacity": at["accuracy"] if at else None,
-        "served_agreement_at_capacity": at["agreement"] if at else None,
-        "served_accuracy_min": min(r["accuracy"] for r in rates),
-        "served_agreement_min": min((r["agreement"] for r in rates if r["agreement"] is not None), default=None),
+        "capacity_fidelity": served.capacity_fidelity,
+        "server_slots": served.slots,
+        "server_peak_rss_mib": served.server_peak_rss_mib,
+        "served_goodput_at_capacity": at.goodput if at else None,
+        "served_accuracy_at_capacity": at.accuracy if at else None,
+        "served_agreement_at_capacity": at.agreement if at else None,
+        "served_accuracy_min": min(r.accuracy for r in rates if r.accuracy is not None),
+        "served_agreement_min": min((r.agreement for r in rates if r.agreement is not None), default=None),
         "served_goodput_curve": goodput_curve(rates),
     }
 
 
-def goodput_curve(rates: list[dict]) -> str:
+def goodput_curve(rates: list[ServedRate]) -> str:
     """The goodput at each steady rate, by achieved rate, as one CSV cell: '2.10:1.00 3.40:0.97'
     (queries/s: share within the objective; a saturated rate marked '*')."""
     steady = sorted(
-        (r for r in rates if r["mode"] != "throughput" and r["achieved_queries_per_s"] is not None),
-        key=lambda r: r["achieved_queries_per_s"],
+        (
+            (r.achieved_queries_per_s, r)
+            for r in rates
+            if r.mode != "throughput" and r.achieved_queries_per_s is not None
+        ),
+        key=lambda pair: pair[0],
     )
-    return " ".join(
-        f"{r['achieved_queries_per_s']:.2f}:{r['goodput']:.2f}{'*' if r['saturated'] else ''}" for r in steady
-    )
+    return " ".join(f"{rate:.2f}:{r.goodput:.2f}{'*' if r.saturated else ''}" for rate, r in steady)
 
 
 def serving_figures(record: Record) -> dict[str, Any]:
@@ -72,22 +78,21 @@ def serving_figures(record: Record) -> dict[str, Any]:
     share of the measured memory bandwidth (None where an input is missing)."""
     m = record.metrics
     slo = record.config_value("measure", "slo_p95_ms")
-    level = capacity_at(m.get("load_curve") or [], slo) if slo else None
-    in_process = level["queries_per_s"] if level else None
+    level = capacity_at(m.latency.load_curve, slo) if slo else None
+    in_process = level.queries_per_s if level else None
     served = served_figures(record)
-    capacity = served["served_capacity_queries_per_s"] if served else in_process
+    capacity = record.served.capacity_queries_per_s if record.served else in_process
     # a row its provider prices per query (a hosted model) is not a machine rented by the hour
-    price = record.config_value("hardware", "usd_per_hour") if m.get("cost_usd_per_query") is None else None
-    bandwidth = (record.bandwidth or {}).get("gb_per_s")
-    share = None
-    if bandwidth and m.get("model_mib") and m.get("decode_tokens_per_s"):
-        share = bandwidth_share(m["model_mib"], m["decode_tokens_per_s"], bandwidth)
+    price = record.config_value("hardware", "usd_per_hour") if m.cost.cost_usd_per_query is None else None
+    bandwidth = record.bandwidth.gb_per_s if record.bandwidth else None
+    model_mib, decode = m.memory.model_mib, m.speed.decode_tokens_per_s
+    share = bandwidth_share(model_mib, decode, bandwidth) if bandwidth and model_mib and decode else None
     return {
         "slo_p95_ms": slo,
         "capacity_queries_per_s": capacity,
         "capacity_source": "served" if served else "in_process",
         "in_process_capacity_queries_per_s": in_process,
-        "capacity_concurrency": level["concurrency"] if level else None,
+        "capacity_concurrency": level.concurrency if level else None,
         **served,
         "usd_per_hour": price,
         "usd_per_million_queries": usd_per_million_queries(price, capacity) if capacity and price else None,
@@ -100,7 +105,7 @@ def gate_figures(c: Comparison) -> dict[str, Any]:
     margin the split resolves: in the language that resolves least (the gate needs every
     one), and in each."""
     margins = c.resolvable_margins or {"overall": c.overall.resolvable_margin}
-    widest = max(margins, key=margins.get)
+    widest = max(margins, key=lambda lang: margins[lang])
     return {
         "gate": c.gate,
         "gate_worse_languages": " ".join(c.languages_with(FAIL)),
@@ -115,20 +120,20 @@ def gate_figures(c: Comparison) -> dict[str, Any]:
 NOT_COMPARABLE = "not comparable (another test split)"
 
 
-def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
-    """One row per variant (the records and their `points`, in the same order)."""
+def decisions(records: list[Record], compared: list[Point], cfg: ReportConfig) -> list[dict[str, Any]]:
+    """One row per variant (the records and their `points`, in the same order): a row of the
+    results CSV, which a page renders again (and an older CSV lacks the columns added since)."""
     base = baseline_of(compared, cfg)
+    assert base is not None, "no variant has a size to be the baseline: name one (report.baseline)"
     base_rows = read_predictions(records[base])
     hosted = [
-        (p["variant"], r.metrics["cost_usd_per_query"])
-        for r, p in zip(records, compared)
-        if r.metrics.get("cost_usd_per_query")
+        (p.variant, per_query) for r, p in zip(records, compared) if (per_query := r.metrics.cost.cost_usd_per_query)
     ]
     out = []
     for i, (record, p) in enumerate(zip(records, compared)):
         row: dict[str, Any] = {
-            "variant": p["variant"],
-            "baseline": compared[base]["variant"],
+            "variant": p.variant,
+            "baseline": compared[base].variant,
             "min_relative_accuracy": cfg.min_relative_accuracy,
             **serving_figures(record),
         }
@@ -160,7 +165,7 @@ def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) ->
             )
         price = row["usd_per_hour"]
         for name, per_query in hosted:
-            if price and name != p["variant"]:
+            if price and name != p.variant:
                 row[f"{BREAK_EVEN}{name}"] = break_even_queries_per_month(price, per_query)
         out.append(row)
     return out
@@ -171,7 +176,7 @@ def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) ->
 BREAK_EVEN = "break_even_per_month_vs_"
 
 
-def _break_even(rows: list[dict]) -> str:
+def _break_even(rows: list[Row]) -> str:
     """'Break-even against gpt41: gguf_q4km above 365,000 queries a month, ...', or nothing."""
     pairs = [
         (k[len(BREAK_EVEN) :], r["variant"], v)
@@ -188,7 +193,7 @@ def _break_even(rows: list[dict]) -> str:
     )
 
 
-def _fmt(row: dict, key: str, fmt: str, missing: str = "") -> str:
+def _fmt(row: Row, key: str, fmt: str, missing: str = "") -> str:
     value = row.get(key)
     return missing if value is None or value == "" else fmt.format(value)
 
@@ -213,11 +218,11 @@ HEADERS = [
 NOT_PASSED = "not passed"
 
 
-def _two_outcome(row: dict) -> bool:
+def _two_outcome(row: Row) -> bool:
     return bool(row.get("gate")) and "gate_worse_languages" not in row
 
 
-def gate_cells(row: dict) -> list[str]:
+def gate_cells(row: Row) -> list[str]:
     """The gate, the relative interval, the languages not passing, the resolvable margin."""
     if _two_outcome(row):
         languages = _fmt(row, "gate_failing_languages", NOT_PASSED + ": {}")
@@ -237,7 +242,7 @@ def gate_cells(row: dict) -> list[str]:
     return [row.get("gate") or "", relative, languages, margin]
 
 
-def cells(row: dict) -> list[str]:
+def cells(row: Row) -> list[str]:
     """A decision row as table cells; the comparison cells of the baseline, and of a variant
     not comparable with it, are empty."""
     compared = row.get("verdict") not in (None, "baseline", NOT_COMPARABLE)
@@ -263,7 +268,7 @@ def cells(row: dict) -> list[str]:
     ]
 
 
-def _capacity_cell(row: dict) -> str:
+def _capacity_cell(row: Row) -> str:
     """'3.1 served (2.9-3.6), in-process 4.0 (16 at a time)', or the in-process figure alone."""
     served_row = row.get("capacity_source") == "served"
     # a row of an older CSV has no capacity_source: its capacity is the in-process one
@@ -284,7 +289,7 @@ def _capacity_cell(row: dict) -> str:
     return f"{served} served ({interval}), in-process {in_process}"
 
 
-def caption(rows: list[dict]) -> str:
+def caption(rows: list[Row]) -> str:
     r = rows[0]
     price = (
         f"${r['usd_per_hour']:g} per machine-hour (hardware.usd_per_hour)"
@@ -311,7 +316,7 @@ def caption(rows: list[dict]) -> str:
     )
 
 
-def _served_note(rows: list[dict]) -> str:
+def _served_note(rows: list[Row]) -> str:
     served = [r["variant"] for r in rows if r.get("capacity_source") == "served"]
     if not served:
         return ""
@@ -323,7 +328,7 @@ def _served_note(rows: list[dict]) -> str:
     )
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -342,7 +347,7 @@ SERVED_HEADERS = [
 ]
 
 
-def served_markdown(rows: list[dict]) -> str:
+def served_markdown(rows: list[Row]) -> str:
     """The served rows' table in Markdown (nothing where no row was served)."""
     table = served_cells(rows)
     if not table:
@@ -351,7 +356,7 @@ def served_markdown(rows: list[dict]) -> str:
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in table]) + "\n"
 
 
-def served_cells(rows: list[dict]) -> list[list[str]]:
+def served_cells(rows: list[Row]) -> list[list[str]]:
     """The served rows' load figures as table cells: capacity with its interval, the fidelity
     ratio, goodput, accuracy and agreement with the synchronous answers under load, and the
     goodput curve."""

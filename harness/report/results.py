@@ -21,7 +21,7 @@ from typing import Any, Optional
 from harness.record import OK, Record
 from harness.report import decision
 from harness.report.config import ReportConfig
-from harness.report.records import by_hardware, cell, points
+from harness.report.records import Point, by_hardware, cell, points
 
 # What a row says of where its figures come from; a page states each once, above its table.
 PROVENANCE = (
@@ -67,38 +67,40 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
     """One row per successful record, in the records' order, with its comparison against its
     hardware group's baseline and its serving cost (harness.report.decision)."""
     ok = [r for r in records if r.status == OK]
-    judged: dict[int, dict] = {}  # by id(): a record older than its key has none
+    judged: dict[int, dict[str, Any]] = {}  # by id(): a record older than its key has none
     for group in by_hardware(ok).values():
         for record, row in zip(group, decision.decisions(group, points(group), cfg)):
             judged[id(record)] = {k: v for k, v in row.items() if k != "variant"}
-    out = []
-    for record, p in zip(ok, points(ok)):
-        env, bandwidth = record.environment, record.bandwidth or {}
-        by_language = record.metrics.get("accuracy_by_language") or {}
-        out.append(
-            {
-                "variant": p["variant"],
-                "runtime": record.runtime.get("name", "not kept"),  # a record older than its runtime's name
-                **{k: p.get(k) for k in FIGURES},
-                **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
-                "model": p["model"],
-                "train": p["train"],
-                "hardware": p["hardware"],
-                "machine": p["machine"],
-                "cpu_flags": " ".join((record.machine or {}).get("cpu", {}).get("flags") or []) or None,
-                "train_precision": (record.train or {}).get("precision") or ("none" if record.train is None else None),
-                "test_queries": record.metrics.get("n_samples"),
-                "dataset": record.keys.get("dataset"),
-                "measure_version": record.measure_version,
-                "bandwidth_gb_per_s": bandwidth.get("gb_per_s"),
-                "bandwidth_method": bandwidth.get("method"),
-                "measured_on": (env.get("measured_at") or "")[:10],
-                "commit": (env.get("git_commit") or "")[:12],
-                "command": command,
-                **judged[id(record)],
-            }
-        )
-    return out
+    return [_row(record, p, command, judged[id(record)]) for record, p in zip(ok, points(ok))]
+
+
+def _row(record: Record, p: Point, command: str, judged: dict[str, Any]) -> dict[str, Any]:
+    """A successful record's CSV row: its point's figures, then what they belong to."""
+    env, bandwidth, figures = record.environment, record.bandwidth, p.flat()
+    by_language = record.metrics.accuracy.accuracy_by_language or {}
+    # a record older than its runtime's name says so, rather than nothing
+    runtime = "not kept" if "name" in record.runtime.absent else record.runtime.name
+    return {
+        "variant": p.variant,
+        "runtime": runtime,
+        **{k: figures[k] for k in FIGURES},
+        **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
+        "model": p.model,
+        "train": p.train,
+        "hardware": p.hardware,
+        "machine": p.machine,
+        "cpu_flags": " ".join((record.machine.cpu.flags if record.machine else None) or []) or None,
+        "train_precision": (record.train.precision or None) if record.train is not None else "none",
+        "test_queries": record.metrics.accuracy.n_samples,
+        "dataset": record.keys.dataset,
+        "measure_version": record.measure_version,
+        "bandwidth_gb_per_s": bandwidth.gb_per_s if bandwidth else None,
+        "bandwidth_method": bandwidth.method if bandwidth else None,
+        "measured_on": (env.measured_at or "")[:10],
+        "commit": (env.git_commit or "")[:12],
+        "command": command,
+        **judged,
+    }
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
