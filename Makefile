@@ -137,9 +137,10 @@ hosted-local: setup ## measure the embedded GGUF served by llama.cpp's server (m
 	$(LOCAL_SERVER) > outputs/local_server.log 2>&1 & server=$$!; trap "kill $$server" EXIT; \
 		$(WAIT_FOR_SERVER) && $(PY) -m harness model=local_server $(ARGS)
 
-test: setup llama-tools llama-server ## ruff, then the test suite (the slow tests left out)
+test: setup llama-tools llama-server ## ruff, mypy on the record and the report, then the test suite (the slow tests left out)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # Lint fixes and formatting, as `make test` checks them.
