@@ -425,6 +425,25 @@ class Link(Section):
     path: str = ""
 
 
+@dataclass
+class Prediction(Section):
+    """One test query's line of `predictions.jsonl`, beside the record: the query (its text,
+    language, intent and phrasing template; the dataset's other columns in `other`), the
+    model's raw answer and its parse, whether it was right, and its batch-1 latency or the
+    error of a request that failed."""
+
+    text: str = ""
+    language: str = ""
+    intent: Optional[str] = None
+    # the phrasing the query was written from (synthetic data): queries sharing it are not independent
+    template_id: Optional[str] = None
+    raw_answer: Optional[str] = None
+    predicted: Optional[str] = None
+    correct: bool = False
+    latency_ms: Optional[float] = None
+    error: Optional[str] = None
+
+
 # A job that produced a record, a job that failed, and a sweep cell that does not exist
 # (a format at a width it lacks), skipped at composition with the reason.
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from harness.errors import ConfigError
-from harness.record import LoadLevel
+from harness.record import LoadLevel, Prediction
 from harness.report import decision
 from harness.report.__main__ import main as report_main
 from harness.report.compare import (
@@ -82,6 +82,10 @@ def _rows(correct: list[bool], languages: list[str], split: str = "query") -> li
     ]
 
 
+def _predictions(rows: list[dict]) -> list[Prediction]:
+    return [Prediction.from_json(r) for r in rows]
+
+
 def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_hurt_most():
     rng = random.Random(0)
     languages = ["de", "en", "hr"] * 400
@@ -90,23 +94,23 @@ def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_
     right, wrong = [i for i, ok in enumerate(base) if ok], [i for i, ok in enumerate(base) if not ok]
     for i in rng.sample(right, 10) + rng.sample(wrong, 10):  # ten broken, ten fixed, at random
         noise[i] = not noise[i]
-    same = compare(_rows(base, languages), _rows(noise, languages), 0.95)
+    same = compare(_predictions(_rows(base, languages)), _predictions(_rows(noise, languages)), 0.95)
     assert same.overall.verdict == SAME and same.gate == PASS
     worse = list(base)
     for i, lang in enumerate(languages):
         if lang == "hr" and worse[i] and rng.random() < 0.3:  # Croatian loses about 30% of its right answers
             worse[i] = False
-    hurt = compare(_rows(base, languages), _rows(worse, languages), 0.99)
+    hurt = compare(_predictions(_rows(base, languages)), _predictions(_rows(worse, languages)), 0.99)
     assert hurt.overall.verdict == WORSE and hurt.gate == FAIL
     assert hurt.languages_with(FAIL) == ["hr"] and hurt.hurt_most == "hr"
     assert hurt.by_language["en"].fixed == hurt.by_language["en"].broken == 0
     assert paired([False] * 50 + [True] * 50, [True] * 100, [str(i) for i in range(100)]).verdict == BETTER
 
 
-def _one_per_cluster(wrong: int, n: int = 100, language: str = "en") -> list[dict]:
+def _one_per_cluster(wrong: int, n: int = 100, language: str = "en") -> list[Prediction]:
     """n queries in one language, of their own phrasing each, the first `wrong` answered wrong."""
     return [
-        {"text": f"{language} q{i}", "template_id": f"{language} t{i}", "language": language, "correct": i >= wrong}
+        Prediction(text=f"{language} q{i}", template_id=f"{language} t{i}", language=language, correct=i >= wrong)
         for i in range(n)
     ]
 

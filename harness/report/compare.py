@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
+
+from harness.record import Prediction
 
 RESAMPLES = 2000
 BETTER, WORSE, SAME = "better", "worse", "indistinguishable"
@@ -123,11 +125,10 @@ def paired(baseline: Sequence[bool], variant: Sequence[bool], clusters: Sequence
     )
 
 
-def cluster_of(row: dict[str, Any]) -> str:
+def cluster_of(p: Prediction) -> str:
     """The phrasing a query was written from (the synthetic data's template), else its text:
     queries that share it are not independent."""
-    cluster: str = row.get("template_id") or row["text"]
-    return cluster
+    return p.template_id or p.text
 
 
 @dataclass(frozen=True)
@@ -166,25 +167,24 @@ class Comparison:
 
 
 def compare(
-    baseline_rows: list[dict[str, Any]], variant_rows: list[dict[str, Any]], min_relative_accuracy: float
+    baseline_rows: list[Prediction], variant_rows: list[Prediction], min_relative_accuracy: float
 ) -> Comparison:
-    """Two variants' predictions (rows of predictions.jsonl: text, language, correct, ...) on the
-    same test split, in the same order."""
-    if [r["text"] for r in baseline_rows] != [r["text"] for r in variant_rows]:
+    """Two variants' predictions (rows of predictions.jsonl) on the same test split, in the same order."""
+    if [r.text for r in baseline_rows] != [r.text for r in variant_rows]:
         raise ValueError("the two variants answered different test queries: compare runs on the same test split")
 
-    languages = sorted({r["language"] for r in baseline_rows})
+    languages = sorted({r.language for r in baseline_rows})
     by_language = {}
     for lang in languages:
-        idx = [i for i, r in enumerate(baseline_rows) if r["language"] == lang]
+        idx = [i for i, r in enumerate(baseline_rows) if r.language == lang]
         by_language[lang] = paired(
-            [baseline_rows[i]["correct"] for i in idx],
-            [variant_rows[i]["correct"] for i in idx],
+            [baseline_rows[i].correct for i in idx],
+            [variant_rows[i].correct for i in idx],
             [cluster_of(baseline_rows[i]) for i in idx],
         )
     overall = paired(
-        [r["correct"] for r in baseline_rows],
-        [r["correct"] for r in variant_rows],
+        [r.correct for r in baseline_rows],
+        [r.correct for r in variant_rows],
         [cluster_of(r) for r in baseline_rows],
     )
     return Comparison(overall, by_language, min_relative_accuracy)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from harness.measure.machine import machine_label
-from harness.record import FAILED, OK, PREDICTIONS, RECORD, Record
+from harness.record import FAILED, OK, PREDICTIONS, RECORD, Prediction, Record
 from harness.report.columns import COLUMNS, Column, Figure
 
 JOB_KEYS = ("model", "quant", "train", "decoding", "hardware", "languages")
@@ -20,14 +20,14 @@ def read_sweep_records(sweep_dir: Path) -> list[Record]:
     return [Record.read(p) for p in paths]
 
 
-def read_predictions(record: Record) -> Optional[list[dict[str, Any]]]:
+def read_predictions(record: Record) -> Optional[list[Prediction]]:
     """Every test query's answer, as the measurement wrote them beside the record; None where
     the record has no such file (a record written by hand, or moved)."""
     path = Path(record.record_dir or "") / PREDICTIONS
     if not record.record_dir or not path.is_file():
         return None
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+        return [Prediction.from_json(json.loads(line)) for line in f]
 
 
 def job_value(record: Record, key: str) -> Optional[str]:

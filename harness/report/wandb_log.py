@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, cast
 
 from harness import live
-from harness.record import OK, PREDICTIONS, RECORD, JobInfo, Record, ServedLoad
+from harness.record import OK, PREDICTIONS, RECORD, JobInfo, Prediction, Record, ServedLoad
 from harness.report.columns import scalar_figures
 from harness.report.config import LoggerConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
@@ -107,8 +107,9 @@ def _lineage(wandb: Any, run: Any, record: Record) -> Optional[str]:
     return upstream
 
 
-def _predictions(wandb: Any, rows: list[dict[str, Any]]) -> Any:
-    return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
+def _predictions(wandb: Any, rows: list[Prediction]) -> Any:
+    data = [[r.to_json().get(c) for c in PREDICTION_COLUMNS] for r in rows]
+    return wandb.Table(columns=list(PREDICTION_COLUMNS), data=data)
 
 
 # A served load's per-rate figures (harness.measure.load.rate_row), as W&B table columns.
@@ -157,15 +158,17 @@ class LiveRun:
         if "train/step" in event:
             self.trained = True
             self.run.log(event)
-        elif event.get("total"):
-            stage = event["bar"].split(" ")[0]
+            return
+        count = live.BarCount.of(event)
+        if count is not None and count.total:
+            stage = count.bar.split(" ")[0]
             self.run.log(
                 {
-                    f"progress/{stage}": event["n"] / event["total"],
+                    f"progress/{stage}": count.n / count.total,
                     "progress/elapsed_s": round(time.monotonic() - self.started, 1),
                 }
             )
-            self.run.summary["stage"] = event["bar"]
+            self.run.summary["stage"] = count.bar
 
 
 @contextmanager
