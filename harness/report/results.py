@@ -15,30 +15,15 @@ import csv
 import hashlib
 import io
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.record import OK, Record
+from harness.record import OK, Record, Section
 from harness.report import decision
 from harness.report.config import ReportConfig
 from harness.report.records import Point, by_hardware, cell, points
 
-# What a row says of where its figures come from; a page states each once, above its table.
-PROVENANCE = (
-    "bandwidth_method",
-    "model",
-    "train",
-    "hardware",
-    "machine",
-    "cpu_flags",
-    "train_precision",
-    "test_queries",
-    "dataset",
-    "measure_version",
-    "measured_on",
-    "commit",
-    "command",
-)
 # The figures a row keeps, as `records.point` names them.
 FIGURES = (
     "size_mib",
@@ -158,9 +143,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
+        named = Named.from_json(r)
         cells = [
-            r["variant"],
-            r["runtime"],
+            named.variant,
+            str(named.runtime),
             cell(r, "size_mib", "{:.0f}"),
             cell(r, ("accuracy", "accuracy_ci95_low", "accuracy_ci95_high"), "{:.3f} ({:.3f}-{:.3f})"),
             *(cell(r, f"{LANGUAGE_PREFIX}{lang}", "{:.2f}") for lang in langs),
@@ -170,7 +156,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 "{:.1f} ({:.1f}-{:.1f})",
             ),
             cell(r, "latency_p50_ms", "{:.0f}"),
-            cell(r, "peak_memory_mib", "{:.0f}") + f" {r['memory_kind']}",
+            cell(r, "peak_memory_mib", "{:.0f}") + f" {named.memory_kind}",
             cell(r, "batch_agreement", "{:.2f}"),
             cell(r, "energy_j_per_query", "{:.3f}"),
         ]
@@ -178,9 +164,39 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def provenance(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Each provenance field's value, or values where the rows differ."""
-    return {k: ", ".join(dict.fromkeys(str(r.get(k)) for r in rows)) for k in PROVENANCE}
+@dataclass(frozen=True)
+class Provenance:
+    """What a page's rows say of where their figures come from, stated once above its table:
+    each field's value, or values where the rows differ."""
+
+    command: str
+    measured_on: str
+    measure_version: str
+    commit: str
+    machine: str
+    hardware: str
+    bandwidth_method: str
+    cpu_flags: str
+    model: str
+    train: str
+    train_precision: str
+    test_queries: str
+    dataset: str
+
+
+def provenance(rows: list[dict[str, Any]]) -> Provenance:
+    values = {f.name: ", ".join(dict.fromkeys(str(r.get(f.name)) for r in rows)) for f in fields(Provenance)}
+    return Provenance(**values)
+
+
+@dataclass
+class Named(Section):
+    """A row as the page names it; its figures (the section's `other`) are read by column (`cell`)."""
+
+    variant: str = ""
+    runtime: Optional[str] = None
+    memory_kind: Optional[str] = None
+    slo_p95_ms: Optional[float] = None
 
 
 def _kept(value: str) -> str:
@@ -221,13 +237,13 @@ def page(title: str, rows: list[dict[str, Any]], csv_name: str, csv_sha256: Opti
             "",
             f"Generated from `{csv_name}`{written} by `python -m harness.report --render` (do not edit by hand).",
             "",
-            f"- command: `{p['command']}`",
-            f"- measured on: {p['measured_on']}, measurement version {p['measure_version']}, commit {p['commit']}",
-            f"- machine: {p['machine']} (hardware={p['hardware']}); memory bandwidth "
-            f"{cell(rows[0], 'bandwidth_gb_per_s', '{:.1f}')} GB/s ({p['bandwidth_method']})",
-            f"- CPU flags: {_kept(p['cpu_flags'])}",
-            f"- model: {p['model']}, fine-tuning: {p['train']}" + _precision(p["train_precision"]),
-            f"- test split: {p['test_queries']} queries (dataset {p['dataset']})",
+            f"- command: `{p.command}`",
+            f"- measured on: {p.measured_on}, measurement version {p.measure_version}, commit {p.commit}",
+            f"- machine: {p.machine} (hardware={p.hardware}); memory bandwidth "
+            f"{cell(rows[0], 'bandwidth_gb_per_s', '{:.1f}')} GB/s ({p.bandwidth_method})",
+            f"- CPU flags: {_kept(p.cpu_flags)}",
+            f"- model: {p.model}, fine-tuning: {p.train}" + _precision(p.train_precision),
+            f"- test split: {p.test_queries} queries (dataset {p.dataset})",
             "",
             table(rows),
             "Accuracy is exact match of the intent over the test split, with its 95% Wilson interval; per "
@@ -251,11 +267,12 @@ def _served(rows: list[dict[str, Any]]) -> list[str]:
     table_ = decision.served_markdown(rows)
     if not table_:
         return []
+    slo = Named.from_json(rows[0]).slo_p95_ms
     return [
         "## As served (llama.cpp's server, open-loop load)",
         "",
         f"Capacity: the highest achieved Poisson rate whose p95 latency is at most "
-        f"{rows[0]['slo_p95_ms']:g} ms, in the interval it lies in (from the lowest rate that failed below it, if one "
+        f"{slo:g} ms, in the interval it lies in (from the lowest rate that failed below it, if one "
         "did; up to the lowest rate above it that failed, or the highest rate reached). Goodput: the share of "
         "requests answered within that objective. Accuracy and agreement (with the server's own answers one "
         "request at a time) at the capacity's rate, the lowest over every rate in brackets. The goodput curve "
