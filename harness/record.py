@@ -491,7 +491,7 @@ class Record:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
         kept = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
-        typed = {k: _rebuilt(_SECTIONS.get(k), v) for k, v in kept.items() if k != "metrics"}
+        typed = {k: _rebuilt(_RECORD_SECTIONS.get(k), v) for k, v in kept.items() if k != "metrics"}
         if "metrics" in kept:
             typed["metrics"] = Metrics.from_flat(kept["metrics"])
         return cls(**typed)
@@ -520,7 +520,7 @@ class Record:
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 # The record's fields that hold sections (`metrics` is flat in the file: Metrics.from_flat).
-_SECTIONS: dict[str, type[Section]] = {
+_RECORD_SECTIONS: dict[str, type[Section]] = {
     "job": JobInfo,
     "runtime": Runtime,
     "artifact": Artifact,

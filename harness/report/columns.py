@@ -150,8 +150,6 @@ COLUMNS: tuple[Column, ...] = (
         "peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT), frontier="memory", label="peak memory (MiB)"
     ),
 )
-# The figures with a 95% interval, by key.
-INTERVALS = tuple(c.name for c in _MEASURED if c.ci)
 _ORDER = (
     "size_mib",
     "bits_per_weight",
