@@ -163,7 +163,7 @@ def _batched_decode(rt, first: list[int], size: int, gen_tokens: int) -> float:
     return time.perf_counter() - t0
 
 
-def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
+def speed_test(rt: Runtime, cfg: MeasureConfig) -> Speed:
     filler = rt.tokenize(_FILLER)
     prompt = (filler * (cfg.prompt_tokens // len(filler) + 1))[: cfg.prompt_tokens]
 
@@ -193,17 +193,17 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
             by_batch[str(size)] = median_std([size * cfg.gen_tokens / s for s in seconds])[0]
         else:
             by_batch[str(size)] = None  # this runtime decodes one sequence at a time
-    return {
-        "decode_tokens_per_s_by_batch": by_batch,
-        "prefill_tokens_per_s": pp_median,
-        "prefill_tokens_per_s_std": pp_std,
-        "prefill_tokens_per_s_ci95": median_interval(pp),
-        "decode_tokens_per_s": tg_median,
-        "decode_tokens_per_s_std": tg_std,
-        "decode_tokens_per_s_ci95": median_interval(tg),
-        "speed_reps": {"prefill": len(pp), "decode": len(tg)},
-        "speed_shape": {"prompt_tokens": cfg.prompt_tokens, "gen_tokens": cfg.gen_tokens},
-    }
+    return Speed(
+        decode_tokens_per_s_by_batch=by_batch,
+        prefill_tokens_per_s=pp_median,
+        prefill_tokens_per_s_std=pp_std,
+        prefill_tokens_per_s_ci95=median_interval(pp),
+        decode_tokens_per_s=tg_median,
+        decode_tokens_per_s_std=tg_std,
+        decode_tokens_per_s_ci95=median_interval(tg),
+        speed_reps={"prefill": len(pp), "decode": len(tg)},
+        speed_shape={"prompt_tokens": cfg.prompt_tokens, "gen_tokens": cfg.gen_tokens},
+    )
 
 
 def load_curve(
@@ -307,7 +307,7 @@ def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
             label = f"{'evaluate' if batch == 1 else 'latency'} ({rt.name}, batch 1)"
             answers = [greedy_answer(rt, prompts[i], max_new, trie) for i in track(timed, len(timed), label, "query")]
         cpu_after = process.cpu_times()
-        speed = Speed(**speed_test(rt, spec.measure))
+        speed = speed_test(rt, spec.measure)
     memory = Memory(
         peak_rss_mib=rss.peak_mib,
         rss_before_load_mib=rss_before_load,
