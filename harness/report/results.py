@@ -24,7 +24,7 @@ from harness.report import decision
 from harness.report.config import ReportConfig
 from harness.report.records import Point, by_hardware, cell, points
 
-# The figures a row keeps, as `records.point` names them.
+# The figures a row keeps, as a `records.Point` names them (`Point.flat`).
 FIGURES = (
     "size_mib",
     "accuracy",
