@@ -141,9 +141,10 @@ hosted-local: setup ## measure the embedded GGUF served by llama.cpp's server (m
 # tiny job's time is single-threaded (a spawned stage importing torch), so two files at once
 # fill two cores. A file stays on one worker, so its module fixtures are built once.
 TEST_WORKERS ?= 2
-test: setup llama-tools llama-server ## ruff, then the test suite (the slow tests left out)
+test: setup llama-tools llama-server ## ruff, mypy on the record and the report, then the test suite (the slow tests left out)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Lint fixes and formatting, as `make test` checks them.

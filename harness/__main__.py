@@ -44,8 +44,9 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
     from harness.config import to_job_config
     from harness.errors import UnsupportedCell
     from harness.formats import quant_name
+    from harness.job_info import job_info
     from harness.pipeline import run_job, write_job_record
-    from harness.record import FAILED, OK, SKIPPED, JobInfo, job_label, unfinished_record
+    from harness.record import FAILED, OK, SKIPPED, job_label, unfinished_record
     from harness.report.summary import print_table, sweep_group
     from harness.report.wandb_log import job_run, log_job
 
@@ -62,16 +63,16 @@ def main(cfg: DictConfig) -> Optional[tuple[float, ...]]:
         try:
             job = to_job_config(cfg, list(hydra_cfg.overrides.task))
             resolved = as_run(job, resolved)
-            info = dataclasses.asdict(JobInfo.from_config(resolved))
+            info = job_info(resolved)
             # the run starts with the job, so its fine-tuning and progress are there live
             live_run = stack.enter_context(job_run(logger, group, job_label(info), info, resolved))
             record = run_job(job, resolved)
         except UnsupportedCell as exc:
             log.warning("%s: %s", "skipped" if multirun else "cannot run", exc)
-            record = unfinished_record(SKIPPED if multirun else FAILED, resolved, exc)
+            record = unfinished_record(SKIPPED if multirun else FAILED, job_info(resolved), resolved, exc)
         except Exception as exc:  # a failed job is a result to record, not a crash of the sweep
             log.error("job failed: %s: %s", type(exc).__name__, exc)
-            record = unfinished_record(FAILED, resolved, exc)
+            record = unfinished_record(FAILED, job_info(resolved), resolved, exc)
         path = write_job_record(job_dir, record)
         log.info("record: %s", path)
         if record.status != SKIPPED:
@@ -112,7 +113,7 @@ def objective_values(record: Record, objectives: list[str]) -> Optional[tuple[fl
     from harness.record import OK
     from harness.report.records import point
 
-    values = [point(record, []).get(name) for name in objectives] if record.status == OK else [None]
+    values = [point(record, []).value(name) for name in objectives] if record.status == OK else [None]
     if None in values:
         log.info(
             "no objective values for an optimising sweeper (it records a failed trial): %s",

@@ -13,7 +13,6 @@ model that is not built here (a model file, a hosted model: `harness.sources`) h
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -24,9 +23,11 @@ from harness.data.config import DatasetConfig, LanguageConfig
 from harness.errors import ConfigError, choices
 from harness.formats import Format, quant_from_dict, quant_name, registry
 from harness.hardware import HardwareConfig
+from harness.job_info import job_info
 from harness.measure.config import MeasureConfig
 from harness.models import ModelConfig
-from harness.record import OBJECTIVES, JobInfo, job_label
+from harness.record import job_label
+from harness.report.columns import OBJECTIVES
 from harness.report.config import LoggerConfig, ReportConfig
 from harness.sources import BUILT, ENDPOINT, Source, source_of
 from harness.train.config import TrainConfig
@@ -125,7 +126,7 @@ def register_configs() -> None:
 
 def _composed_job_label(model: Any, quant: Any, train: Any) -> str:
     plain = {k: OmegaConf.to_container(v, resolve=True) for k, v in (("model", model), ("train", train))}
-    return job_label(dataclasses.asdict(JobInfo.from_config({**plain, "quant": {"name": quant_name(quant)}})))
+    return job_label(job_info({**plain, "quant": {"name": quant_name(quant)}}))
 
 
 # Presets that once said where a job runs rather than how it quantizes, and what replaced them.

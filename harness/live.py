@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -27,6 +28,20 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _listener: Optional[Listener] = None
+
+
+@dataclass(frozen=True)
+class BarCount:
+    """A bar's count, as `Progress` sends it: the event {"bar", "n", "total"}."""
+
+    bar: str
+    n: int
+    total: Optional[int]
+
+    @classmethod
+    def of(cls, event: dict[str, Any]) -> Optional[BarCount]:
+        """The count an event is; None for another event (a training step)."""
+        return cls(event["bar"], event["n"], event["total"]) if "bar" in event else None
 
 
 @contextmanager

@@ -9,7 +9,6 @@ Everything that can be checked without heavy work is checked first (`target.pref
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from datetime import datetime, timezone
@@ -18,10 +17,11 @@ from typing import Any
 
 from harness.config import JobConfig
 from harness.data.dataset import build_dataset, read_labels
+from harness.job_info import job_info
 from harness.measure.environment import environment
 from harness.measure.window import exclusive_window, lock_path
 from harness.prompt import system_prompt
-from harness.record import MEASURE_VERSION, RECORD, JobInfo, Record
+from harness.record import MEASURE_VERSION, RECORD, Record
 from harness.sources import ENDPOINT
 from harness.store import remove_stale_builds, write_json_atomic
 from harness.targets import target_for
@@ -63,21 +63,25 @@ def run_job(job: JobConfig, resolved_config: dict[str, Any]) -> Record:
             t0 = time.perf_counter()
             measured = prepared.measurement(out)
             measure_wall_s = time.perf_counter() - t0
-        record = Record(
-            job=dataclasses.asdict(JobInfo.from_config(resolved_config)),
-            **{**measured, "runtime": {**measured["runtime"], "measure_window": window}},
-            artifact=prepared.artifact_info,
-            train=prepared.train_facts,
-            keys=prepared.keys,
-            lineage=prepared.lineage,
-            config=resolved_config,
-            machine=prepared.machine,
-            bandwidth=prepared.bandwidth,
-            environment=environment(REPO_ROOT, prepared.packages),
-            measure_version=MEASURE_VERSION,
-            started_at=started.isoformat(timespec="seconds"),
-            measure_wall_s=measure_wall_s,
+        # the sections as the measuring process and the stages wrote them (JSON), typed as read
+        record = Record.from_json(
+            {
+                **measured,
+                "runtime": {**measured["runtime"], "measure_window": window},
+                "artifact": prepared.artifact_info,
+                "train": prepared.train_facts,
+                "keys": prepared.keys,
+                "lineage": prepared.lineage,
+                "config": resolved_config,
+                "machine": prepared.machine,
+                "bandwidth": prepared.bandwidth,
+                "environment": environment(REPO_ROOT, prepared.packages),
+                "measure_version": MEASURE_VERSION,
+                "started_at": started.isoformat(timespec="seconds"),
+                "measure_wall_s": measure_wall_s,
+            }
         )
+        record.job = job_info(resolved_config)
         write_json_atomic(out / RECORD, record.to_json())
 
     record_dir = prepared.record.cached(cache, measure_and_record, force=job.force)

@@ -1,27 +1,25 @@
-"""The result record: typed sections, and the one column spec every view reads.
+"""The result record: what a `record.json` holds, as types.
 
-A record's figures are grouped in sections (accuracy, latency, speed, memory, energy, cost),
-each a dataclass whose fields carry their column spec in their metadata: the header and
-format of a table cell, whether a sweeper may optimise the figure and in which direction,
-and which tables show it. The terminal table, the Markdown / CSV / HTML report, the W&B
-summary and the Optuna objectives all derive from `COLUMNS`; renaming a figure is renaming
-one field.
+A record is a measured (or failed, or skipped) job. Its sections are dataclasses: what the job
+ran (`JobInfo`), what served it (`Runtime`), the artifact, the machine, and the figures
+(`Metrics`: accuracy, latency, speed, memory, energy, cost). How a figure is shown (its
+header, format, the tables with a column for it, the frontier it names) is the report's
+(`harness.report.columns`); this module is the schema alone and imports nothing of the harness.
 
-`record.json` keeps the layout it always had (`metrics` is the sections' fields, flat), so
-records written before these types existed read the same way.
+`record.json` keeps the layout it always had (`metrics` is the sections' fields, flat), and a
+record reads and writes back as it was: `Section.from_json` keeps what a file held that a type
+does not name, and which fields it lacked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Mapping, Optional, Self, TypeVar
 
-from harness.sources import BUILT, FILE, UNBUILT_VARIANT, model_kind
-
-TERMINAL, REPORT = "terminal", "report"
 # What a record means: bumped whenever the measurement changes what a figure measures, so
 # records of older measurement code are measured again rather than reused. 2: the measuring
 # process holds only its runtime (no torch beside llama.cpp); RSS before load and over it.
@@ -33,55 +31,103 @@ TERMINAL, REPORT = "terminal", "report"
 MEASURE_VERSION = 5
 
 
-def figure(
-    header: str = "",
-    fmt: str = "{:.3f}",
-    maximize: Optional[bool] = None,
-    shown: tuple[str, ...] = (),
-    default: Any = None,
-    ci: str = "",
-    frontier: str = "",
-    label: str = "",
-) -> Any:
-    """A record field with its column spec. `maximize`: an objective a sweeper may optimise
-    (True: higher is better, False: lower); `shown`: the tables with a column for it; `ci`:
-    the cell format of its 95% interval (the record's `<name>_ci95`), shown beside it;
-    `frontier`: the short name of a Pareto objective (`label` its plots' axis)."""
-    spec = {"header": header, "fmt": fmt, "maximize": maximize, "shown": shown, "ci": ci, "frontier": frontier}
-    return field(default=default, metadata={**spec, "label": label or header})
+def figure() -> Any:
+    """A scalar figure of a metrics section: a column of every view, unmeasured (None) until set."""
+    return field(default=None, metadata={"figure": True})
 
 
-def detail(default_factory=None) -> Any:
-    """A record field that is not a scalar figure (per-language breakdowns, matrices, shapes)."""
-    return field(default_factory=default_factory or dict, metadata={"detail": True})
+def is_figure(f: dataclasses.Field[Any]) -> bool:
+    return bool(f.metadata.get("figure"))
 
 
 @dataclass
-class Accuracy:
+class Section:
+    """A section of `record.json` as a type. What a file's section held that the type does not
+    name (a format's own facts in `artifact`, a figure since renamed) is kept in `other`, and
+    the fields it lacked (added after it was written) in `absent`: a record read and written
+    back is the file it was."""
+
+    # the fields that hold sections, or lists of them, by name: rebuilt by from_json
+    NESTED: ClassVar[dict[str, type[Section]]] = {}
+
+    other: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False, compare=False)
+    absent: frozenset[str] = field(default=frozenset(), kw_only=True, repr=False, compare=False)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The fields a file holds, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BOOKKEEPING)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        names = cls.names()
+        known = {k: _rebuilt(cls.NESTED.get(k), v) for k, v in data.items() if k in names}
+        other = {k: v for k, v in data.items() if k not in names}
+        return cls(**known, other=other, absent=frozenset(n for n in names if n not in data))
+
+    def to_json(self) -> dict[str, Any]:
+        """As the file holds it."""
+        out = {n: _plain(getattr(self, n)) for n in self.names() if n not in self.absent}
+        return {**out, **self.other}
+
+
+_BOOKKEEPING = ("other", "absent")
+S = TypeVar("S", bound=Section)
+
+
+def _rebuilt(section: Optional[type[Section]], value: Any) -> Any:
+    if section is None or value is None:
+        return value
+    if isinstance(value, list):
+        return [section.from_json(v) for v in value]
+    return section.from_json(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Section):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class LoadLevel(Section):
+    """One level of the in-process load curve (measure.concurrency): that many queries in
+    flight, their throughput and latency, accuracy and agreement with the batch-1 answers."""
+
+    concurrency: Optional[int] = None
+    queries_per_s: Optional[float] = None
+    latency_p50_ms: Optional[float] = None
+    latency_p95_ms: Optional[float] = None
+    accuracy: Optional[float] = None
+    agreement: Optional[float] = None
+
+
+@dataclass
+class Accuracy(Section):
     n_samples: Optional[int] = figure()
-    accuracy: Optional[float] = figure(
-        "accuracy", "{:.3f}", True, (TERMINAL, REPORT), ci="{:.2f}-{:.2f}", frontier="accuracy"
-    )
-    accuracy_ci95: Optional[list] = detail(list)
-    macro_f1: Optional[float] = figure("macro-F1", "{:.3f}", True, (REPORT,))
-    invalid_rate: Optional[float] = figure("invalid", "{:.3f}", False, (TERMINAL,))
+    accuracy: Optional[float] = figure()
+    accuracy_ci95: Optional[list[float]] = field(default_factory=list)
+    macro_f1: Optional[float] = figure()
+    invalid_rate: Optional[float] = figure()
     # Where the accuracy pass is batched: the share of the batch-1 pass's queries whose
     # batched answer is the same text (kernels summing in another order can flip a near tie).
     batch_agreement: Optional[float] = figure()
-    accuracy_by_language: dict = detail()
-    f1_by_intent: dict = detail()
-    confusion: dict = detail()
+    accuracy_by_language: dict[str, float] = field(default_factory=dict)
+    f1_by_intent: dict[str, float] = field(default_factory=dict)
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
-class Latency:
-    latency_p50_ms: Optional[float] = figure(
-        "p50 ms", "{:.1f}", False, (TERMINAL, REPORT), frontier="latency", label="latency p50 (ms)"
-    )
-    latency_p95_ms: Optional[float] = figure("p95 ms", "{:.1f}", False)
-    latency_p99_ms: Optional[float] = figure("p99 ms", "{:.1f}", False)
-    ttft_p50_ms: Optional[float] = figure("TTFT p50 ms", "{:.1f}", False)
-    queries_per_s: Optional[float] = figure("queries/s", "{:.2f}", True)
+class Latency(Section):
+    NESTED = {"load_curve": LoadLevel}
+
+    latency_p50_ms: Optional[float] = figure()
+    latency_p95_ms: Optional[float] = figure()
+    latency_p99_ms: Optional[float] = figure()
+    ttft_p50_ms: Optional[float] = figure()
+    queries_per_s: Optional[float] = figure()
     latency_samples: Optional[int] = figure()
     eval_batch_size: Optional[int] = figure()
     accuracy_pass_queries_per_s: Optional[float] = figure()
@@ -90,47 +136,39 @@ class Latency:
     # hosted: requests in flight at once
     concurrency: Optional[int] = figure()
     # Throughput, p50/p95 latency, accuracy and agreement with batch 1 at each level of
-    # measure.concurrency: [{"concurrency", "queries_per_s", "latency_p50_ms", ...}]
-    load_curve: list = detail(list)
+    # measure.concurrency.
+    load_curve: list[LoadLevel] = field(default_factory=list)
 
 
 @dataclass
-class Speed:
-    prefill_tokens_per_s: Optional[float] = figure("prefill tok/s", "{:.0f}", True, (TERMINAL, REPORT))
+class Speed(Section):
+    prefill_tokens_per_s: Optional[float] = figure()
     prefill_tokens_per_s_std: Optional[float] = figure()
     # 95% interval of the median over the repetitions
-    prefill_tokens_per_s_ci95: Optional[list] = detail(list)
-    decode_tokens_per_s: Optional[float] = figure(
-        "decode tok/s",
-        "{:.1f}",
-        True,
-        (TERMINAL, REPORT),
-        ci="{:.0f}-{:.0f}",
-        frontier="speed",
-        label="decode tokens/s",
-    )
+    prefill_tokens_per_s_ci95: Optional[list[float]] = field(default_factory=list)
+    decode_tokens_per_s: Optional[float] = figure()
     decode_tokens_per_s_std: Optional[float] = figure()
-    decode_tokens_per_s_ci95: Optional[list] = detail(list)
-    decode_tokens_per_s_by_batch: dict = detail()
-    speed_reps: dict = detail()
-    speed_shape: dict = detail()
+    decode_tokens_per_s_ci95: Optional[list[float]] = field(default_factory=list)
+    decode_tokens_per_s_by_batch: dict[str, Optional[float]] = field(default_factory=dict)
+    speed_reps: dict[str, int] = field(default_factory=dict)
+    speed_shape: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
-class Memory:
+class Memory(Section):
     # The serving footprint: the measuring process's peak RSS, which holds the runtime and
     # its libraries (named in the record's runtime.process_held), as a server of it would.
-    peak_rss_mib: Optional[float] = figure("peak RSS MiB", "{:.0f}", False)
+    peak_rss_mib: Optional[float] = figure()
     # RSS just before the model loads (interpreter and measurement code), and the peak above it.
     rss_before_load_mib: Optional[float] = figure()
-    peak_rss_over_baseline_mib: Optional[float] = figure("RSS over baseline MiB", "{:.0f}", False, (REPORT,))
+    peak_rss_over_baseline_mib: Optional[float] = figure()
     accuracy_pass_peak_rss_mib: Optional[float] = figure()
     model_mib: Optional[float] = figure()
     load_s: Optional[float] = figure()
     # On a CUDA job: this process's peak VRAM where NVML lists the process ("nvml_process"),
     # else the device's used memory, every process's ("nvml_device_used"); vram_note says why
     # a figure is missing or device-wide. Over the load, batch-1 and speed phases, as RSS.
-    peak_vram_mib: Optional[float] = figure("peak VRAM MiB", "{:.0f}", False)
+    peak_vram_mib: Optional[float] = figure()
     vram_method: Optional[str] = None
     vram_note: Optional[str] = None
     peak_device_vram_mib: Optional[float] = figure()
@@ -144,39 +182,105 @@ class Memory:
 
 
 @dataclass
-class Energy:
+class Energy(Section):
     energy_j: Optional[float] = figure()
-    energy_j_per_query: Optional[float] = figure(
-        "J/query", "{:.3f}", False, (TERMINAL, REPORT), frontier="energy", label="energy per query (J)"
-    )
+    energy_j_per_query: Optional[float] = figure()
     energy_j_per_token: Optional[float] = figure()
     energy_method: Optional[str] = None
     energy_unmeasured_reason: Optional[str] = None
     eval_cpu_s: Optional[float] = figure()
     # An estimate, never a measurement: in its own fields, named for its method.
-    energy_estimate_j_per_query: Optional[float] = figure("est. J/query", "{:.3f}", False)
+    energy_estimate_j_per_query: Optional[float] = figure()
     energy_estimate_method: Optional[str] = None
 
 
 @dataclass
-class Cost:
+class Cost(Section):
     tokens_in: Optional[int] = figure()
     tokens_out: Optional[int] = figure()
     cost_usd: Optional[float] = figure()
-    cost_usd_per_query: Optional[float] = figure("USD/query", "{:.5f}", False)
+    cost_usd_per_query: Optional[float] = figure()
     # Requests that still failed after their retries: scored as invalid answers, their errors
     # in predictions.jsonl.
     failed_requests: Optional[int] = figure()
 
 
-SECTIONS = (Accuracy, Latency, Speed, Memory, Energy, Cost)
+# Metrics' sections by name, in table order.
+SECTIONS: dict[str, type[Section]] = {
+    "accuracy": Accuracy,
+    "latency": Latency,
+    "speed": Speed,
+    "memory": Memory,
+    "energy": Energy,
+    "cost": Cost,
+}
 
 
 @dataclass
-class ServedLoad:
+class Metrics:
+    """Every figure of a measured record, by section; `record.json` holds them flat."""
+
+    accuracy: Accuracy = field(default_factory=Accuracy)
+    latency: Latency = field(default_factory=Latency)
+    speed: Speed = field(default_factory=Speed)
+    memory: Memory = field(default_factory=Memory)
+    energy: Energy = field(default_factory=Energy)
+    cost: Cost = field(default_factory=Cost)
+    # what a file's metrics held that no section names (a figure since renamed), kept as read
+    other: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def sections(self) -> tuple[Section, ...]:
+        return (self.accuracy, self.latency, self.speed, self.memory, self.energy, self.cost)
+
+    def flat(self) -> dict[str, Any]:
+        """As `record.json` holds them: every section's fields in one mapping."""
+        return {k: v for s in self.sections() for k, v in s.to_json().items()} | self.other
+
+    @classmethod
+    def from_flat(cls, data: Mapping[str, Any]) -> Metrics:
+        def part(section: type[S]) -> S:
+            return section.from_json({k: v for k, v in data.items() if k in section.names()})
+
+        named = {n for s in SECTIONS.values() for n in s.names()}
+        other = {k: v for k, v in data.items() if k not in named}
+        return cls(part(Accuracy), part(Latency), part(Speed), part(Memory), part(Energy), part(Cost), other)
+
+
+@dataclass
+class ServedRate(Section):
+    """One pass of a served load (harness.measure.load.rate_row), in the order run: its mode
+    (synchronous, throughput, poisson), offered and achieved queries/s, TTFT and latency
+    percentiles, goodput with its Wilson interval, accuracy, agreement with the synchronous
+    answers, and whether (and why) it saturated."""
+
+    mode: Optional[str] = None
+    offered_queries_per_s: Optional[float] = None
+    achieved_queries_per_s: Optional[float] = None
+    requests: Optional[int] = None
+    answered: Optional[int] = None
+    saturated: bool = False
+    stop_reason: Optional[str] = None
+    goodput: Optional[float] = None
+    goodput_ci95: list[float] = field(default_factory=list)
+    goodput_queries_per_s: Optional[float] = None
+    accuracy: Optional[float] = None
+    agreement: Optional[float] = None
+    errors: list[str] = field(default_factory=list)
+    latency_p50_ms: Optional[float] = None
+    latency_p95_ms: Optional[float] = None
+    latency_p99_ms: Optional[float] = None
+    ttft_p50_ms: Optional[float] = None
+    ttft_p95_ms: Optional[float] = None
+    ttft_p99_ms: Optional[float] = None
+
+
+@dataclass
+class ServedLoad(Section):
     """A record's `served` section (measure.serve=server): the artifact behind llama.cpp's
     server under open-loop load (harness.measure.served). Its own section, not metrics: the
     in-process figures stay what they are, and this sits beside them."""
+
+    NESTED = {"rates": ServedRate}
 
     slots: int  # the server's parallel slots
     server: str  # llama-server's version line and a digest of its build
@@ -187,190 +291,157 @@ class ServedLoad:
     # interval it lies in: [that rate, or the lowest that failed below it; the lowest rate above it
     # that failed, or the highest reached].
     capacity_queries_per_s: Optional[float]
-    capacity_interval_queries_per_s: list
+    capacity_interval_queries_per_s: list[float]
     # The in-process static-batch capacity at the same objective, and served over it.
     in_process_capacity_queries_per_s: Optional[float]
     capacity_fidelity: Optional[float]
     requests_per_rate: int  # measured requests per rate, warm-up excluded
     warmup_requests: int
     seed: int
-    # One row per pass, in the order run (harness.measure.load.rate_row): mode (synchronous,
-    # throughput, poisson), offered and achieved queries/s, TTFT and latency p50/p95/p99 ms,
-    # goodput with its Wilson interval, goodput queries/s, accuracy, agreement with the
-    # synchronous answers, saturated and why.
-    rates: list = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    rates: list[ServedRate] = field(default_factory=list)  # one per pass, in the order run
 
 
 @dataclass
-class Metrics:
-    accuracy: Accuracy = field(default_factory=Accuracy)
-    latency: Latency = field(default_factory=Latency)
-    speed: Speed = field(default_factory=Speed)
-    memory: Memory = field(default_factory=Memory)
-    energy: Energy = field(default_factory=Energy)
-    cost: Cost = field(default_factory=Cost)
+class JobInfo(Section):
+    """What a job ran, as every view names it: the same block in ok, failed and skipped records
+    (built from the job's config by `harness.job_info`)."""
 
-    def flat(self) -> dict[str, Any]:
-        """As `record.json` holds them: every section's fields in one mapping."""
-        return {k: v for s in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, s.name)).items()}
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str | tuple[str, ...]
-    header: str
-    fmt: str
-    maximize: Optional[bool] = None
-    shown: tuple[str, ...] = ()
-    # where a record holds it: (section of record.json, field)
-    source: Optional[tuple[str, str]] = None
-    # the cell format of its 95% interval, where the record has one (`<key>_ci95`)
-    ci: str = ""
-    # a Pareto objective's short name (the frontier it names), and its plots' axis label
-    frontier: str = ""
-    label: str = ""
-
-    def read(self, record: Record) -> Any:
-        """Its figure in a record (None where the record lacks it); a derived column has none."""
-        assert self.source is not None
-        section, name = self.source
-        return (getattr(record, section) or {}).get(name)
-
-    def interval_column(self) -> "Column":
-        """Its interval's column, shown where it is: the point's `<key>_ci95_low` / `_high`."""
-        assert isinstance(self.key, str) and self.ci
-        header = f"{self.header.split()[0]} 95% CI"
-        return Column((f"{self.key}_ci95_low", f"{self.key}_ci95_high"), header, self.ci, None, self.shown)
-
-
-def _metric_columns() -> list[Column]:
-    return [
-        Column(
-            f.name,
-            f.metadata["header"] or f.name,
-            f.metadata["fmt"],
-            f.metadata["maximize"],
-            f.metadata["shown"],
-            ("metrics", f.name),
-            f.metadata["ci"],
-            f.metadata["frontier"],
-            f.metadata["label"] or f.name,
-        )
-        for section in SECTIONS
-        for f in dataclasses.fields(section)
-        if "header" in f.metadata
-    ]
-
-
-_MEASURED = (
-    Column("size_mib", "size MiB", "{:.0f}", False, (TERMINAL, REPORT), ("artifact", "size_mib")),
-    Column("bits_per_weight", "bits/weight", "{:.2f}", None, (REPORT,), ("artifact", "bits_per_weight")),
-    Column("quantize_wall_s", "quantize s", "{:.0f}", None, (), ("artifact", "quantize_wall_s")),
-    Column("train_wall_s", "train s", "{:.0f}", None, (), ("train", "train_wall_s")),
-    *_metric_columns(),
-)
-# Every scalar figure of a record, in table order. Derived ones (no source) are computed by
-# `report.records.point`: the intervals, and peak memory on the device the model runs on
-# (VRAM on a GPU, RSS on a CPU).
-COLUMNS: tuple[Column, ...] = (
-    *_MEASURED,
-    *(c.interval_column() for c in _MEASURED if c.ci),
-    Column(
-        "peak_memory_mib", "peak MiB", "{:.0f}", False, (TERMINAL, REPORT), frontier="memory", label="peak memory (MiB)"
-    ),
-)
-# The figures with a 95% interval, by key.
-INTERVALS = tuple(c.key for c in _MEASURED if c.ci)
-_ORDER = (
-    "size_mib",
-    "bits_per_weight",
-    "accuracy",
-    "accuracy_ci95_low",
-    "macro_f1",
-    "invalid_rate",
-    "decode_tokens_per_s",
-    "decode_tokens_per_s_ci95_low",
-    "prefill_tokens_per_s",
-    "latency_p50_ms",
-    "peak_memory_mib",
-    "peak_rss_over_baseline_mib",
-    "energy_j_per_query",
-)
-
-
-def _rank(c: Column) -> int:
-    key = c.key[0] if isinstance(c.key, tuple) else c.key
-    return _ORDER.index(key) if key in _ORDER else len(_ORDER)
-
-
-def shown_in(view: str) -> list[Column]:
-    """The columns a table shows, in the order readers expect (size, accuracy, speed,
-    latency, memory, energy)."""
-    return sorted((c for c in COLUMNS if view in c.shown), key=_rank)
-
-
-# The Pareto objectives (each column with a frontier name), in that order, by name.
-FRONTIERS: dict[str, Column] = {c.frontier: c for c in sorted(COLUMNS, key=_rank) if c.frontier}
-
-
-# Figures a sweeper may optimise -> True to maximise, False to minimise.
-OBJECTIVES: dict[str, bool] = {c.key: c.maximize for c in COLUMNS if isinstance(c.key, str) and c.maximize is not None}
-
-
-def scalar_figures(record: Record) -> dict[str, float]:
-    """Every scalar figure a record holds, by column key (for W&B's summary)."""
-    out = {}
-    for c in COLUMNS:
-        if c.source is None:
-            continue
-        value = c.read(record)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[c.key] = value
-    return out
-
-
-@dataclass
-class JobInfo:
-    """What a job ran, as every view names it: the same block in ok, failed and skipped records."""
-
-    model: Optional[str]
-    quant: Optional[str]
-    format: Optional[str]
-    bits: Optional[int]
-    gguf_type: Optional[str]
-    hardware: Optional[str]
-    train: Optional[str]
+    model: Optional[str] = None
+    quant: Optional[str] = None
+    format: Optional[str] = None
+    bits: Optional[int] = None
+    gguf_type: Optional[str] = None
+    hardware: Optional[str] = None
+    train: Optional[str] = None
     # How answers were decoded: free, or within the label set (measure.decoding).
-    decoding: Optional[str]
-    languages: list[str]
-
-    @classmethod
-    def from_config(cls, resolved: dict[str, Any]) -> "JobInfo":
-        """From a resolved job config (plain dicts), valid or not: a field it lacks is None."""
-        quant = resolved.get("quant") or {}
-        model = resolved.get("model") or {}
-        kind = model_kind(model.get("source")) or BUILT
-        built = kind == BUILT
-        return cls(
-            # a model file is named for the file, so a sweep over files tells them apart
-            model=Path(model["path"]).stem if kind == FILE and model.get("path") else model.get("name"),
-            quant=quant.get("name") if built else UNBUILT_VARIANT[kind],
-            format=quant.get("format") if built else None,
-            bits=quant.get("bits") if built else None,
-            gguf_type=quant.get("gguf_type") if built else None,
-            train=(resolved.get("train") or {}).get("name") if built else "none",
-            hardware=(resolved.get("hardware") or {}).get("name"),
-            decoding=(resolved.get("measure") or {}).get("decoding"),
-            languages=sorted((resolved.get("language") or {}).get("codes") or {}),
-        )
+    decoding: Optional[str] = None
+    languages: list[str] = field(default_factory=list)
 
 
-def job_label(job: dict[str, Any]) -> str:
+def job_label(job: JobInfo) -> str:
     """model_variant_train, as a record's `job` block names them: W&B run names, run directories."""
-    return f"{job.get('model')}_{job.get('quant')}_{job.get('train')}"
+    return f"{job.model}_{job.quant}_{job.train}"
+
+
+@dataclass
+class Runtime(Section):
+    """What served the measurement: the runtime's name and version, and, in process, its threads,
+    the kernel its library picked, the libraries the measuring process held, the devices it
+    saw and the measurement window; behind an endpoint, its URL and model."""
+
+    name: Optional[str] = None  # a record older than this name lacks it
+    version: Optional[str] = None
+    threads: Optional[int] = None
+    kernel: Optional[str] = None
+    kernel_choice: Optional[dict[str, Any]] = None
+    process_held: Optional[list[str]] = None
+    devices: Optional[list[str]] = None
+    cuda_visible_devices: Optional[str] = None
+    measure_window: Optional[dict[str, Any]] = None
+    base_url: Optional[str] = None
+    model_name: Optional[str] = None
+
+
+@dataclass
+class Artifact(Section):
+    """What was measured: its format, size and bits per weight, the tool that wrote it, and
+    the time quantizing took; each format's own facts (GGUF type, parameters, ...) in `other`."""
+
+    format: Optional[str] = None
+    size_mib: Optional[float] = None
+    bits_per_weight: Optional[float] = None
+    quantize_wall_s: Optional[float] = None
+    tool: Optional[str] = None
+    tool_version: Optional[str] = None
+    weights_origin: Optional[str] = None
+
+
+@dataclass
+class Cpu(Section):
+    model: Optional[str] = None
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Gpu(Section):
+    name: Optional[str] = None
+    memory_mib: Optional[float] = None
+    driver: Optional[str] = None
+    cuda_driver: Optional[str] = None
+
+
+@dataclass
+class Machine(Section):
+    """The measuring machine's identity (harness.measure.machine.machine_identity)."""
+
+    NESTED = {"cpu": Cpu, "gpu": Gpu}
+
+    cpu: Cpu = field(default_factory=Cpu)
+    logical_cores: Optional[int] = None
+    ram_gib: Optional[int] = None
+    gpu: Optional[Gpu] = None
+
+
+@dataclass
+class Bandwidth(Section):
+    """That machine's measured memory bandwidth (harness.measure.bandwidth)."""
+
+    gb_per_s: Optional[float] = None
+    method: Optional[str] = None
+
+
+@dataclass
+class Train(Section):
+    """The fine-tune's facts: how it computed, its loss curve and wall time; the rest (steps,
+    validation, adapter key, ...) in `other`."""
+
+    precision: Optional[str] = None
+    loss: list[float] = field(default_factory=list)
+    train_wall_s: Optional[float] = None
+
+
+@dataclass
+class Environment(Section):
+    """Where and when it was measured: the commit and the time; host, Python and packages in `other`."""
+
+    git_commit: Optional[str] = None
+    measured_at: Optional[str] = None
+
+
+@dataclass
+class Keys(Section):
+    """Each stage's cache key; the record's own, and its test data's, by name."""
+
+    record: Optional[str] = None
+    dataset: Optional[str] = None
+
+
+@dataclass
+class Link(Section):
+    """One stage's output in a record's lineage."""
+
+    stage: str = ""
+    key: str = ""
+    path: str = ""
+
+
+@dataclass
+class Prediction(Section):
+    """One test query's line of `predictions.jsonl`, beside the record: the query (its text,
+    language, intent and phrasing template; the dataset's other columns in `other`), the
+    model's raw answer and its parse, whether it was right, and its batch-1 latency or the
+    error of a request that failed."""
+
+    text: str = ""
+    language: str = ""
+    intent: Optional[str] = None
+    # the phrasing the query was written from (synthetic data): queries sharing it are not independent
+    template_id: Optional[str] = None
+    raw_answer: Optional[str] = None
+    predicted: Optional[str] = None
+    correct: bool = False
+    latency_ms: Optional[float] = None
+    error: Optional[str] = None
 
 
 # A job that produced a record, a job that failed, and a sweep cell that does not exist
@@ -382,6 +453,11 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.jsonl"
 
 
+def _empty(section: type[S]) -> Any:
+    """A section a file lacks: written back lacking every field, as `{}`."""
+    return field(default_factory=lambda: section.from_json({}))
+
+
 @dataclass(kw_only=True)
 class Record:
     """A `record.json`: a measured job's (status ok), or a failed or skipped one's (its error).
@@ -390,19 +466,19 @@ class Record:
     key an older file lacks reads as empty rather than as a KeyError somewhere in a report."""
 
     status: str = OK
-    job: dict[str, Any]  # JobInfo
+    job: JobInfo = _empty(JobInfo)
     config: dict[str, Any] = field(default_factory=dict)  # the resolved job config
     # a measured job's
-    runtime: dict[str, Any] = field(default_factory=dict)  # what served: name, version, kernel, devices seen
-    metrics: dict[str, Any] = field(default_factory=dict)  # Metrics.flat()
-    artifact: dict[str, Any] = field(default_factory=dict)  # format, size, bits/weight, tool, digest
-    train: Optional[dict[str, Any]] = None  # the fine-tune's facts and loss curve; None: not trained
-    keys: dict[str, str] = field(default_factory=dict)  # each stage's cache key, the record's own last
-    lineage: list[dict[str, str]] = field(default_factory=list)  # each stage's output, upstream first
-    machine: Optional[dict[str, Any]] = None  # the measuring machine's identity; None: an endpoint
-    bandwidth: Optional[dict[str, Any]] = None  # that machine's measured memory bandwidth
-    served: Optional[dict[str, Any]] = None  # ServedLoad; None: measured in process only
-    environment: dict[str, Any] = field(default_factory=dict)  # host, Python, packages, commit
+    runtime: Runtime = _empty(Runtime)
+    metrics: Metrics = field(default_factory=lambda: Metrics.from_flat({}))
+    artifact: Artifact = _empty(Artifact)
+    train: Optional[Train] = None  # None: not trained
+    keys: Keys = _empty(Keys)  # the record's own key last
+    lineage: list[Link] = field(default_factory=list)  # each stage's output, upstream first
+    machine: Optional[Machine] = None  # None: an endpoint
+    bandwidth: Optional[Bandwidth] = None
+    served: Optional[ServedLoad] = None  # None: measured in process only
+    environment: Environment = _empty(Environment)
     measure_version: Optional[int] = None
     started_at: Optional[str] = None
     measure_wall_s: Optional[float] = None
@@ -413,16 +489,17 @@ class Record:
     failed_at: Optional[str] = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Record":
-        return cls(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        kept = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+        typed = {k: _rebuilt(_RECORD_SECTIONS.get(k), v) for k, v in kept.items() if k != "metrics"}
+        if "metrics" in kept:
+            typed["metrics"] = Metrics.from_flat(kept["metrics"])
+        return cls(**typed)
 
     @classmethod
-    def read(cls, path: Path) -> "Record":
-        # imported here: the measuring process imports this module for the metric sections,
-        # and holds nothing it does not use
-        from harness.store import read_json
-
-        return cls.from_json(read_json(path))
+    def read(cls, path: Path) -> Record:
+        with open(path) as f:
+            return cls.from_json(json.load(f))
 
     def to_json(self) -> dict[str, Any]:
         """As the file holds it: a measured record without the unfinished fields and the other
@@ -432,25 +509,37 @@ class Record:
         if self.status == OK:
             drop.update(unfinished)
         else:
-            drop.update(
-                f.name for f in dataclasses.fields(self) if f.name not in {"status", "job", "config", *unfinished}
-            )
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in drop}
+            drop.update(n for n in _RECORD_FIELDS if n not in {"status", "job", "config", *unfinished})
+        values = {n: getattr(self, n) for n in _RECORD_FIELDS if n not in drop}
+        return {k: v.flat() if isinstance(v, Metrics) else _plain(v) for k, v in values.items()}
 
     def config_value(self, section: str, key: str) -> Any:
         """`config.<section>.<key>`, None where the record's config lacks it."""
         return (self.config.get(section) or {}).get(key)
 
 
-_RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
+# The record's fields that hold sections (`metrics` is flat in the file: Metrics.from_flat).
+_RECORD_SECTIONS: dict[str, type[Section]] = {
+    "job": JobInfo,
+    "runtime": Runtime,
+    "artifact": Artifact,
+    "train": Train,
+    "keys": Keys,
+    "lineage": Link,
+    "machine": Machine,
+    "bandwidth": Bandwidth,
+    "served": ServedLoad,
+    "environment": Environment,
+}
 
 
-def unfinished_record(status: str, resolved: dict[str, Any], exc: BaseException) -> Record:
+def unfinished_record(status: str, job: JobInfo, resolved: dict[str, Any], exc: BaseException) -> Record:
     return Record(
         status=status,
         error_type=type(exc).__name__,
         error=str(exc),
-        job=dataclasses.asdict(JobInfo.from_config(resolved)),
+        job=job,
         config=resolved,
         failed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from harness.errors import ConfigError
+from harness.record import LoadLevel, Prediction
 from harness.report import decision
 from harness.report.__main__ import main as report_main
 from harness.report.compare import (
@@ -81,6 +82,10 @@ def _rows(correct: list[bool], languages: list[str], split: str = "query") -> li
     ]
 
 
+def _predictions(rows: list[dict]) -> list[Prediction]:
+    return [Prediction.from_json(r) for r in rows]
+
+
 def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_hurt_most():
     rng = random.Random(0)
     languages = ["de", "en", "hr"] * 400
@@ -89,23 +94,23 @@ def test_the_gate_passes_noise_and_fails_a_worse_variant_and_names_the_language_
     right, wrong = [i for i, ok in enumerate(base) if ok], [i for i, ok in enumerate(base) if not ok]
     for i in rng.sample(right, 10) + rng.sample(wrong, 10):  # ten broken, ten fixed, at random
         noise[i] = not noise[i]
-    same = compare(_rows(base, languages), _rows(noise, languages), 0.95)
+    same = compare(_predictions(_rows(base, languages)), _predictions(_rows(noise, languages)), 0.95)
     assert same.overall.verdict == SAME and same.gate == PASS
     worse = list(base)
     for i, lang in enumerate(languages):
         if lang == "hr" and worse[i] and rng.random() < 0.3:  # Croatian loses about 30% of its right answers
             worse[i] = False
-    hurt = compare(_rows(base, languages), _rows(worse, languages), 0.99)
+    hurt = compare(_predictions(_rows(base, languages)), _predictions(_rows(worse, languages)), 0.99)
     assert hurt.overall.verdict == WORSE and hurt.gate == FAIL
     assert hurt.languages_with(FAIL) == ["hr"] and hurt.hurt_most == "hr"
     assert hurt.by_language["en"].fixed == hurt.by_language["en"].broken == 0
     assert paired([False] * 50 + [True] * 50, [True] * 100, [str(i) for i in range(100)]).verdict == BETTER
 
 
-def _one_per_cluster(wrong: int, n: int = 100, language: str = "en") -> list[dict]:
+def _one_per_cluster(wrong: int, n: int = 100, language: str = "en") -> list[Prediction]:
     """n queries in one language, of their own phrasing each, the first `wrong` answered wrong."""
     return [
-        {"text": f"{language} q{i}", "template_id": f"{language} t{i}", "language": language, "correct": i >= wrong}
+        Prediction(text=f"{language} q{i}", template_id=f"{language} t{i}", language=language, correct=i >= wrong)
         for i in range(n)
     ]
 
@@ -187,11 +192,11 @@ def test_a_baseline_with_nothing_right_is_matched_by_nothing_right_and_beaten_by
 
 def test_serving_cost_worked_by_hand():
     curve = [
-        {"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
-        {"concurrency": 4, "queries_per_s": 9.0, "latency_p50_ms": 420, "latency_p95_ms": 800},
-        {"concurrency": 16, "queries_per_s": 12.0, "latency_p50_ms": 1300, "latency_p95_ms": 1600},
+        LoadLevel(concurrency=1, queries_per_s=4.0, latency_p50_ms=240, latency_p95_ms=300),
+        LoadLevel(concurrency=4, queries_per_s=9.0, latency_p50_ms=420, latency_p95_ms=800),
+        LoadLevel(concurrency=16, queries_per_s=12.0, latency_p50_ms=1300, latency_p95_ms=1600),
     ]
-    assert capacity_at(curve, 1000)["concurrency"] == 4 and capacity_at(curve, 2000)["concurrency"] == 16
+    assert capacity_at(curve, 1000).concurrency == 4 and capacity_at(curve, 2000).concurrency == 16
     assert capacity_at(curve, 100) is None
     # $0.10 an hour at 9 queries a second: 32,400 queries an hour, $0.10 / 0.0324 M = $3.0864 per million
     assert usd_per_million_queries(0.10, 9.0) == pytest.approx(3.0864, abs=1e-4)
@@ -204,23 +209,23 @@ def test_serving_cost_worked_by_hand():
 
 def test_a_level_whose_p95_was_not_measured_is_no_capacity():
     curve = [
-        {"concurrency": 1, "queries_per_s": 4.0, "latency_p50_ms": 240, "latency_p95_ms": 300},
-        {"concurrency": 4, "queries_per_s": 9.0, "latency_p50_ms": None, "latency_p95_ms": None},
+        LoadLevel(concurrency=1, queries_per_s=4.0, latency_p50_ms=240, latency_p95_ms=300),
+        LoadLevel(concurrency=4, queries_per_s=9.0),
     ]
-    assert capacity_at(curve, 1000)["concurrency"] == 1
+    assert capacity_at(curve, 1000).concurrency == 1
     assert capacity_at(curve[1:], 1000) is None
 
 
 def test_without_a_latency_objective_a_row_has_no_capacity_or_cost_but_its_bandwidth_share():
     from harness.record import Record
 
-    record = Record(
+    record = Record.from_json(dict(
         job={},
         metrics={"load_curve": [{"concurrency": 1, "queries_per_s": 4.0, "latency_p95_ms": 300}],
                  "model_mib": 101, "decode_tokens_per_s": 90},
         config={"hardware": {"usd_per_hour": 0.10}, "measure": {}},
         bandwidth={"gb_per_s": 20.0},
-    )  # fmt: skip
+    ))  # fmt: skip
     row = serving_figures(record)
     assert row["slo_p95_ms"] is None and row["capacity_queries_per_s"] is None
     assert row["capacity_concurrency"] is None and row["usd_per_million_queries"] is None
@@ -326,16 +331,18 @@ def test_a_served_capacity_prices_the_row_with_the_in_process_one_beside_it():
         capacity_interval_queries_per_s=[6.0, 8.0], in_process_capacity_queries_per_s=9.0, capacity_fidelity=6 / 9,
         requests_per_rate=60, warmup_requests=4, seed=0, rates=rates,
     )  # fmt: skip
-    record = Record(
-        job={},
-        metrics={"load_curve": [{"concurrency": 4, "queries_per_s": 9.0, "latency_p95_ms": 800}]},
-        config={"hardware": {"usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
-        served=served.to_json(),
+    record = Record.from_json(
+        dict(
+            job={},
+            metrics={"load_curve": [{"concurrency": 4, "queries_per_s": 9.0, "latency_p95_ms": 800}]},
+            config={"hardware": {"usd_per_hour": 0.10}, "measure": {"slo_p95_ms": 1000}},
+            served=served.to_json(),
+        )
     )
     from harness.report.records import point
 
     # a served CPU row's memory is its server's
-    assert (point(record, [])["peak_memory_mib"], point(record, [])["memory_kind"]) == (300.0, "server RSS")
+    assert (point(record, []).value("peak_memory_mib"), point(record, []).memory_kind) == (300.0, "server RSS")
     row = {**serving_figures(record), "variant": "q4", "baseline": "q4", "min_relative_accuracy": 0.99}
     # $0.10 an hour at 6 queries a second: 21,600 queries an hour, $4.63 per million
     assert row["capacity_queries_per_s"] == 6.0 and row["capacity_source"] == "served"

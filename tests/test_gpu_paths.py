@@ -141,17 +141,19 @@ def test_without_nvml_a_cuda_job_measures_no_gpu_figure_and_a_cpu_job_asks_for_n
 
 def test_a_gpu_row_without_vram_is_unmeasured_in_the_report_never_its_host_rss():
     def record(vram, method):
-        return Record(
-            job={"quant": "fp16", "hardware": "cuda"},
-            config={"hardware": {"device": "cuda"}},
-            metrics={"peak_rss_mib": 2000.0, "peak_vram_mib": vram, "vram_method": method},
+        return Record.from_json(
+            dict(
+                job={"quant": "fp16", "hardware": "cuda"},
+                config={"hardware": {"device": "cuda"}},
+                metrics={"peak_rss_mib": 2000.0, "peak_vram_mib": vram, "vram_method": method},
+            )
         )
 
     unmeasured = point(record(None, None), [])
-    assert unmeasured["peak_memory_mib"] is None and unmeasured["memory_kind"] == "VRAM unmeasured"
+    assert unmeasured.value("peak_memory_mib") is None and unmeasured.memory_kind == "VRAM unmeasured"
     device = point(record(1400.0, "nvml_device_used"), [])
-    assert device["peak_memory_mib"] == 1400 and device["memory_kind"] == "device VRAM (all processes)"
-    assert point(record(300.0, "nvml_process"), [])["memory_kind"] == "VRAM"
+    assert device.value("peak_memory_mib") == 1400 and device.memory_kind == "device VRAM (all processes)"
+    assert point(record(300.0, "nvml_process"), []).memory_kind == "VRAM"
 
 
 @pytest.mark.parametrize("capability, half", [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])

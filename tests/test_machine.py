@@ -71,10 +71,12 @@ def test_nvml_watches_the_gpu_cuda_uses():
 
 def test_figures_from_two_machines_are_never_one_comparison():
     def record(cpu, key):
-        return Record(
-            job={"hardware": "cpu", "quant": "gguf_q4km"},
-            keys={"record": key},
-            machine={"cpu": cpu_facts(cpu), "logical_cores": 2, "ram_gib": 24, "gpu": None},
+        return Record.from_json(
+            dict(
+                job={"hardware": "cpu", "quant": "gguf_q4km"},
+                keys={"record": key},
+                machine={"cpu": cpu_facts(cpu), "logical_cores": 2, "ram_gib": 24, "gpu": None},
+            )
         )
 
     groups = by_hardware([record(XEON, "a"), record(EPYC, "b"), record(XEON, "c")])
@@ -112,7 +114,7 @@ def test_one_variant_measured_on_two_machines_is_two_variants_never_paired(tuned
         (job_dir / "record.json").write_text(json.dumps({**data, "record_dir": str(job_dir)}))
 
     records = collect([tmp_path / "laptop", tmp_path / "server"])
-    names = [p["variant"] for p in points(records)]
+    names = [p.variant for p in points(records)]
     assert len(set(names)) == 2 and all(" on " in n for n in names)
     assert any(n.endswith("AMD EPYC 9654, 2 cores, AVX-512 + AVX512-BF16") for n in names)
 

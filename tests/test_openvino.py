@@ -198,4 +198,4 @@ def test_the_fidelity_reference_times_the_same_decode_as_the_harness(int4):
     cfg = MeasureConfig(prompt_tokens=16, gen_tokens=8, min_reps=2, min_seconds=0, warmup=1)
     ours = speed_test(OpenVINORuntime(int4.path, HardwareConfig(), threads=2), cfg)
     assert ref["decode"][0] > 0 and ref["prefill"][0] > 0
-    assert 0.25 < ours["decode_tokens_per_s"] / ref["decode"][0] < 4
+    assert 0.25 < ours.decode_tokens_per_s / ref["decode"][0] < 4

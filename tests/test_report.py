@@ -21,12 +21,13 @@ from harness.report.pareto import (
     frontier_memberships,
     versus,
 )
-from harness.report.records import collect
+from harness.report.records import Point, collect
 from harness.report.write import write_report
 
 
-def pts(*rows):
-    return [dict(zip(("accuracy", "decode_tokens_per_s", "peak_memory_mib", "energy_j_per_query"), r)) for r in rows]
+def pts(*rows, **names):
+    keys = ("accuracy", "decode_tokens_per_s", "peak_memory_mib", "energy_j_per_query")
+    return [Point("v", figures=dict(zip(keys, r)), **names) for r in rows]
 
 
 def test_frontier_of_one_point_is_that_point():
@@ -62,8 +63,8 @@ def test_unmeasured_energy_is_never_on_its_frontier_nor_in_the_overall_one():
 
 def test_frontiers_compare_only_points_of_the_same_hardware():
     points = [
-        dict(p, hardware=h)
-        for p, h in zip(pts((0.9, 10, 100, None), (0.8, 5, 200, None), (0.95, 500, 50, None)), ("cpu", "cpu", "cuda"))
+        *pts((0.9, 10, 100, None), (0.8, 5, 200, None), hardware="cpu"),
+        *pts((0.95, 500, 50, None), hardware="cuda"),
     ]
     on = frontier_memberships(points)
     # the GPU point beats both CPU points on everything, yet only competes with GPU points
@@ -72,20 +73,26 @@ def test_frontiers_compare_only_points_of_the_same_hardware():
 
 def test_baseline_is_the_largest_artifact_and_ratios_read_like_the_study():
     points = [
-        {
-            "size_mib": 540,
-            "accuracy": 0.90,
-            "decode_tokens_per_s": 20.0,
-            "peak_memory_mib": 1000,
-            "latency_p50_ms": 400,
-        },
-        {
-            "size_mib": 100,
-            "accuracy": 0.88,
-            "decode_tokens_per_s": 172.0,
-            "peak_memory_mib": 180,
-            "latency_p50_ms": 100,
-        },
+        Point(
+            "fp16",
+            figures={
+                "size_mib": 540,
+                "accuracy": 0.90,
+                "decode_tokens_per_s": 20.0,
+                "peak_memory_mib": 1000,
+                "latency_p50_ms": 400,
+            },
+        ),
+        Point(
+            "q4",
+            figures={
+                "size_mib": 100,
+                "accuracy": 0.88,
+                "decode_tokens_per_s": 172.0,
+                "peak_memory_mib": 180,
+                "latency_p50_ms": 100,
+            },
+        ),
     ]
     assert baseline_index(points) == 0
     assert versus(points[1], points[0]) == (
@@ -95,11 +102,13 @@ def test_baseline_is_the_largest_artifact_and_ratios_read_like_the_study():
 
 def _record(quant, size, acc, tg, rss, key, status="ok"):
     if status != "ok":
-        return Record(
-            status="failed",
-            error_type="RuntimeError",
-            error="boom\nmore",
-            job={"quant": quant, "model": "m", "train": "lora", "hardware": "cpu"},
+        return Record.from_json(
+            dict(
+                status="failed",
+                error_type="RuntimeError",
+                error="boom\nmore",
+                job={"quant": quant, "model": "m", "train": "lora", "hardware": "cpu"},
+            )
         )
     return Record.from_json(
         {
@@ -138,8 +147,8 @@ def test_collect_counts_each_measurement_once_and_drops_failures_since_fixed(tmp
     _write(tmp_path / "b/1_gptq4", _record("gptq4", 100, 0.9, 30, 300, "k2"))  # fixed later
     _write(tmp_path / "b/2_bnb", _record("bnb_nf4", 0, 0, 0, 0, "", status="failed"))
     records = collect([tmp_path])
-    assert sorted(r.job["quant"] for r in records) == ["bnb_nf4", "fp32", "gptq4"]
-    assert [r.status for r in records if r.job["quant"] == "gptq4"] == ["ok"]
+    assert sorted(r.job.quant for r in records) == ["bnb_nf4", "fp32", "gptq4"]
+    assert [r.status for r in records if r.job.quant == "gptq4"] == ["ok"]
 
 
 def test_records_of_older_measurement_versions_are_collected_and_reported(tmp_path):
@@ -159,7 +168,7 @@ def test_records_of_older_measurement_versions_are_collected_and_reported(tmp_pa
         (job_dir / "record.json").write_text(json.dumps(old))
     _write(tmp_path / "b" / "1_fp32", _record("fp32", 540, 0.9, 20, 1000, "k1"))
     records = collect([tmp_path])
-    assert sorted(r.job["quant"] for r in records) == ["fp32", "gguf_q8_0"]
+    assert sorted(r.job.quant for r in records) == ["fp32", "gguf_q8_0"]
     md = (write_report(records, tmp_path / "report", title="old and new") / "report.md").read_text()
     assert "| gguf_q8_0 |" in md and "| fp32 |" in md
     rows = results.rows_from_records(records, "make run", ReportConfig())
@@ -247,7 +256,7 @@ def test_report_command_reads_a_directory_and_fails_clearly_without_records(repo
 
 def test_differences_inside_the_noise_are_marked_and_never_dominate():
     def p(acc, acc_ci, tg, tg_ci):
-        return {
+        figures = {
             "accuracy": acc,
             "accuracy_ci95_low": acc_ci[0],
             "accuracy_ci95_high": acc_ci[1],
@@ -257,13 +266,15 @@ def test_differences_inside_the_noise_are_marked_and_never_dominate():
             "peak_memory_mib": 100,
             "size_mib": 100,
         }
+        return Point("v", figures=figures)
 
     base = p(0.63, (0.59, 0.67), 90.0, (85.0, 95.0))
     close = p(0.62, (0.58, 0.66), 98.0, (93.0, 103.0))  # better speed, worse accuracy: all inside the noise
     far = p(0.50, (0.46, 0.54), 60.0, (58.0, 62.0))
     # without intervals `base` and `close` would trade off; with them neither beats the other
     assert frontier([base, close], [ACCURACY, SPEED]) == [0, 1]
-    assert frontier([close, dict(close, accuracy=0.625)], [ACCURACY, SPEED]) == [0, 1]  # overlapping: both stay
+    closer = Point("w", figures={**close.figures, "accuracy": 0.625})
+    assert frontier([close, closer], [ACCURACY, SPEED]) == [0, 1]  # overlapping: both stay
     assert frontier([base, far], [ACCURACY, SPEED]) == [0]  # beyond the noise: dominated
     assert versus(close, base) == "~1.1x decode tok/s, +0% peak memory, +0% size, ~-1.0 pt accuracy"
     assert versus(far, base) == "0.7x decode tok/s, +0% peak memory, +0% size, -13.0 pt accuracy"

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from harness.record import Record
+from harness.record import Keys, Record
 from harness.report import results
 from harness.report.__main__ import main as report_main
 from harness.report.config import ReportConfig
@@ -125,14 +125,14 @@ def test_committed_results_pages_are_what_their_records_render(csv_path):
 
 def test_two_runs_that_differ_only_in_fine_tuning_are_named_for_the_difference(tmp_path, capsys):
     one, two = _record("gguf_q4km", 0.797, 1, "k1"), _record("gguf_q4km", 0.818, 2, "k2")
-    assert [p["variant"] for p in points([one, two])] == ["gguf_q4km train.epochs=1", "gguf_q4km train.epochs=2"]
+    assert [p.variant for p in points([one, two])] == ["gguf_q4km train.epochs=1", "gguf_q4km train.epochs=2"]
     other_data = copy.deepcopy(one)
-    other_data.keys = {"record": "k3", "dataset": "dataset-xyz"}
-    assert [p["variant"] for p in points([one, other_data])] == [
+    other_data.keys = Keys(record="k3", dataset="dataset-xyz")
+    assert [p.variant for p in points([one, other_data])] == [
         "gguf_q4km data=dataset-abc",
         "gguf_q4km data=dataset-xyz",
     ]
-    assert [p["variant"] for p in points([one, _record("fp32", 0.8, 1, "k4")])] == ["gguf_q4km", "fp32"]
+    assert [p.variant for p in points([one, _record("fp32", 0.8, 1, "k4")])] == ["gguf_q4km", "fp32"]
 
     for name, record in (("a", one), ("b", two)):
         (tmp_path / name / "0_quant=gguf_q4km").mkdir(parents=True)

@@ -44,7 +44,7 @@ def test_summary_metrics_are_flat_scalars_with_units_in_their_names():
 def test_wandb_that_cannot_log_in_is_a_warning_not_a_failure(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no saved login
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    record = Record(job={"format": "gguf"}, metrics={"accuracy": 1.0})
+    record = Record.from_json(dict(job={"format": "gguf"}, metrics={"accuracy": 1.0}))
     with caplog.at_level(logging.WARNING):
         log_job(record, LoggerConfig(mode="online", dir=str(tmp_path / "out")), group="g", name="n")
     assert "W&B: could not start a run" in caplog.text and "record on disk is unaffected" in caplog.text
@@ -52,7 +52,7 @@ def test_wandb_that_cannot_log_in_is_a_warning_not_a_failure(tmp_path, monkeypat
 
 def test_logger_none_touches_nothing(tmp_path):
     log_job(
-        Record(job={}),
+        Record.from_json(dict(job={})),
         LoggerConfig(name="none", dir=str(tmp_path / "out")),
         group="g",
         name="n",
@@ -90,19 +90,30 @@ def test_an_offline_job_run_holds_its_lineage_and_predictions(tmp_path):
         )
         + "\n"
     )
-    record = Record(
-        job={"format": "gguf", "quant": "gguf_q8_0"},
-        metrics={"accuracy": 1.0},
-        keys={"record": "r" * 20},
-        record_dir=str(record_dir),
-        lineage=[{"stage": s, "key": s[0] * 20, "path": p} for s, p in stages.items()],
-        served={
-            "slots": 4,
-            "capacity_queries_per_s": 5.0,
-            "capacity_fidelity": 0.8,
-            "server_peak_rss_mib": 300.0,
-            "rates": [{"mode": "poisson", "offered_queries_per_s": 5.0, "goodput_ci95": [0.9, 1.0], "goodput": 0.97}],
-        },
+    record = Record.from_json(
+        dict(
+            job={"format": "gguf", "quant": "gguf_q8_0"},
+            metrics={"accuracy": 1.0},
+            keys={"record": "r" * 20},
+            record_dir=str(record_dir),
+            lineage=[{"stage": s, "key": s[0] * 20, "path": p} for s, p in stages.items()],
+            served={
+                "slots": 4,
+                "server": "version: 1 (x)",
+                "slo_p95_ms": 1000.0,
+                "capacity_queries_per_s": 5.0,
+                "capacity_interval_queries_per_s": [5.0, 6.0],
+                "in_process_capacity_queries_per_s": None,
+                "requests_per_rate": 10,
+                "warmup_requests": 2,
+                "seed": 0,
+                "capacity_fidelity": 0.8,
+                "server_peak_rss_mib": 300.0,
+                "rates": [
+                    {"mode": "poisson", "offered_queries_per_s": 5.0, "goodput_ci95": [0.9, 1.0], "goodput": 0.97}
+                ],
+            },
+        )
     )
     # in a fresh process, as a sweep's job logs it: W&B's process-wide state left by the tests
     # before this one (in one pytest process) made wandb.init ask for a login in offline mode

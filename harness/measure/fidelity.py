@@ -47,6 +47,7 @@ from harness.hardware import HardwareConfig
 from harness.measure.config import MeasureConfig
 from harness.measure.run import _FILLER, speed_test
 from harness.measure.stats import median_interval
+from harness.record import Speed
 from harness.runtimes.llama_cpp import N_CTX, LlamaCppRuntime
 
 TOLERANCE = 0.05
@@ -226,14 +227,17 @@ def compare_speed(args: argparse.Namespace, gguf: Path) -> int:
 
 
 def speed_verdicts(
-    reference: str, rounds_ours: list[dict], rounds_ref: list[dict], tolerance: float = TOLERANCE
+    reference: str, rounds_ours: list[Speed], rounds_ref: list[dict], tolerance: float = TOLERANCE
 ) -> dict[str, str]:
     """Print prefill and decode of the harness against `reference`, round by round paired;
     the verdict of each."""
     print(f"{'':8} {'harness tok/s':>20} {reference + ' tok/s':>20} {'ratio (interval)':>22}  verdict")
     verdicts = {}
-    for name in ("prefill", "decode"):
-        mine = [r[f"{name}_tokens_per_s"] for r in rounds_ours]
+    ours = {
+        "prefill": [r.prefill_tokens_per_s for r in rounds_ours],
+        "decode": [r.decode_tokens_per_s for r in rounds_ours],
+    }
+    for name, mine in ours.items():
         ref = [r[name][0] for r in rounds_ref]
         ratio, (low, high), verdicts[name] = agreement(mine, ref, tolerance)
         print(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,7 +26,7 @@ from harness.measure.memory import GpuMemoryTracker, PeakRSSSampler
 from harness.measure.predictions import test_rows, write_predictions
 from harness.measure.stats import median_interval, median_std, percentile
 from harness.prompt import answer, parse_answer
-from harness.record import Accuracy, Energy, Latency, Memory, Metrics, Speed
+from harness.record import Accuracy, Energy, Latency, LoadLevel, Memory, Metrics, Speed
 from harness.runtimes import BatchingRuntime, Opener, Runtime, answer_ends
 from harness.runtimes.constrain import AnswerTrie
 
@@ -163,7 +163,7 @@ def _batched_decode(rt, first: list[int], size: int, gen_tokens: int) -> float:
     return time.perf_counter() - t0
 
 
-def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
+def speed_test(rt: Runtime, cfg: MeasureConfig) -> Speed:
     filler = rt.tokenize(_FILLER)
     prompt = (filler * (cfg.prompt_tokens // len(filler) + 1))[: cfg.prompt_tokens]
 
@@ -193,17 +193,17 @@ def speed_test(rt: Runtime, cfg: MeasureConfig) -> dict:
             by_batch[str(size)] = median_std([size * cfg.gen_tokens / s for s in seconds])[0]
         else:
             by_batch[str(size)] = None  # this runtime decodes one sequence at a time
-    return {
-        "decode_tokens_per_s_by_batch": by_batch,
-        "prefill_tokens_per_s": pp_median,
-        "prefill_tokens_per_s_std": pp_std,
-        "prefill_tokens_per_s_ci95": median_interval(pp),
-        "decode_tokens_per_s": tg_median,
-        "decode_tokens_per_s_std": tg_std,
-        "decode_tokens_per_s_ci95": median_interval(tg),
-        "speed_reps": {"prefill": len(pp), "decode": len(tg)},
-        "speed_shape": {"prompt_tokens": cfg.prompt_tokens, "gen_tokens": cfg.gen_tokens},
-    }
+    return Speed(
+        decode_tokens_per_s_by_batch=by_batch,
+        prefill_tokens_per_s=pp_median,
+        prefill_tokens_per_s_std=pp_std,
+        prefill_tokens_per_s_ci95=median_interval(pp),
+        decode_tokens_per_s=tg_median,
+        decode_tokens_per_s_std=tg_std,
+        decode_tokens_per_s_ci95=median_interval(tg),
+        speed_reps={"prefill": len(pp), "decode": len(tg)},
+        speed_shape={"prompt_tokens": cfg.prompt_tokens, "gen_tokens": cfg.gen_tokens},
+    )
 
 
 def load_curve(
@@ -278,8 +278,8 @@ class Served:
     answers: list[Answer]
     eval_cpu_s: float
     energy: EnergyReading
-    speed: dict
-    memory: dict
+    speed: Speed
+    memory: Memory
 
 
 def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
@@ -308,14 +308,14 @@ def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
             answers = [greedy_answer(rt, prompts[i], max_new, trie) for i in track(timed, len(timed), label, "query")]
         cpu_after = process.cpu_times()
         speed = speed_test(rt, spec.measure)
-    memory = {
-        "peak_rss_mib": rss.peak_mib,
-        "rss_before_load_mib": rss_before_load,
-        "peak_rss_over_baseline_mib": rss.peak_mib - rss_before_load,
-        "model_mib": rt.model_mib,
-        "load_s": load_s,
+    memory = Memory(
+        peak_rss_mib=rss.peak_mib,
+        rss_before_load_mib=rss_before_load,
+        peak_rss_over_baseline_mib=rss.peak_mib - rss_before_load,
+        model_mib=rt.model_mib,
+        load_s=load_s,
         **vram.report(),
-    }
+    )
     eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     return Served(rt, prompts, trie, batch, timed, answers, eval_cpu_s, energy.reading, speed, memory)
 
@@ -361,7 +361,7 @@ def latency_section(s: Served, n_queries: int, accuracy_pass_s: float, curve: li
         latency_samples=len(s.answers),
         eval_batch_size=s.batch,
         accuracy_pass_queries_per_s=n_queries / accuracy_pass_s,
-        load_curve=curve,
+        load_curve=[LoadLevel.from_json(level) for level in curve],
         mean_prompt_tokens=sum(a.prompt_tokens for a in s.answers) / len(s.answers),
         mean_generated_tokens=sum(a.generated_tokens for a in s.answers) / len(s.answers),
     )
@@ -404,8 +404,8 @@ def measure_artifact(spec: MeasureSpec) -> dict:
             **classification_metrics(gold, predictions, languages, spec.labels), batch_agreement=agreement
         ),
         latency=latency_section(served, len(rows), accuracy_pass_s, curve),
-        speed=Speed(**served.speed),
-        memory=Memory(**served.memory, **batch_memory),
+        speed=served.speed,
+        memory=replace(served.memory, **batch_memory),
         energy=energy_section(served, spec.hardware.cpu_watts_per_core),
     )
     rt = served.rt
@@ -419,4 +419,5 @@ def measure_artifact(spec: MeasureSpec) -> dict:
         "devices": rt.devices,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    # as record.json holds them: the result crosses to the job's process as JSON
     return {"runtime": runtime, "metrics": metrics.flat()}

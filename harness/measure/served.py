@@ -292,7 +292,7 @@ def measure_served(
     against it with the server's peak RSS sampled throughout, the server stopped."""
     from harness.measure.memory import PeakRSSSampler
     from harness.measure.server import LlamaServer, server_binary, server_version
-    from harness.record import ServedLoad
+    from harness.record import ServedLoad, ServedRate
     from harness.runtimes.llama_cpp import N_CTX
 
     binary = server_binary(llama_cpp_bin)
@@ -316,5 +316,5 @@ def measure_served(
         requests_per_rate=cfg.load_requests_per_rate,
         warmup_requests=cfg.load_warmup_requests,
         seed=cfg.load_seed,
-        rates=rows,
+        rates=[ServedRate.from_json(row) for row in rows],
     ).to_json()

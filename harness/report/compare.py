@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from harness.record import Prediction
+
 RESAMPLES = 2000
 BETTER, WORSE, SAME = "better", "worse", "indistinguishable"
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -72,7 +74,7 @@ def mcnemar_exact_p(fixed: int, broken: int) -> float:
     n = fixed + broken
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n
+    tail: float = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -123,10 +125,10 @@ def paired(baseline: Sequence[bool], variant: Sequence[bool], clusters: Sequence
     )
 
 
-def cluster_of(row: dict) -> str:
+def cluster_of(p: Prediction) -> str:
     """The phrasing a query was written from (the synthetic data's template), else its text:
     queries that share it are not independent."""
-    return row.get("template_id") or row["text"]
+    return p.template_id or p.text
 
 
 @dataclass(frozen=True)
@@ -164,24 +166,25 @@ class Comparison:
         return lang if p is not None and p.difference < 0 else None
 
 
-def compare(baseline_rows: list[dict], variant_rows: list[dict], min_relative_accuracy: float) -> Comparison:
-    """Two variants' predictions (rows of predictions.jsonl: text, language, correct, ...) on the
-    same test split, in the same order."""
-    if [r["text"] for r in baseline_rows] != [r["text"] for r in variant_rows]:
+def compare(
+    baseline_rows: list[Prediction], variant_rows: list[Prediction], min_relative_accuracy: float
+) -> Comparison:
+    """Two variants' predictions (rows of predictions.jsonl) on the same test split, in the same order."""
+    if [r.text for r in baseline_rows] != [r.text for r in variant_rows]:
         raise ValueError("the two variants answered different test queries: compare runs on the same test split")
 
-    languages = sorted({r["language"] for r in baseline_rows})
+    languages = sorted({r.language for r in baseline_rows})
     by_language = {}
     for lang in languages:
-        idx = [i for i, r in enumerate(baseline_rows) if r["language"] == lang]
+        idx = [i for i, r in enumerate(baseline_rows) if r.language == lang]
         by_language[lang] = paired(
-            [baseline_rows[i]["correct"] for i in idx],
-            [variant_rows[i]["correct"] for i in idx],
+            [baseline_rows[i].correct for i in idx],
+            [variant_rows[i].correct for i in idx],
             [cluster_of(baseline_rows[i]) for i in idx],
         )
     overall = paired(
-        [r["correct"] for r in baseline_rows],
-        [r["correct"] for r in variant_rows],
+        [r.correct for r in baseline_rows],
+        [r.correct for r in variant_rows],
         [cluster_of(r) for r in baseline_rows],
     )
     return Comparison(overall, by_language, min_relative_accuracy)

@@ -8,21 +8,26 @@ the report and the committed results pages."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from harness.errors import ConfigError
-from harness.record import Record
+from harness.record import Record, Section, ServedRate
 from harness.report.compare import FAIL, INCONCLUSIVE, Comparison, compare
 from harness.report.config import ReportConfig
 from harness.report.pareto import baseline_index
-from harness.report.records import read_predictions
+from harness.report.records import Point, read_predictions
 from harness.report.serving import bandwidth_share, break_even_queries_per_month, capacity_at, usd_per_million_queries
 
+# A decision row: one row of a results CSV (harness.report.results), which a page renders again;
+# a CSV written before a column was added lacks it, so a row is read by key, never assumed whole.
+Row = dict[str, Any]
 
-def baseline_of(compared: list[dict], cfg: ReportConfig) -> int:
+
+def baseline_of(compared: list[Point], cfg: ReportConfig) -> Optional[int]:
     if cfg.baseline is None:
         return baseline_index(compared)
-    names = [p["variant"] for p in compared]
+    names = [p.variant for p in compared]
     if cfg.baseline not in names:
         raise ConfigError(f"report.baseline={cfg.baseline!r} is not among this report's variants: {', '.join(names)}")
     return names.index(cfg.baseline)
@@ -35,35 +40,46 @@ def served_figures(record: Record) -> dict[str, Any]:
     served = record.served
     if not served:
         return {}
-    rates = served["rates"]
-    at = next((r for r in rates if r["achieved_queries_per_s"] == served["capacity_queries_per_s"]), None)
-    low, high = served["capacity_interval_queries_per_s"]
+    rates = served.rates
+    at = next((r for r in rates if r.achieved_queries_per_s == served.capacity_queries_per_s), None)
+    low, high = served.capacity_interval_queries_per_s
     return {
-        "served_capacity_queries_per_s": served["capacity_queries_per_s"],
+        "served_capacity_queries_per_s": served.capacity_queries_per_s,
         "served_capacity_low_queries_per_s": low,
         "served_capacity_high_queries_per_s": high,
-        "capacity_fidelity": served["capacity_fidelity"],
-        "server_slots": served["slots"],
-        "server_peak_rss_mib": served["server_peak_rss_mib"],
-        "served_goodput_at_capacity": at["goodput"] if at else None,
-        "served_accuracy_at_capacity": at["accuracy"] if at else None,
-        "served_agreement_at_capacity": at["agreement"] if at else None,
-        "served_accuracy_min": min(r["accuracy"] for r in rates),
-        "served_agreement_min": min((r["agreement"] for r in rates if r["agreement"] is not None), default=None),
+        "capacity_fidelity": served.capacity_fidelity,
+        "server_slots": served.slots,
+        "server_peak_rss_mib": served.server_peak_rss_mib,
+        "served_goodput_at_capacity": at.goodput if at else None,
+        "served_accuracy_at_capacity": at.accuracy if at else None,
+        "served_agreement_at_capacity": at.agreement if at else None,
+        "served_accuracy_min": min(r.accuracy for r in rates if r.accuracy is not None),
+        "served_agreement_min": min((r.agreement for r in rates if r.agreement is not None), default=None),
         "served_goodput_curve": goodput_curve(rates),
     }
 
 
-def goodput_curve(rates: list[dict]) -> str:
+def goodput_curve(rates: list[ServedRate]) -> str:
     """The goodput at each steady rate, by achieved rate, as one CSV cell: '2.10:1.00 3.40:0.97'
     (queries/s: share within the objective; a saturated rate marked '*')."""
     steady = sorted(
-        (r for r in rates if r["mode"] != "throughput" and r["achieved_queries_per_s"] is not None),
-        key=lambda r: r["achieved_queries_per_s"],
+        (
+            (r.achieved_queries_per_s, r)
+            for r in rates
+            if r.mode != "throughput" and r.achieved_queries_per_s is not None
+        ),
+        key=lambda pair: pair[0],
     )
-    return " ".join(
-        f"{r['achieved_queries_per_s']:.2f}:{r['goodput']:.2f}{'*' if r['saturated'] else ''}" for r in steady
-    )
+    return " ".join(f"{rate:.2f}:{r.goodput:.2f}{'*' if r.saturated else ''}" for rate, r in steady)
+
+
+def machine_price(record: Record) -> Optional[float]:
+    """The configured machine's price an hour; none for a row its provider prices per query (a
+    hosted model), which is not a machine rented by the hour."""
+    if record.metrics.cost.cost_usd_per_query is not None:
+        return None
+    price: Optional[float] = record.config_value("hardware", "usd_per_hour")
+    return price
 
 
 def serving_figures(record: Record) -> dict[str, Any]:
@@ -72,22 +88,20 @@ def serving_figures(record: Record) -> dict[str, Any]:
     share of the measured memory bandwidth (None where an input is missing)."""
     m = record.metrics
     slo = record.config_value("measure", "slo_p95_ms")
-    level = capacity_at(m.get("load_curve") or [], slo) if slo else None
-    in_process = level["queries_per_s"] if level else None
+    level = capacity_at(m.latency.load_curve, slo) if slo else None
+    in_process = level.queries_per_s if level else None
     served = served_figures(record)
-    capacity = served["served_capacity_queries_per_s"] if served else in_process
-    # a row its provider prices per query (a hosted model) is not a machine rented by the hour
-    price = record.config_value("hardware", "usd_per_hour") if m.get("cost_usd_per_query") is None else None
-    bandwidth = (record.bandwidth or {}).get("gb_per_s")
-    share = None
-    if bandwidth and m.get("model_mib") and m.get("decode_tokens_per_s"):
-        share = bandwidth_share(m["model_mib"], m["decode_tokens_per_s"], bandwidth)
+    capacity = record.served.capacity_queries_per_s if record.served else in_process
+    price = machine_price(record)
+    bandwidth = record.bandwidth.gb_per_s if record.bandwidth else None
+    model_mib, decode = m.memory.model_mib, m.speed.decode_tokens_per_s
+    share = bandwidth_share(model_mib, decode, bandwidth) if bandwidth and model_mib and decode else None
     return {
         "slo_p95_ms": slo,
         "capacity_queries_per_s": capacity,
         "capacity_source": "served" if served else "in_process",
         "in_process_capacity_queries_per_s": in_process,
-        "capacity_concurrency": level["concurrency"] if level else None,
+        "capacity_concurrency": level.concurrency if level else None,
         **served,
         "usd_per_hour": price,
         "usd_per_million_queries": usd_per_million_queries(price, capacity) if capacity and price else None,
@@ -100,7 +114,7 @@ def gate_figures(c: Comparison) -> dict[str, Any]:
     margin the split resolves: in the language that resolves least (the gate needs every
     one), and in each."""
     margins = c.resolvable_margins or {"overall": c.overall.resolvable_margin}
-    widest = max(margins, key=margins.get)
+    widest = max(margins, key=lambda lang: margins[lang])
     return {
         "gate": c.gate,
         "gate_worse_languages": " ".join(c.languages_with(FAIL)),
@@ -115,20 +129,20 @@ def gate_figures(c: Comparison) -> dict[str, Any]:
 NOT_COMPARABLE = "not comparable (another test split)"
 
 
-def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) -> list[dict[str, Any]]:
-    """One row per variant (the records and their `points`, in the same order)."""
+def decisions(records: list[Record], compared: list[Point], cfg: ReportConfig) -> list[dict[str, Any]]:
+    """One row per variant (the records and their `points`, in the same order): a row of the
+    results CSV, which a page renders again (and an older CSV lacks the columns added since)."""
     base = baseline_of(compared, cfg)
+    assert base is not None, "no variant has a size to be the baseline: name one (report.baseline)"
     base_rows = read_predictions(records[base])
     hosted = [
-        (p["variant"], r.metrics["cost_usd_per_query"])
-        for r, p in zip(records, compared)
-        if r.metrics.get("cost_usd_per_query")
+        (p.variant, per_query) for r, p in zip(records, compared) if (per_query := r.metrics.cost.cost_usd_per_query)
     ]
     out = []
     for i, (record, p) in enumerate(zip(records, compared)):
         row: dict[str, Any] = {
-            "variant": p["variant"],
-            "baseline": compared[base]["variant"],
+            "variant": p.variant,
+            "baseline": compared[base].variant,
             "min_relative_accuracy": cfg.min_relative_accuracy,
             **serving_figures(record),
         }
@@ -158,9 +172,9 @@ def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) ->
                     "hurt_most": c.hurt_most or "",
                 }
             )
-        price = row["usd_per_hour"]
+        price = machine_price(record)
         for name, per_query in hosted:
-            if price and name != p["variant"]:
+            if price and name != p.variant:
                 row[f"{BREAK_EVEN}{name}"] = break_even_queries_per_month(price, per_query)
         out.append(row)
     return out
@@ -171,14 +185,64 @@ def decisions(records: list[Record], compared: list[dict], cfg: ReportConfig) ->
 BREAK_EVEN = "break_even_per_month_vs_"
 
 
-def _break_even(rows: list[dict]) -> str:
+@dataclass
+class Decision(Section):
+    """A decision row as the tables read it, from a row built here or read back from a results
+    CSV: a column the CSV was written without is `absent` (an older CSV), and the CSV's other
+    columns (the figures, the provenance, each break-even against a hosted row) are `other`."""
+
+    variant: str = ""
+    baseline: str = ""
+    min_relative_accuracy: Optional[float] = None
+    slo_p95_ms: Optional[float] = None
+    capacity_queries_per_s: Optional[float] = None
+    capacity_source: Optional[str] = None  # a row of an older CSV has none: its capacity is in process
+    in_process_capacity_queries_per_s: Optional[float] = None
+    capacity_concurrency: Optional[int] = None
+    served_capacity_queries_per_s: Optional[float] = None
+    served_capacity_low_queries_per_s: Optional[float] = None
+    served_capacity_high_queries_per_s: Optional[float] = None
+    capacity_fidelity: Optional[float] = None
+    served_goodput_at_capacity: Optional[float] = None
+    served_accuracy_at_capacity: Optional[float] = None
+    served_agreement_at_capacity: Optional[float] = None
+    served_accuracy_min: Optional[float] = None
+    served_agreement_min: Optional[float] = None
+    server_peak_rss_mib: Optional[float] = None
+    served_goodput_curve: Optional[str] = None
+    usd_per_hour: Optional[float] = None
+    usd_per_million_queries: Optional[float] = None
+    bandwidth_share: Optional[float] = None
+    fixed: Optional[int] = None
+    broken: Optional[int] = None
+    mcnemar_p: Optional[float] = None
+    accuracy_difference: Optional[float] = None
+    accuracy_difference_ci95_low: Optional[float] = None
+    accuracy_difference_ci95_high: Optional[float] = None
+    verdict: Optional[str] = None
+    relative_accuracy_ci95_low: Optional[float] = None
+    relative_accuracy_ci95_high: Optional[float] = None
+    gate: Optional[str] = None
+    gate_worse_languages: Optional[str] = None
+    gate_inconclusive_languages: Optional[str] = None
+    # what a row kept before the gate had three outcomes: the languages that did not pass
+    gate_failing_languages: Optional[str] = None
+    resolvable_margin: Optional[float] = None
+    resolvable_margin_language: Optional[str] = None
+    hurt_most: Optional[str] = None
+
+    def break_even(self) -> dict[str, float]:
+        """Each hosted row's name -> the monthly volume above which this row's machine costs less."""
+        return {k[len(BREAK_EVEN) :]: v for k, v in self.other.items() if k.startswith(BREAK_EVEN) and v is not None}
+
+
+def _read(rows: list[Row]) -> list[Decision]:
+    return [Decision.from_json(r) for r in rows]
+
+
+def _break_even(rows: list[Decision]) -> str:
     """'Break-even against gpt41: gguf_q4km above 365,000 queries a month, ...', or nothing."""
-    pairs = [
-        (k[len(BREAK_EVEN) :], r["variant"], v)
-        for r in rows
-        for k, v in r.items()
-        if k.startswith(BREAK_EVEN) and v is not None
-    ]
+    pairs = [(hosted, r.variant, volume) for r in rows for hosted, volume in r.break_even().items()]
     if not pairs:
         return ""
     return (
@@ -188,9 +252,15 @@ def _break_even(rows: list[dict]) -> str:
     )
 
 
-def _fmt(row: dict, key: str, fmt: str, missing: str = "") -> str:
-    value = row.get(key)
+def _fmt(value: Any, fmt: str, missing: str = "") -> str:
     return missing if value is None or value == "" else fmt.format(value)
+
+
+def _all(fmt: str, *figures: Optional[float]) -> str:
+    """Figures a row holds wherever its cell shows them: one missing is a broken row, never a blank."""
+    held = [f for f in figures if f is not None]
+    assert len(held) == len(figures), f"a row lacks one of the figures of a {fmt!r} cell"
+    return fmt.format(*held)
 
 
 HEADERS = [
@@ -213,106 +283,105 @@ HEADERS = [
 NOT_PASSED = "not passed"
 
 
-def _two_outcome(row: dict) -> bool:
-    return bool(row.get("gate")) and "gate_worse_languages" not in row
+def _two_outcome(d: Decision) -> bool:
+    return bool(d.gate) and "gate_worse_languages" in d.absent
 
 
-def gate_cells(row: dict) -> list[str]:
+def gate_cells(row: Row) -> list[str]:
     """The gate, the relative interval, the languages not passing, the resolvable margin."""
-    if _two_outcome(row):
-        languages = _fmt(row, "gate_failing_languages", NOT_PASSED + ": {}")
-        gate = NOT_PASSED if row["gate"] == FAIL else row["gate"]
-        return [gate, _fmt(row, "relative_accuracy_ci95_low", "from {:.3f}"), languages, ""]
+    return _gate_cells(Decision.from_json(row))
+
+
+def _gate_cells(d: Decision) -> list[str]:
+    if _two_outcome(d):
+        languages = _fmt(d.gate_failing_languages, NOT_PASSED + ": {}")
+        gate = NOT_PASSED if d.gate == FAIL else d.gate or ""
+        return [gate, _fmt(d.relative_accuracy_ci95_low, "from {:.3f}"), languages, ""]
     languages = "; ".join(
-        f"{outcome}: {row[key]}"
-        for outcome, key in (("worse", "gate_worse_languages"), (INCONCLUSIVE, "gate_inconclusive_languages"))
-        if row.get(key)
+        f"{outcome}: {named}"
+        for outcome, named in (("worse", d.gate_worse_languages), (INCONCLUSIVE, d.gate_inconclusive_languages))
+        if named
     )
     relative = (
-        "{:.3f} to {:.3f}".format(row["relative_accuracy_ci95_low"], row["relative_accuracy_ci95_high"])
-        if row.get("relative_accuracy_ci95_high") is not None
+        _all("{:.3f} to {:.3f}", d.relative_accuracy_ci95_low, d.relative_accuracy_ci95_high)
+        if d.relative_accuracy_ci95_high is not None
         else ""
     )
-    margin = _fmt(row, "resolvable_margin", "{:.3f}") + _fmt(row, "resolvable_margin_language", " ({})")
-    return [row.get("gate") or "", relative, languages, margin]
+    margin = _fmt(d.resolvable_margin, "{:.3f}") + _fmt(d.resolvable_margin_language, " ({})")
+    return [d.gate or "", relative, languages, margin]
 
 
-def cells(row: dict) -> list[str]:
+def cells(row: Row) -> list[str]:
     """A decision row as table cells; the comparison cells of the baseline, and of a variant
     not comparable with it, are empty."""
-    compared = row.get("verdict") not in (None, "baseline", NOT_COMPARABLE)
+    d = Decision.from_json(row)
+    compared = d.verdict not in (None, "baseline", NOT_COMPARABLE)
     diff = (
-        "{:+.3f} ({:+.3f} to {:+.3f})".format(
-            row["accuracy_difference"], row["accuracy_difference_ci95_low"], row["accuracy_difference_ci95_high"]
+        _all(
+            "{:+.3f} ({:+.3f} to {:+.3f})",
+            d.accuracy_difference,
+            d.accuracy_difference_ci95_low,
+            d.accuracy_difference_ci95_high,
         )
         if compared
         else ""
     )
-    capacity = _capacity_cell(row)
     return [
-        row["variant"],
-        "{} / {}".format(row["fixed"], row["broken"]) if compared else "",
-        _fmt(row, "mcnemar_p", "{:.3f}") if compared else "",
+        d.variant,
+        f"{d.fixed} / {d.broken}" if compared else "",
+        _fmt(d.mcnemar_p, "{:.3f}") if compared else "",
         diff,
-        row.get("verdict") or "unmeasured",
-        *gate_cells(row),
-        _fmt(row, "hurt_most", "{}"),
-        capacity,
-        _fmt(row, "usd_per_million_queries", "{:.2f}", "unmeasured"),
-        _fmt(row, "bandwidth_share", "{:.0%}", "unmeasured"),
+        d.verdict or "unmeasured",
+        *_gate_cells(d),
+        _fmt(d.hurt_most, "{}"),
+        _capacity_cell(d),
+        _fmt(d.usd_per_million_queries, "{:.2f}", "unmeasured"),
+        _fmt(d.bandwidth_share, "{:.0%}", "unmeasured"),
     ]
 
 
-def _capacity_cell(row: dict) -> str:
+def _capacity_cell(d: Decision) -> str:
     """'3.1 served (2.9-3.6), in-process 4.0 (16 at a time)', or the in-process figure alone."""
-    served_row = row.get("capacity_source") == "served"
-    # a row of an older CSV has no capacity_source: its capacity is the in-process one
-    key = "in_process_capacity_queries_per_s" if served_row else "capacity_queries_per_s"
-    in_process = (
-        "unmeasured" if row.get(key) is None else "{:.1f} ({} at a time)".format(row[key], row["capacity_concurrency"])
-    )
+    served_row = d.capacity_source == "served"
+    capacity = d.in_process_capacity_queries_per_s if served_row else d.capacity_queries_per_s
+    in_process = "unmeasured" if capacity is None else f"{capacity:.1f} ({d.capacity_concurrency} at a time)"
     if not served_row:
         return in_process
-    served = (
-        "none"
-        if row["served_capacity_queries_per_s"] is None
-        else "{:.1f}".format(row["served_capacity_queries_per_s"])
-    )
-    interval = "{:.1f}-{:.1f}".format(
-        row["served_capacity_low_queries_per_s"], row["served_capacity_high_queries_per_s"]
-    )
+    served = "none" if d.served_capacity_queries_per_s is None else f"{d.served_capacity_queries_per_s:.1f}"
+    interval = _all("{:.1f}-{:.1f}", d.served_capacity_low_queries_per_s, d.served_capacity_high_queries_per_s)
     return f"{served} served ({interval}), in-process {in_process}"
 
 
-def caption(rows: list[dict]) -> str:
-    r = rows[0]
+def caption(rows: list[Row]) -> str:
+    read = _read(rows)
+    r = read[0]
     price = (
-        f"${r['usd_per_hour']:g} per machine-hour (hardware.usd_per_hour)"
-        if r.get("usd_per_hour")
+        f"${r.usd_per_hour:g} per machine-hour (hardware.usd_per_hour)"
+        if r.usd_per_hour
         else "no machine price (set hardware.usd_per_hour)"
     )
     kept_before = (
         f" '{NOT_PASSED}': a row kept when the gate had two outcomes; its lower bound missed the margin, and "
         "whether it was shown worse or undecided was not kept."
-        if any(_two_outcome(row) for row in rows)
+        if any(_two_outcome(d) for d in read)
         else ""
     )
     return (
-        f"Against {r['baseline']}, paired query by query. Difference: the 95% interval from a bootstrap over "
+        f"Against {r.baseline}, paired query by query. Difference: the 95% interval from a bootstrap over "
         f"phrasing clusters; verdict from that interval. Gate, on the 95% interval of accuracy relative to the "
-        f"baseline's, overall and in every language, at {r['min_relative_accuracy']:g}: pass when its lower "
+        f"baseline's, overall and in every language, at {r.min_relative_accuracy:g}: pass when its lower "
         "bound reaches that, fail when its upper bound is below it (shown worse), inconclusive when it "
         "straddles it." + kept_before + " Resolvable margin: the relative interval's half-width in the "
         "language that resolves least; a margin (1 - the gate's) narrower than that cannot pass even a variant "
         f"as accurate as the baseline. Capacity: the highest throughput whose p95 latency is at most "
-        f"{_fmt(r, 'slo_p95_ms', '{:g}')} ms (measure.slo_p95_ms){_served_note(rows)}. Cost at {price}. "
+        f"{_fmt(r.slo_p95_ms, '{:g}')} ms (measure.slo_p95_ms){_served_note(read)}. Cost at {price}. "
         "Bandwidth: weights read per second while decoding, as a share of the measured memory bandwidth."
-        + _break_even(rows)
+        + _break_even(read)
     )
 
 
-def _served_note(rows: list[dict]) -> str:
-    served = [r["variant"] for r in rows if r.get("capacity_source") == "served"]
+def _served_note(rows: list[Decision]) -> str:
+    served = [d.variant for d in rows if d.capacity_source == "served"]
     if not served:
         return ""
     return (
@@ -323,7 +392,7 @@ def _served_note(rows: list[dict]) -> str:
     )
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -342,7 +411,7 @@ SERVED_HEADERS = [
 ]
 
 
-def served_markdown(rows: list[dict]) -> str:
+def served_markdown(rows: list[Row]) -> str:
     """The served rows' table in Markdown (nothing where no row was served)."""
     table = served_cells(rows)
     if not table:
@@ -351,27 +420,26 @@ def served_markdown(rows: list[dict]) -> str:
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in table]) + "\n"
 
 
-def served_cells(rows: list[dict]) -> list[list[str]]:
+def served_cells(rows: list[Row]) -> list[list[str]]:
     """The served rows' load figures as table cells: capacity with its interval, the fidelity
     ratio, goodput, accuracy and agreement with the synchronous answers under load, and the
     goodput curve."""
     out = []
-    for r in (r for r in rows if r.get("capacity_source") == "served"):
-        capacity = "{} ({:.2f}-{:.2f})".format(
-            _fmt(r, "served_capacity_queries_per_s", "{:.2f}", "none"),
-            r["served_capacity_low_queries_per_s"],
-            r["served_capacity_high_queries_per_s"],
+    for d in (d for d in _read(rows) if d.capacity_source == "served"):
+        capacity = _fmt(d.served_capacity_queries_per_s, "{:.2f}", "none") + _all(
+            " ({:.2f}-{:.2f})", d.served_capacity_low_queries_per_s, d.served_capacity_high_queries_per_s
         )
-        cells_ = [
-            r["variant"],
-            capacity,
-            _fmt(r, "in_process_capacity_queries_per_s", "{:.2f}", "none"),
-            _fmt(r, "capacity_fidelity", "{:.2f}"),
-            _fmt(r, "served_goodput_at_capacity", "{:.2f}"),
-            _fmt(r, "served_accuracy_at_capacity", "{:.3f}") + _fmt(r, "served_accuracy_min", " ({:.3f})"),
-            _fmt(r, "served_agreement_at_capacity", "{:.3f}") + _fmt(r, "served_agreement_min", " ({:.3f})"),
-            _fmt(r, "server_peak_rss_mib", "{:.0f}"),
-            _fmt(r, "served_goodput_curve", "{}"),
-        ]
-        out.append(cells_)
+        out.append(
+            [
+                d.variant,
+                capacity,
+                _fmt(d.in_process_capacity_queries_per_s, "{:.2f}", "none"),
+                _fmt(d.capacity_fidelity, "{:.2f}"),
+                _fmt(d.served_goodput_at_capacity, "{:.2f}"),
+                _fmt(d.served_accuracy_at_capacity, "{:.3f}") + _fmt(d.served_accuracy_min, " ({:.3f})"),
+                _fmt(d.served_agreement_at_capacity, "{:.3f}") + _fmt(d.served_agreement_min, " ({:.3f})"),
+                _fmt(d.server_peak_rss_mib, "{:.0f}"),
+                _fmt(d.served_goodput_curve, "{}"),
+            ]
+        )
     return out

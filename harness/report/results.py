@@ -15,31 +15,16 @@ import csv
 import hashlib
 import io
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.record import OK, Record
+from harness.record import OK, Record, Section
 from harness.report import decision
 from harness.report.config import ReportConfig
-from harness.report.records import by_hardware, cell, points
+from harness.report.records import Point, by_hardware, cell, points
 
-# What a row says of where its figures come from; a page states each once, above its table.
-PROVENANCE = (
-    "bandwidth_method",
-    "model",
-    "train",
-    "hardware",
-    "machine",
-    "cpu_flags",
-    "train_precision",
-    "test_queries",
-    "dataset",
-    "measure_version",
-    "measured_on",
-    "commit",
-    "command",
-)
-# The figures a row keeps, as `records.point` names them.
+# The figures a row keeps, as a `records.Point` names them (`Point.flat`).
 FIGURES = (
     "size_mib",
     "accuracy",
@@ -67,38 +52,40 @@ def rows_from_records(records: list[Record], command: str, cfg: ReportConfig) ->
     """One row per successful record, in the records' order, with its comparison against its
     hardware group's baseline and its serving cost (harness.report.decision)."""
     ok = [r for r in records if r.status == OK]
-    judged: dict[int, dict] = {}  # by id(): a record older than its key has none
+    judged: dict[int, dict[str, Any]] = {}  # by id(): a record older than its key has none
     for group in by_hardware(ok).values():
         for record, row in zip(group, decision.decisions(group, points(group), cfg)):
             judged[id(record)] = {k: v for k, v in row.items() if k != "variant"}
-    out = []
-    for record, p in zip(ok, points(ok)):
-        env, bandwidth = record.environment, record.bandwidth or {}
-        by_language = record.metrics.get("accuracy_by_language") or {}
-        out.append(
-            {
-                "variant": p["variant"],
-                "runtime": record.runtime.get("name", "not kept"),  # a record older than its runtime's name
-                **{k: p.get(k) for k in FIGURES},
-                **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
-                "model": p["model"],
-                "train": p["train"],
-                "hardware": p["hardware"],
-                "machine": p["machine"],
-                "cpu_flags": " ".join((record.machine or {}).get("cpu", {}).get("flags") or []) or None,
-                "train_precision": (record.train or {}).get("precision") or ("none" if record.train is None else None),
-                "test_queries": record.metrics.get("n_samples"),
-                "dataset": record.keys.get("dataset"),
-                "measure_version": record.measure_version,
-                "bandwidth_gb_per_s": bandwidth.get("gb_per_s"),
-                "bandwidth_method": bandwidth.get("method"),
-                "measured_on": (env.get("measured_at") or "")[:10],
-                "commit": (env.get("git_commit") or "")[:12],
-                "command": command,
-                **judged[id(record)],
-            }
-        )
-    return out
+    return [_row(record, p, command, judged[id(record)]) for record, p in zip(ok, points(ok))]
+
+
+def _row(record: Record, p: Point, command: str, judged: dict[str, Any]) -> dict[str, Any]:
+    """A successful record's CSV row: its point's figures, then what they belong to."""
+    env, bandwidth, figures = record.environment, record.bandwidth, p.flat()
+    by_language = record.metrics.accuracy.accuracy_by_language or {}
+    # a record older than its runtime's name says so, rather than nothing
+    runtime = "not kept" if "name" in record.runtime.absent else record.runtime.name
+    return {
+        "variant": p.variant,
+        "runtime": runtime,
+        **{k: figures[k] for k in FIGURES},
+        **{f"{LANGUAGE_PREFIX}{lang}": value for lang, value in by_language.items()},
+        "model": p.model,
+        "train": p.train,
+        "hardware": p.hardware,
+        "machine": p.machine,
+        "cpu_flags": " ".join((record.machine.cpu.flags if record.machine else None) or []) or None,
+        "train_precision": (record.train.precision or None) if record.train is not None else "none",
+        "test_queries": record.metrics.accuracy.n_samples,
+        "dataset": record.keys.dataset,
+        "measure_version": record.measure_version,
+        "bandwidth_gb_per_s": bandwidth.gb_per_s if bandwidth else None,
+        "bandwidth_method": bandwidth.method if bandwidth else None,
+        "measured_on": (env.measured_at or "")[:10],
+        "commit": (env.git_commit or "")[:12],
+        "command": command,
+        **judged,
+    }
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -156,9 +143,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
+        named = Named.from_json(r)
         cells = [
-            r["variant"],
-            r["runtime"],
+            named.variant,
+            str(named.runtime),
             cell(r, "size_mib", "{:.0f}"),
             cell(r, ("accuracy", "accuracy_ci95_low", "accuracy_ci95_high"), "{:.3f} ({:.3f}-{:.3f})"),
             *(cell(r, f"{LANGUAGE_PREFIX}{lang}", "{:.2f}") for lang in langs),
@@ -168,7 +156,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 "{:.1f} ({:.1f}-{:.1f})",
             ),
             cell(r, "latency_p50_ms", "{:.0f}"),
-            cell(r, "peak_memory_mib", "{:.0f}") + f" {r['memory_kind']}",
+            cell(r, "peak_memory_mib", "{:.0f}") + f" {named.memory_kind}",
             cell(r, "batch_agreement", "{:.2f}"),
             cell(r, "energy_j_per_query", "{:.3f}"),
         ]
@@ -176,9 +164,39 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def provenance(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Each provenance field's value, or values where the rows differ."""
-    return {k: ", ".join(dict.fromkeys(str(r.get(k)) for r in rows)) for k in PROVENANCE}
+@dataclass(frozen=True)
+class Provenance:
+    """What a page's rows say of where their figures come from, stated once above its table:
+    each field's value, or values where the rows differ."""
+
+    command: str
+    measured_on: str
+    measure_version: str
+    commit: str
+    machine: str
+    hardware: str
+    bandwidth_method: str
+    cpu_flags: str
+    model: str
+    train: str
+    train_precision: str
+    test_queries: str
+    dataset: str
+
+
+def provenance(rows: list[dict[str, Any]]) -> Provenance:
+    values = {f.name: ", ".join(dict.fromkeys(str(r.get(f.name)) for r in rows)) for f in fields(Provenance)}
+    return Provenance(**values)
+
+
+@dataclass
+class Named(Section):
+    """A row as the page names it; its figures (the section's `other`) are read by column (`cell`)."""
+
+    variant: str = ""
+    runtime: Optional[str] = None
+    memory_kind: Optional[str] = None
+    slo_p95_ms: Optional[float] = None
 
 
 def _kept(value: str) -> str:
@@ -219,13 +237,13 @@ def page(title: str, rows: list[dict[str, Any]], csv_name: str, csv_sha256: Opti
             "",
             f"Generated from `{csv_name}`{written} by `python -m harness.report --render` (do not edit by hand).",
             "",
-            f"- command: `{p['command']}`",
-            f"- measured on: {p['measured_on']}, measurement version {p['measure_version']}, commit {p['commit']}",
-            f"- machine: {p['machine']} (hardware={p['hardware']}); memory bandwidth "
-            f"{cell(rows[0], 'bandwidth_gb_per_s', '{:.1f}')} GB/s ({p['bandwidth_method']})",
-            f"- CPU flags: {_kept(p['cpu_flags'])}",
-            f"- model: {p['model']}, fine-tuning: {p['train']}" + _precision(p["train_precision"]),
-            f"- test split: {p['test_queries']} queries (dataset {p['dataset']})",
+            f"- command: `{p.command}`",
+            f"- measured on: {p.measured_on}, measurement version {p.measure_version}, commit {p.commit}",
+            f"- machine: {p.machine} (hardware={p.hardware}); memory bandwidth "
+            f"{cell(rows[0], 'bandwidth_gb_per_s', '{:.1f}')} GB/s ({p.bandwidth_method})",
+            f"- CPU flags: {_kept(p.cpu_flags)}",
+            f"- model: {p.model}, fine-tuning: {p.train}" + _precision(p.train_precision),
+            f"- test split: {p.test_queries} queries (dataset {p.dataset})",
             "",
             table(rows),
             "Accuracy is exact match of the intent over the test split, with its 95% Wilson interval; per "
@@ -249,11 +267,12 @@ def _served(rows: list[dict[str, Any]]) -> list[str]:
     table_ = decision.served_markdown(rows)
     if not table_:
         return []
+    slo = Named.from_json(rows[0]).slo_p95_ms
     return [
         "## As served (llama.cpp's server, open-loop load)",
         "",
         f"Capacity: the highest achieved Poisson rate whose p95 latency is at most "
-        f"{rows[0]['slo_p95_ms']:g} ms, in the interval it lies in (from the lowest rate that failed below it, if one "
+        f"{slo:g} ms, in the interval it lies in (from the lowest rate that failed below it, if one "
         "did; up to the lowest rate above it that failed, or the highest rate reached). Goodput: the share of "
         "requests answered within that objective. Accuracy and agreement (with the server's own answers one "
         "request at a time) at the capacity's rate, the lowest over every rate in brackets. The goodput curve "

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from typing import Optional
 
+from harness.record import LoadLevel
+
 HOURS_PER_MONTH = 730
 
 
-def capacity_at(curve: list[dict], slo_p95_ms: float) -> Optional[dict]:
+def capacity_at(curve: list[LoadLevel], slo_p95_ms: float) -> Optional[LoadLevel]:
     """The load-curve level with the highest throughput whose p95 latency meets the objective
     (None: no level does)."""
-    meeting = [
-        level for level in curve if level["latency_p95_ms"] is not None and level["latency_p95_ms"] <= slo_p95_ms
-    ]
-    return max(meeting, key=lambda level: level["queries_per_s"], default=None)
+    meeting = [level for level in curve if level.latency_p95_ms is not None and level.latency_p95_ms <= slo_p95_ms]
+    return max(meeting, key=lambda level: level.queries_per_s or 0.0, default=None)
 
 
 def usd_per_million_queries(usd_per_hour: float, queries_per_s: float) -> float:

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from harness.record import OK, SKIPPED, TERMINAL, Record, shown_in
+from harness.record import OK, SKIPPED, Record
 from harness.report import decision
+from harness.report.columns import TERMINAL, shown_in
 from harness.report.config import ReportConfig
 from harness.report.pareto import frontier_memberships
-from harness.report.records import by_hardware, cell, failures, points, read_sweep_records, shared_caption
+from harness.report.records import by_hardware, failures, points, read_sweep_records, shared_caption
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -31,7 +32,7 @@ def rows(records: list[Record]) -> list[list[str]]:
     ok = [r for r in records if r.status == OK]
     compared = points(ok)
     return [
-        [p["variant"], *(cell(p, c.key, c.fmt) for c in COLUMNS), " ".join(on)]
+        [p.variant, *(p.cell(c) for c in COLUMNS), " ".join(on)]
         for p, on in zip(compared, frontier_memberships(compared))
     ]
 
@@ -97,11 +98,11 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = read_sweep_records(sweep_dir)
-        cfg = ReportConfig(**OmegaConf.to_container(config.report, resolve=True))
+        cfg = ReportConfig(**_plain(config.report))
         print_table(records, f"sweep {sweep_dir}", cfg)
         report_dir = write_report(records, sweep_dir / "report", title=f"sweep {sweep_group(sweep_dir)}", cfg=cfg)
         log.info("report: %s", report_dir / "report.html")
-        logger = LoggerConfig(**OmegaConf.to_container(config.logger, resolve=True))
+        logger = LoggerConfig(**_plain(config.logger))
         log_sweep(records, report_dir, logger, group=sweep_group(sweep_dir))
         skipped = [r for r in records if r.status == SKIPPED]
         if skipped:
@@ -112,6 +113,13 @@ class SweepSummary(Callback):
                 "%d of %d jobs failed; their records (with reasons) are under %s", len(failed), len(records), sweep_dir
             )
             sys.exit(1)
+
+
+def _plain(section: DictConfig) -> dict[str, Any]:
+    """A config section as plain values, resolved."""
+    plain = OmegaConf.to_container(section, resolve=True)
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
 
 
 def sweep_group(sweep_dir: Path) -> str:

@@ -20,10 +20,11 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional, cast
 
 from harness import live
-from harness.record import OK, PREDICTIONS, RECORD, Record, scalar_figures
+from harness.record import OK, PREDICTIONS, RECORD, JobInfo, Prediction, Record, ServedLoad
+from harness.report.columns import scalar_figures
 from harness.report.config import LoggerConfig
 from harness.report.pareto import ACCURACY, COSTS, frontier_memberships
 from harness.report.records import points, read_predictions
@@ -44,7 +45,7 @@ def _run(logger: LoggerConfig, **init: Any) -> Iterator[Any]:
         run = wandb.init(
             project=logger.project,
             entity=logger.entity,
-            mode=logger.mode,
+            mode=cast(Literal["online", "offline", "disabled"], logger.mode),  # LoggerConfig checked it
             dir=logger.dir,
             # console capture would duplicate Hydra's job log; system stats would load the CPU
             # while a sweep measures on it.
@@ -74,8 +75,8 @@ def summary_metrics(record: Record) -> dict[str, Any]:
     per-language and per-intent breakdowns, as W&B summary keys."""
     m = record.metrics
     out: dict[str, Any] = scalar_figures(record)
-    out.update({f"accuracy/{lang}": v for lang, v in m.get("accuracy_by_language", {}).items()})
-    out.update({f"f1/{label}": v for label, v in m.get("f1_by_intent", {}).items()})
+    out.update({f"accuracy/{lang}": v for lang, v in (m.accuracy.accuracy_by_language or {}).items()})
+    out.update({f"f1/{label}": v for label, v in (m.accuracy.f1_by_intent or {}).items()})
     return out
 
 
@@ -94,10 +95,10 @@ def _lineage(wandb: Any, run: Any, record: Record) -> Optional[str]:
     """The record's stages as artifacts, upstream first; the name of the last one."""
     upstream = None
     for link in record.lineage:
-        name = f"{link['stage']}-{link['key'][:16]}"
-        artifact = wandb.Artifact(name, type=link["stage"], metadata={**link, "derived_from": upstream})
-        if Path(link["path"]).exists():
-            artifact.add_reference(Path(link["path"]).as_uri(), checksum=False)
+        name = f"{link.stage}-{link.key[:16]}"
+        artifact = wandb.Artifact(name, type=link.stage, metadata={**link.to_json(), "derived_from": upstream})
+        if Path(link.path).exists():
+            artifact.add_reference(Path(link.path).as_uri(), checksum=False)
         if run.offline:
             run.log_artifact(artifact)
         else:
@@ -106,8 +107,9 @@ def _lineage(wandb: Any, run: Any, record: Record) -> Optional[str]:
     return upstream
 
 
-def _predictions(wandb: Any, rows: list[dict]) -> Any:
-    return wandb.Table(columns=list(PREDICTION_COLUMNS), data=[[r.get(c) for c in PREDICTION_COLUMNS] for r in rows])
+def _predictions(wandb: Any, rows: list[Prediction]) -> Any:
+    data = [[r.to_json().get(c) for c in PREDICTION_COLUMNS] for r in rows]
+    return wandb.Table(columns=list(PREDICTION_COLUMNS), data=data)
 
 
 # A served load's per-rate figures (harness.measure.load.rate_row), as W&B table columns.
@@ -131,10 +133,10 @@ SERVED_COLUMNS = (
 )
 
 
-def _served_rates(wandb: Any, served: dict) -> Any:
+def _served_rates(wandb: Any, served: ServedLoad) -> Any:
     rows = [
-        {**r, "goodput_ci95_low": r["goodput_ci95"][0], "goodput_ci95_high": r["goodput_ci95"][1]}
-        for r in served["rates"]
+        {**r.to_json(), "goodput_ci95_low": r.goodput_ci95[0], "goodput_ci95_high": r.goodput_ci95[1]}
+        for r in served.rates
     ]
     return wandb.Table(columns=list(SERVED_COLUMNS), data=[[r.get(c) for c in SERVED_COLUMNS] for r in rows])
 
@@ -152,26 +154,30 @@ class LiveRun:
         run.define_metric("progress/elapsed_s")
         run.define_metric("progress/*", step_metric="progress/elapsed_s")
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: dict[str, Any]) -> None:
         if "train/step" in event:
             self.trained = True
             self.run.log(event)
-        elif event.get("total"):
-            stage = event["bar"].split(" ")[0]
+            return
+        count = live.BarCount.of(event)
+        if count is not None and count.total:
+            stage = count.bar.split(" ")[0]
             self.run.log(
                 {
-                    f"progress/{stage}": event["n"] / event["total"],
+                    f"progress/{stage}": count.n / count.total,
                     "progress/elapsed_s": round(time.monotonic() - self.started, 1),
                 }
             )
-            self.run.summary["stage"] = event["bar"]
+            self.run.summary["stage"] = count.bar
 
 
 @contextmanager
-def job_run(logger: LoggerConfig, group: str, name: str, job: dict, config: dict) -> Iterator[Optional[LiveRun]]:
+def job_run(
+    logger: LoggerConfig, group: str, name: str, job: JobInfo, config: dict[str, Any]
+) -> Iterator[Optional[LiveRun]]:
     """The job's run, started as the job starts, with its progress going to it live (None
     when there is no run: logger=none, or W&B could not start one)."""
-    tags = [*logger.tags, *(t for t in (job.get("format"), job.get("quant")) if t)]
+    tags = [*logger.tags, *(t for t in (job.format, job.quant) if t)]
     with _run(logger, group=logger.group or group, job_type="evaluate", name=name, tags=tags, config=config) as run:
         live_run = LiveRun(run) if run is not None else None
         with live.listening(live_run):
@@ -200,10 +206,10 @@ def _log_record(run: Any, record: Record, trained_live: bool) -> None:
         run.summary.update({"error": f"{record.error_type}: {record.error}"})
         return
     if not trained_live:  # a cached fine-tune: its curve from the record
-        for step, loss in enumerate((record.train or {}).get("loss", []), start=1):
+        for step, loss in enumerate(record.train.loss if record.train else [], start=1):
             run.log({"train/step": step, "train/loss": loss})
-    if record.metrics.get("confusion"):
-        run.log({"confusion_matrix": _confusion_plot(wandb, record.metrics["confusion"])})
+    if record.metrics.accuracy.confusion:
+        run.log({"confusion_matrix": _confusion_plot(wandb, record.metrics.accuracy.confusion)})
     answers = read_predictions(record)
     if answers is not None:
         run.log({"predictions": _predictions(wandb, answers)})
@@ -212,15 +218,17 @@ def _log_record(run: Any, record: Record, trained_live: bool) -> None:
         run.log({"served_load": _served_rates(wandb, served)})
         run.summary.update(
             {
-                f"served/{k}": served[k]
-                for k in ("capacity_queries_per_s", "capacity_fidelity", "server_peak_rss_mib", "slots")
+                "served/capacity_queries_per_s": served.capacity_queries_per_s,
+                "served/capacity_fidelity": served.capacity_fidelity,
+                "served/server_peak_rss_mib": served.server_peak_rss_mib,
+                "served/slots": served.slots,
             }
         )
     upstream = _lineage(wandb, run, record)
     artifact = wandb.Artifact(
-        f"record-{record.keys['record'][:16]}",
+        f"record-{(record.keys.record or '')[:16]}",
         type="record",
-        metadata={**record.job, "derived_from": upstream},
+        metadata={**record.job.to_json(), "derived_from": upstream},
     )
     files = [Path(record.record_dir) / name for name in (RECORD, PREDICTIONS)] if record.record_dir else []
     for file in files:
@@ -238,19 +246,17 @@ def log_sweep(records: list[Record], report_dir: Path, logger: LoggerConfig, gro
         import wandb
 
         compared = points(ok)
-        columns = list(compared[0]) + ["pareto_frontiers"]
+        columns: list[str | int] = [*compared[0].flat(), "pareto_frontiers"]
         table = wandb.Table(
             columns=columns,
-            data=[
-                [p[c] for c in columns[:-1]] + [" ".join(on)] for p, on in zip(compared, frontier_memberships(compared))
-            ],
+            data=[[*p.flat().values(), " ".join(on)] for p, on in zip(compared, frontier_memberships(compared))],
         )
         plots = {
-            f"pareto/accuracy_vs_{cost.key}": wandb.plot.scatter(
-                table, cost.key, ACCURACY.key, title=f"accuracy vs {cost.label}"
+            f"pareto/accuracy_vs_{cost.name}": wandb.plot.scatter(
+                table, cost.name, ACCURACY.name, title=f"accuracy vs {cost.label}"
             )
             for cost in COSTS
-            if any(p.get(cost.key) is not None for p in compared)
+            if any(p.value(cost.name) is not None for p in compared)
         }
         images = {f"report/{png.stem}": wandb.Image(str(png)) for png in sorted(report_dir.glob("*.png"))}
         run.log({"jobs": table, **plots, **images})

@@ -6,15 +6,20 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
-from harness.record import REPORT, SKIPPED, Column, Record, shown_in
+from harness.record import SKIPPED, Record
 from harness.report import decision
+from harness.report.columns import REPORT, Column, shown_in
 from harness.report.config import ReportConfig
-from harness.report.pareto import ACCURACY, COSTS, frontier, frontier_memberships, interval, versus
-from harness.report.records import by_hardware, cell, failures, points, shared_caption
+from harness.report.pareto import ACCURACY, COSTS, ENERGY, figure, frontier, frontier_memberships, interval, versus
+from harness.report.records import Point, by_hardware, failures, points, shared_caption
 
+# The energy figure an estimate stands in for where none was measured, apart (never a measurement).
+ENERGY_ESTIMATE = "energy_estimate_j_per_query"
 NOISE_NOTE = (
     "Accuracy carries its 95% Wilson interval and decode/prefill tok/s the 95% interval of their median over "
     "the repetitions; '~' marks a ratio or difference inside those intervals (indistinguishable here), and a "
@@ -27,8 +32,8 @@ MEMORY_NOTE = (
     "else of the harness, as a server of the artifact would; RSS over baseline is that peak less the "
     "process's RSS just before the model loaded."
 )
-# The Markdown and HTML tables: the variant, then the columns the record spec shows in reports.
-TABLE = [Column("variant", "variant", "{}"), *shown_in(REPORT)]
+# The Markdown and HTML tables: the variant, then the columns the column spec shows in reports.
+TABLE = shown_in(REPORT)
 
 
 @dataclass
@@ -37,12 +42,12 @@ class Section:
 
     hardware: str
     caption: str
-    points: list[dict]
+    points: list[Point]
     on_frontier: list[list[str]]
     baseline: int | None
     plots: list[Path]
     # each variant against the baseline, and what serving it costs (harness.report.decision)
-    decisions: list[dict]
+    decisions: list[dict[str, Any]]
 
 
 def _table_rows(section: Section) -> list[list[str]]:
@@ -50,15 +55,15 @@ def _table_rows(section: Section) -> list[list[str]]:
     out = []
     for i, (p, on) in enumerate(zip(section.points, section.on_frontier)):
         ratio = "baseline" if i == section.baseline else (versus(p, base) if base else "")
-        out.append([cell(p, c.key, c.fmt) for c in TABLE] + [", ".join(on) or "-", ratio])
+        out.append([p.variant, *(p.cell(c) for c in TABLE), ", ".join(on) or "-", ratio])
     return out
 
 
 def _headers() -> list[str]:
-    return [c.header for c in TABLE] + ["Pareto frontiers", "vs baseline"]
+    return ["variant", *(c.header for c in TABLE), "Pareto frontiers", "vs baseline"]
 
 
-def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) -> Path | None:
+def plot_tradeoff(compared: list[Point], cost: Column, title: str, path: Path) -> Path | None:
     """Accuracy against one cost, every variant labelled, the frontier drawn as a step line.
     None when no variant measured this cost (energy on most VMs)."""
     import matplotlib
@@ -66,7 +71,7 @@ def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [i for i, p in enumerate(compared) if p.get(cost.key) is not None and p.get(ACCURACY.key) is not None]
+    shown = [i for i, p in enumerate(compared) if p.value(cost.name) is not None and p.value(ACCURACY.name) is not None]
     if not shown:
         return None
     best = set(frontier(compared, [ACCURACY, cost]))
@@ -74,12 +79,13 @@ def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) ->
     for i in shown:
         p = compared[i]
         on = i in best
-        (x_low, x_high), (y_low, y_high) = interval(p, cost.key), interval(p, ACCURACY.key)
+        x, y = figure(p, cost), figure(p, ACCURACY)
+        (x_low, x_high), (y_low, y_high) = interval(p, cost), interval(p, ACCURACY)
         ax.errorbar(
-            p[cost.key],
-            p[ACCURACY.key],
-            xerr=[[p[cost.key] - x_low], [x_high - p[cost.key]]],
-            yerr=[[p[ACCURACY.key] - y_low], [y_high - p[ACCURACY.key]]],
+            x,
+            y,
+            xerr=[[x - x_low], [x_high - x]],
+            yerr=[[y - y_low], [y_high - y]],
             fmt="none",
             ecolor="0.6",
             elinewidth=0.8,
@@ -87,16 +93,16 @@ def plot_tradeoff(compared: list[dict], cost: Column, title: str, path: Path) ->
             zorder=2,
         )
         ax.scatter(
-            p[cost.key],
-            p[ACCURACY.key],
+            x,
+            y,
             s=70 if on else 40,
             color="tab:red" if on else "tab:blue",
             zorder=3,
             edgecolor="black",
             linewidth=0.5,
         )
-        ax.annotate(p["variant"], (p[cost.key], p[ACCURACY.key]), textcoords="offset points", xytext=(6, 5), fontsize=8)
-    front = sorted((compared[i][cost.key], compared[i][ACCURACY.key]) for i in best)
+        ax.annotate(p.variant, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    front = sorted((figure(compared[i], cost), figure(compared[i], ACCURACY)) for i in best)
     if len(front) > 1:
         ax.step(
             [x for x, _ in front],
@@ -124,12 +130,17 @@ def _served_curve(record: Record) -> list[tuple[float, float]]:
     by rate; saturated ones included (they are where the curve bends)."""
     from harness.measure.load import THROUGHPUT
 
-    rates = (record.served or {}).get("rates") or []
-    points = [(r["latency_p95_ms"], r["achieved_queries_per_s"]) for r in rates if r["mode"] != THROUGHPUT]
-    return sorted((p for p in points if p[1] is not None), key=lambda p: p[1])
+    rates = record.served.rates if record.served else []
+    steady = [(r.latency_p95_ms, r.achieved_queries_per_s) for r in rates if r.mode != THROUGHPUT]
+    return sorted(((p95, rate) for p95, rate in steady if p95 is not None and rate is not None), key=lambda p: p[1])
 
 
-def plot_load(group: list[Record], compared: list[dict], path: Path) -> Path | None:
+def _or_nan(value: Optional[float]) -> float:
+    """A figure as matplotlib plots an unmeasured one: a gap in the line."""
+    return math.nan if value is None else value
+
+
+def plot_load(group: list[Record], compared: list[Point], path: Path) -> Path | None:
     """Throughput against p95 latency at each concurrency level, one line per variant, and where
     a variant was served, its served curve (open-loop rates on llama.cpp's server) dashed in the
     same colour; the latency objective drawn. None when no record has a load curve."""
@@ -138,7 +149,7 @@ def plot_load(group: list[Record], compared: list[dict], path: Path) -> Path | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = [(p["variant"], r.metrics.get("load_curve") or [], _served_curve(r)) for r, p in zip(group, compared)]
+    curves = [(p.variant, r.metrics.latency.load_curve or [], _served_curve(r)) for r, p in zip(group, compared)]
     if not any(curve or served for _, curve, served in curves):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
@@ -149,16 +160,16 @@ def plot_load(group: list[Record], compared: list[dict], path: Path) -> Path | N
             color = line.get_color()
         if curve:
             ax.plot(
-                [c["latency_p95_ms"] for c in curve],
-                [c["queries_per_s"] for c in curve],
+                [_or_nan(c.latency_p95_ms) for c in curve],
+                [_or_nan(c.queries_per_s) for c in curve],
                 marker="o",
                 color=color,
                 label=f"{name} in process" if served else name,
             )
             for c in curve:
                 ax.annotate(
-                    str(c["concurrency"]),
-                    (c["latency_p95_ms"], c["queries_per_s"]),
+                    str(c.concurrency),
+                    (c.latency_p95_ms, c.queries_per_s),
                     textcoords="offset points",
                     xytext=(4, 4),
                     fontsize=7,
@@ -204,18 +215,16 @@ def sections(records: list[Record], out_dir: Path, cfg: ReportConfig) -> list[Se
     return out
 
 
-def _energy_note(points: list[dict]) -> str:
-    if any(p.get("energy_j_per_query") is not None for p in points):
+def _energy_note(points: list[Point]) -> str:
+    if any(p.value(ENERGY.name) is not None for p in points):
         return ""
-    reasons = sorted({p["energy_unmeasured_reason"] for p in points if p.get("energy_unmeasured_reason")})
-    estimates = [p for p in points if p.get("energy_estimate_j_per_query") is not None]
+    reasons = sorted({p.energy_unmeasured_reason for p in points if p.energy_unmeasured_reason})
+    estimates = [(p, j) for p in points if (j := p.value(ENERGY_ESTIMATE)) is not None]
     note = "Energy was not measured on this hardware" + (f" ({'; '.join(reasons)})" if reasons else "") + "."
     if estimates:
         note += (
-            " Estimates, not measurements ("
-            + estimates[0]["energy_estimate_method"]
-            + "): "
-            + ", ".join(f"{p['variant']} {p['energy_estimate_j_per_query']:.3f} J/query" for p in estimates)
+            f" Estimates, not measurements ({estimates[0][0].energy_estimate_method}): "
+            + ", ".join(f"{p.variant} {j:.3f} J/query" for p, j in estimates)
             + "."
         )
     return note
@@ -223,7 +232,7 @@ def _energy_note(points: list[dict]) -> str:
 
 def memory_kinds(s: Section) -> str:
     """What a section's peak-memory column holds ('VRAM', 'RSS', ...), each kind its rows hold."""
-    return " or ".join(dict.fromkeys(p["memory_kind"] for p in s.points))
+    return " or ".join(dict.fromkeys(p.memory_kind for p in s.points))
 
 
 def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[str]) -> str:
@@ -233,7 +242,7 @@ def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[s
             f"## {s.hardware}",
             "",
             f"{s.caption}; peak memory is {memory_kinds(s)}."
-            + (f" Baseline: {s.points[s.baseline]['variant']}." if s.baseline is not None else ""),
+            + (f" Baseline: {s.points[s.baseline].variant}." if s.baseline is not None else ""),
             "",
         ]
         lines.append("| " + " | ".join(_headers()) + " |")
@@ -261,14 +270,19 @@ def markdown(title: str, secs: list[Section], failed: list[str], skipped: list[s
 
 
 def write_csv(secs: list[Section], path: Path) -> None:
-    fields = ["hardware", *secs[0].points[0].keys(), "pareto_frontiers", "is_baseline"] if secs else ["hardware"]
+    fields = ["hardware", *secs[0].points[0].flat(), "pareto_frontiers", "is_baseline"] if secs else ["hardware"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for s in secs:
             for i, (p, on) in enumerate(zip(s.points, s.on_frontier)):
                 writer.writerow(
-                    {"hardware": s.hardware, **p, "pareto_frontiers": " ".join(on), "is_baseline": i == s.baseline}
+                    {
+                        "hardware": s.hardware,
+                        **p.flat(),
+                        "pareto_frontiers": " ".join(on),
+                        "is_baseline": i == s.baseline,
+                    }
                 )
 
 
@@ -277,7 +291,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:f
 tr.frontier td:first-child{font-weight:bold}.plots img{max-width:48%;margin:4px}.note{color:#555}"""
 
 
-def _served_html(decisions: list[dict]) -> str:
+def _served_html(decisions: list[dict[str, Any]]) -> str:
     """The served load's table, where a row was served."""
     e, rows = html.escape, decision.served_cells(decisions)
     if not rows:

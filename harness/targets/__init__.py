@@ -132,9 +132,10 @@ def served_load(
     runs here, in the job's process, so the server dies with it (harness.measure.server) even
     when the sweep is killed outright; a server crash is the server's, not the sweep's."""
     from harness.measure.served import measure_served
+    from harness.record import Metrics
     from harness.report.serving import capacity_at
 
-    in_process = capacity_at(metrics.get("load_curve") or [], job.measure.slo_p95_ms)
+    in_process = capacity_at(Metrics.from_flat(metrics).latency.load_curve, job.measure.slo_p95_ms)
     return measure_served(
         gguf,
         prompts,
@@ -145,7 +146,7 @@ def served_load(
         job.paths.llama_cpp_bin,
         Path(job.paths.cache_dir).resolve() / "servers",
         out,
-        in_process["queries_per_s"] if in_process else None,
+        in_process.queries_per_s if in_process else None,
         gpu=job.hardware.device == "cuda",
     )
 
