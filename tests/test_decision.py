@@ -353,3 +353,19 @@ def test_a_served_capacity_prices_the_row_with_the_in_process_one_beside_it():
     assert "open-loop Poisson load on llama.cpp's server" in caption([row])
     served_row = "| q4 | 6.00 (6.00-8.00) | 9.00 | 0.67 | 0.98 | 0.880 (0.850) | 0.970 (0.950) | 300 |"
     assert served_row + " 4.00:1.00 6.00:0.98 7.10:0.40* |" in served_markdown([row])
+
+
+def test_hosted_models_alone_have_no_baseline_until_one_is_named(tmp_path):
+    languages = ["de", "en"] * 50
+    _record(tmp_path, "gpt41", [True] * 100, languages, None, 2.0, cost_usd_per_query=0.0002)
+    _record(tmp_path, "other_api", [i % 10 != 0 for i in range(100)], languages, None, 2.0, cost_usd_per_query=0.0001)
+    # no artifact has a size to be the least compressed: the report says so instead of failing
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "No baseline: no variant has an artifact size" in md and "report.baseline=VARIANT" in md
+    assert "| gpt41 |  |  |  | no baseline (report.baseline) |" in md
+    assert "Against gpt41" not in md
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "named"), "--baseline", "gpt41"]) == 0
+    named = (tmp_path / "named" / "report.md").read_text()
+    # gpt41 answered the ten queries other_api got wrong: p = 2 / 2^10
+    assert "Against gpt41" in named and "| other_api | 0 / 10 | 0.002 |" in named

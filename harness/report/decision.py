@@ -127,14 +127,16 @@ def gate_figures(c: Comparison) -> dict[str, Any]:
 
 # The verdict of a variant measured on another test split than the baseline's.
 NOT_COMPARABLE = "not comparable (another test split)"
+# Every variant's where none has an artifact size to be the least compressed (hosted models
+# only) and report.baseline names none: nothing to pair with, the serving figures stand alone.
+NO_BASELINE = "no baseline (report.baseline)"
 
 
 def decisions(records: list[Record], compared: list[Point], cfg: ReportConfig) -> list[dict[str, Any]]:
     """One row per variant (the records and their `points`, in the same order): a row of the
     results CSV, which a page renders again (and an older CSV lacks the columns added since)."""
     base = baseline_of(compared, cfg)
-    assert base is not None, "no variant has a size to be the baseline: name one (report.baseline)"
-    base_rows = read_predictions(records[base])
+    base_rows = read_predictions(records[base]) if base is not None else None
     hosted = [
         (p.variant, per_query) for r, p in zip(records, compared) if (per_query := r.metrics.cost.cost_usd_per_query)
     ]
@@ -142,13 +144,15 @@ def decisions(records: list[Record], compared: list[Point], cfg: ReportConfig) -
     for i, (record, p) in enumerate(zip(records, compared)):
         row: dict[str, Any] = {
             "variant": p.variant,
-            "baseline": compared[base].variant,
+            "baseline": compared[base].variant if base is not None else "",
             "min_relative_accuracy": cfg.min_relative_accuracy,
             **serving_figures(record),
         }
         rows = read_predictions(record)
         if i == base:
             row["verdict"] = "baseline"
+        elif base is None:
+            row["verdict"] = NO_BASELINE
         elif rows is not None and base_rows is not None:
             try:
                 c = compare(base_rows, rows, cfg.min_relative_accuracy)
@@ -312,10 +316,10 @@ def _gate_cells(d: Decision) -> list[str]:
 
 
 def cells(row: Row) -> list[str]:
-    """A decision row as table cells; the comparison cells of the baseline, and of a variant
-    not comparable with it, are empty."""
+    """A decision row as table cells; the comparison cells of the baseline, of a variant not
+    comparable with it, and of every variant where there is none, are empty."""
     d = Decision.from_json(row)
-    compared = d.verdict not in (None, "baseline", NOT_COMPARABLE)
+    compared = d.verdict not in (None, "baseline", NOT_COMPARABLE, NO_BASELINE)
     diff = (
         _all(
             "{:+.3f} ({:+.3f} to {:+.3f})",
@@ -366,8 +370,14 @@ def caption(rows: list[Row]) -> str:
         if any(_two_outcome(d) for d in read)
         else ""
     )
+    against = (
+        f"Against {r.baseline}, paired query by query."
+        if r.baseline
+        else "No baseline: no variant has an artifact size to be the least compressed one (a hosted model has "
+        "none); name one with report.baseline=VARIANT to pair the others with it."
+    )
     return (
-        f"Against {r.baseline}, paired query by query. Difference: the 95% interval from a bootstrap over "
+        f"{against} Difference: the 95% interval from a bootstrap over "
         f"phrasing clusters; verdict from that interval. Gate, on the 95% interval of accuracy relative to the "
         f"baseline's, overall and in every language, at {r.min_relative_accuracy:g}: pass when its lower "
         "bound reaches that, fail when its upper bound is below it (shown worse), inconclusive when it "
