@@ -90,28 +90,28 @@ def test_vram_is_the_processs_own_where_nvml_lists_it(monkeypatch):
     me = SimpleNamespace(pid=os.getpid(), usedGpuMemory=300 * 2**20)
     other = SimpleNamespace(pid=1, usedGpuMemory=9000 * 2**20)
     report = tracked(FakeNVML([1000, 1400], [other, me]), monkeypatch)
-    assert (report["peak_vram_mib"], report["vram_method"], report["vram_note"]) == (300, "nvml_process", None)
-    assert report["peak_device_vram_mib"] == 1400
+    assert (report.peak_vram_mib, report.vram_method, report.vram_note) == (300, "nvml_process", None)
+    assert report.peak_device_vram_mib == 1400
 
 
 def test_vram_falls_back_to_the_devices_use_labelled_where_the_pid_is_not_nvmls(monkeypatch):
     """In a container's PID namespace NVML lists host PIDs: this process is not among them."""
     host_pid = SimpleNamespace(pid=os.getpid() + 100_000, usedGpuMemory=300 * 2**20)
     report = tracked(FakeNVML([1000, 1400], [host_pid]), monkeypatch)
-    assert (report["peak_vram_mib"], report["vram_method"]) == (1400, "nvml_device_used")
-    assert "PID namespace" in report["vram_note"]
+    assert (report.peak_vram_mib, report.vram_method) == (1400, "nvml_device_used")
+    assert "PID namespace" in report.vram_note
 
 
 def test_nvml_errors_leave_figures_unmeasured_with_the_reason_and_never_fail(monkeypatch):
     import pynvml
 
     no_processes = tracked(FakeNVML([800], pynvml.NVMLError(3)), monkeypatch)  # NOT_SUPPORTED (vGPU, MIG)
-    assert (no_processes["peak_vram_mib"], no_processes["vram_method"]) == (800, "nvml_device_used")
-    assert "no per-process memory" in no_processes["vram_note"]
+    assert (no_processes.peak_vram_mib, no_processes.vram_method) == (800, "nvml_device_used")
+    assert "no per-process memory" in no_processes.vram_note
 
     failing = tracked(FakeNVML([800], [], fail_after=1), monkeypatch)  # answers once, then fails
-    assert failing["peak_vram_mib"] is None and failing["peak_device_vram_mib"] is None
-    assert failing["vram_method"] is None and "NVML failed while sampling" in failing["vram_note"]
+    assert failing.peak_vram_mib is None and failing.peak_device_vram_mib is None
+    assert failing.vram_method is None and "NVML failed while sampling" in failing.vram_note
 
     meter = EnergyMeter("cuda", nvml=FakeNVML([800], energy_fails=True))
     with meter:
@@ -132,11 +132,11 @@ def test_without_nvml_a_cuda_job_measures_no_gpu_figure_and_a_cpu_job_asks_for_n
         pytest.skip("this machine has NVML and a GPU: the test is of one without")
     with GpuMemoryTracker("cuda") as vram, EnergyMeter("cuda") as energy:
         pass
-    assert vram.report()["peak_vram_mib"] is None and "NVML unavailable" in vram.report()["vram_note"]
+    assert vram.report().peak_vram_mib is None and "NVML unavailable" in vram.report().vram_note
     assert energy.reading.joules is None and "NVML energy counter unreadable" in energy.reading.reason
     with GpuMemoryTracker("cpu") as cpu_job:
         pass
-    assert cpu_job.report()["peak_vram_mib"] is None and cpu_job.report()["vram_note"] == "a CPU job: no GPU memory"
+    assert cpu_job.report().peak_vram_mib is None and cpu_job.report().vram_note == "a CPU job: no GPU memory"
 
 
 def test_a_gpu_row_without_vram_is_unmeasured_in_the_report_never_its_host_rss():

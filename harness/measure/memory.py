@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 import psutil
 
 from harness.measure.machine import open_nvml
+from harness.record import Memory
 
 
 class PeakRSSSampler:
@@ -147,7 +148,9 @@ class GpuMemoryTracker:
         self._thread.join()
         self._sample()
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Memory:
+        """The window's VRAM figures, as the record's memory section holds them (its RSS ones unset)."""
+
         def mib(value: Optional[int]) -> Optional[float]:
             return None if value is None else value / 2**20
 
@@ -161,14 +164,14 @@ class GpuMemoryTracker:
             )
         else:
             peak, method = None, None
-        return {
-            "peak_vram_mib": mib(peak),
-            "vram_method": method,
-            "vram_note": self.unmeasured_reason
+        return Memory(
+            peak_vram_mib=mib(peak),
+            vram_method=method,
+            vram_note=self.unmeasured_reason
             if peak is None
             else (self.process_reason if method == "nvml_device_used" else None),
-            "peak_device_vram_mib": mib(self.device_peak_bytes),
-            "device_vram_before_mib": mib(self.device_before_bytes),
-            "torch_peak_allocated_mib": mib(self.torch_peaks[0]),
-            "torch_peak_reserved_mib": mib(self.torch_peaks[1]),
-        }
+            peak_device_vram_mib=mib(self.device_peak_bytes),
+            device_vram_before_mib=mib(self.device_before_bytes),
+            torch_peak_allocated_mib=mib(self.torch_peaks[0]),
+            torch_peak_reserved_mib=mib(self.torch_peaks[1]),
+        )

@@ -308,13 +308,13 @@ def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
             answers = [greedy_answer(rt, prompts[i], max_new, trie) for i in track(timed, len(timed), label, "query")]
         cpu_after = process.cpu_times()
         speed = speed_test(rt, spec.measure)
-    memory = Memory(
+    memory = replace(
+        vram.report(),
         peak_rss_mib=rss.peak_mib,
         rss_before_load_mib=rss_before_load,
         peak_rss_over_baseline_mib=rss.peak_mib - rss_before_load,
         model_mib=rt.model_mib,
         load_s=load_s,
-        **vram.report(),
     )
     eval_cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     return Served(rt, prompts, trie, batch, timed, answers, eval_cpu_s, energy.reading, speed, memory)
@@ -344,8 +344,8 @@ def accuracy_pass(spec: MeasureSpec, served: Served, rows: list[dict]) -> tuple[
     figures = vram.report()
     memory = {
         "accuracy_pass_peak_rss_mib": rss.peak_mib,
-        "accuracy_pass_peak_vram_mib": figures["peak_vram_mib"],
-        "accuracy_pass_torch_peak_allocated_mib": figures["torch_peak_allocated_mib"],
+        "accuracy_pass_peak_vram_mib": figures.peak_vram_mib,
+        "accuracy_pass_torch_peak_allocated_mib": figures.torch_peak_allocated_mib,
     }
     return texts, seconds, load, memory
 
