@@ -282,22 +282,25 @@ class ServedLoad(Section):
 
     NESTED = {"rates": ServedRate}
 
-    slots: int  # the server's parallel slots
-    server: str  # llama-server's version line and a digest of its build
+    # Every field defaults, as in every section: a file written before a field was added reads
+    # with it `absent`, never as a TypeError.
+
+    slots: Optional[int] = None  # the server's parallel slots
+    server: Optional[str] = None  # llama-server's version line and a digest of its build
     # The server process's peak RSS over the whole load: the row's memory as served.
-    server_peak_rss_mib: float
-    slo_p95_ms: float  # the objective the capacity (and the bisected rate) was measured at
+    server_peak_rss_mib: Optional[float] = None
+    slo_p95_ms: Optional[float] = None  # the objective the capacity (and the bisected rate) was measured at
     # The highest achieved Poisson rate whose p95 met the objective (None: none did), and the
     # interval it lies in: [that rate, or the lowest that failed below it; the lowest rate above it
     # that failed, or the highest reached].
-    capacity_queries_per_s: Optional[float]
-    capacity_interval_queries_per_s: list[float]
+    capacity_queries_per_s: Optional[float] = None
+    capacity_interval_queries_per_s: list[float] = field(default_factory=list)
     # The in-process static-batch capacity at the same objective, and served over it.
-    in_process_capacity_queries_per_s: Optional[float]
-    capacity_fidelity: Optional[float]
-    requests_per_rate: int  # measured requests per rate, warm-up excluded
-    warmup_requests: int
-    seed: int
+    in_process_capacity_queries_per_s: Optional[float] = None
+    capacity_fidelity: Optional[float] = None
+    requests_per_rate: Optional[int] = None  # measured requests per rate, warm-up excluded
+    warmup_requests: Optional[int] = None
+    seed: Optional[int] = None
     rates: list[ServedRate] = field(default_factory=list)  # one per pass, in the order run
 
 

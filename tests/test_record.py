@@ -66,6 +66,15 @@ def test_a_renamed_figure_is_kept_as_read():
     assert Record.from_json(data).to_json() == data
 
 
+def test_a_served_section_without_a_field_added_since_reads_with_it_absent():
+    data = json.loads((RECORDS / "served_gguf_q8_0.json").read_text())
+    del data["served"]["server_peak_rss_mib"], data["served"]["rates"][0]["goodput"]
+    record = Record.from_json(data)
+    assert record.served is not None and record.served.server_peak_rss_mib is None
+    assert "server_peak_rss_mib" in record.served.absent and "goodput" in record.served.rates[0].absent
+    assert record.to_json() == data
+
+
 def test_the_record_imports_nothing_of_the_harness():
     code = "import sys, harness.record; print(sorted(m for m in sys.modules if m.startswith('harness.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
