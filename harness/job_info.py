@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from harness.record import JobInfo
-from harness.sources import BUILT, FILE, UNBUILT_VARIANT, model_kind
+from harness.sources import BUILT, FILE, source_of
 
 
 def job_info(resolved: dict[str, Any]) -> JobInfo:
     """From a resolved job config (plain dicts), valid or not: a field it lacks is None."""
     quant = resolved.get("quant") or {}
     model = resolved.get("model") or {}
-    kind = model_kind(model.get("source")) or BUILT
+    source = source_of(model.get("source"))  # None: a config that names no known source
+    kind = source.KIND if source else BUILT
     built = kind == BUILT
     return JobInfo(
         # a model file is named for the file, so a sweep over files tells them apart
         model=Path(model["path"]).stem if kind == FILE and model.get("path") else model.get("name"),
-        quant=quant.get("name") if built else UNBUILT_VARIANT[kind],
+        quant=quant.get("name") if built or source is None else source.VARIANT,
         format=quant.get("format") if built else None,
         bits=quant.get("bits") if built else None,
         gguf_type=quant.get("gguf_type") if built else None,

@@ -501,6 +501,7 @@ class Record:
 
     @classmethod
     def read(cls, path: Path) -> Record:
+        # json.load, not harness.store.read_json: the schema imports nothing of the harness
         with open(path) as f:
             return cls.from_json(json.load(f))
 
@@ -538,6 +539,8 @@ _RECORD_SECTIONS: dict[str, type[Section]] = {
 
 
 def unfinished_record(status: str, job: JobInfo, resolved: dict[str, Any], exc: BaseException) -> Record:
+    """A failed or skipped job's record. `job` comes from the caller (`harness.job_info`):
+    naming a job needs its model's kind, which the schema does not import."""
     return Record(
         status=status,
         error_type=type(exc).__name__,

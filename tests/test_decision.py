@@ -162,7 +162,12 @@ def test_the_gate_has_three_outcomes_and_a_resolvable_margin_worked_by_hand():
         "gate_failing_languages": "de es",
         "relative_accuracy_ci95_low": 0.993,
     }
-    assert decision.gate_cells(kept) == ["not passed", "from 0.993", "not passed: de es", ""]
+    assert decision.gate_cells(decision.Decision.from_json(kept)) == [
+        "not passed",
+        "from 0.993",
+        "not passed: de es",
+        "",
+    ]
 
 
 def test_a_variant_that_passes_overall_fails_where_one_language_is_shown_worse():

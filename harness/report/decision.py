@@ -176,7 +176,7 @@ def decisions(records: list[Record], compared: list[Point], cfg: ReportConfig) -
                     "hurt_most": c.hurt_most or "",
                 }
             )
-        price = machine_price(record)
+        price = row["usd_per_hour"]  # as serving_figures priced it
         for name, per_query in hosted:
             if price and name != p.variant:
                 row[f"{BREAK_EVEN}{name}"] = break_even_queries_per_month(price, per_query)
@@ -291,12 +291,8 @@ def _two_outcome(d: Decision) -> bool:
     return bool(d.gate) and "gate_worse_languages" in d.absent
 
 
-def gate_cells(row: Row) -> list[str]:
+def gate_cells(d: Decision) -> list[str]:
     """The gate, the relative interval, the languages not passing, the resolvable margin."""
-    return _gate_cells(Decision.from_json(row))
-
-
-def _gate_cells(d: Decision) -> list[str]:
     if _two_outcome(d):
         languages = _fmt(d.gate_failing_languages, NOT_PASSED + ": {}")
         gate = NOT_PASSED if d.gate == FAIL else d.gate or ""
@@ -336,7 +332,7 @@ def cells(row: Row) -> list[str]:
         _fmt(d.mcnemar_p, "{:.3f}") if compared else "",
         diff,
         d.verdict or "unmeasured",
-        *_gate_cells(d),
+        *gate_cells(d),
         _fmt(d.hurt_most, "{}"),
         _capacity_cell(d),
         _fmt(d.usd_per_million_queries, "{:.2f}", "unmeasured"),

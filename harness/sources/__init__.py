@@ -168,8 +168,6 @@ class EndpointSource(Source):
         return EndpointTarget(job)
 
 
-# What a record calls the variant of a model no quant built, by kind.
-UNBUILT_VARIANT = {FILE: FileSource.VARIANT, ENDPOINT: EndpointSource.VARIANT}
 _REGISTRY: dict[str, type[Source]] = {}
 
 
@@ -193,9 +191,3 @@ def source_of(name: Optional[str]) -> Optional[Source]:
     """The source named `name` (None for one that is not known)."""
     cls = registry().get(name or "")
     return cls() if cls else None
-
-
-def model_kind(source: Optional[str]) -> Optional[str]:
-    """BUILT, FILE or ENDPOINT for a `model.source` (None for one that is not known)."""
-    found = source_of(source)
-    return found.KIND if found else None
