@@ -215,7 +215,7 @@ def load_curve(
     max_new_tokens: int,
     trie: Optional[AnswerTrie],
     correct: Callable[[int, str], bool],
-) -> list[dict]:
+) -> list[LoadLevel]:
     """Throughput, latency and accuracy at each concurrency level, over the batch-1 pass's
     queries (`timed`, answered as `answers`). Level 1 is that pass; a higher level answers the
     same queries that many at a time, each batch static (a query waits for its whole batch, as
@@ -223,15 +223,15 @@ def load_curve(
     cannot batch have level 1 only. `agreement`: the share of answers equal to batch 1's."""
     from harness.live import Progress
 
-    def level(concurrency: int, texts: list[str], latencies_ms: list[float], seconds: float) -> dict:
-        return {
-            "concurrency": concurrency,
-            "queries_per_s": len(texts) / seconds,
-            "latency_p50_ms": percentile(latencies_ms, 50),
-            "latency_p95_ms": percentile(latencies_ms, 95),
-            "accuracy": sum(correct(i, t) for i, t in zip(timed, texts)) / len(texts),
-            "agreement": sum(t == a.text for t, a in zip(texts, answers)) / len(texts),
-        }
+    def level(concurrency: int, texts: list[str], latencies_ms: list[float], seconds: float) -> LoadLevel:
+        return LoadLevel(
+            concurrency=concurrency,
+            queries_per_s=len(texts) / seconds,
+            latency_p50_ms=percentile(latencies_ms, 50),
+            latency_p95_ms=percentile(latencies_ms, 95),
+            accuracy=sum(correct(i, t) for i, t in zip(timed, texts)) / len(texts),
+            agreement=sum(t == a.text for t, a in zip(texts, answers)) / len(texts),
+        )
 
     curve = []
     if 1 in levels:
@@ -320,8 +320,11 @@ def serve(spec: MeasureSpec, rss_before_load: float) -> Served:
     return Served(rt, prompts, trie, batch, timed, answers, eval_cpu_s, energy.reading, speed, memory)
 
 
-def accuracy_pass(spec: MeasureSpec, served: Served, rows: list[dict]) -> tuple[list[str], float, list[dict], dict]:
-    """(every query's answer, the pass's seconds, the load curve, the pass's own memory peaks).
+def accuracy_pass(
+    spec: MeasureSpec, served: Served, rows: list[dict]
+) -> tuple[list[str], float, list[LoadLevel], Memory]:
+    """(every query's answer, the pass's seconds, the load curve, the serving window's memory
+    with the pass's own peaks beside it).
 
     It comes after the serving window, outside it (torch's peaks included: they were read as
     that window closed): its padded batches would charge a serving-at-batch-1 footprint with
@@ -331,26 +334,27 @@ def accuracy_pass(spec: MeasureSpec, served: Served, rows: list[dict]) -> tuple[
     def correct(i: int, text: str) -> bool:
         return parse_answer(text, spec.labels) == rows[i]["intent"]
 
-    def curve() -> list[dict]:
+    def curve() -> list[LoadLevel]:
         return load_curve(s.rt, s.prompts, s.timed, s.answers, spec.measure.concurrency, max_new, s.trie, correct)
 
     if s.batch == 1:
-        return [a.text for a in s.answers], sum(a.latency_s for a in s.answers), curve(), {}
+        return [a.text for a in s.answers], sum(a.latency_s for a in s.answers), curve(), s.memory
     with PeakRSSSampler() as rss, GpuMemoryTracker(spec.hardware.device) as vram:
         t0 = time.perf_counter()
         texts = batched_answers(s.rt, s.prompts, s.batch, max_new, s.trie)
         seconds = time.perf_counter() - t0
         load = curve()
     figures = vram.report()
-    memory = {
-        "accuracy_pass_peak_rss_mib": rss.peak_mib,
-        "accuracy_pass_peak_vram_mib": figures.peak_vram_mib,
-        "accuracy_pass_torch_peak_allocated_mib": figures.torch_peak_allocated_mib,
-    }
+    memory = replace(
+        s.memory,
+        accuracy_pass_peak_rss_mib=rss.peak_mib,
+        accuracy_pass_peak_vram_mib=figures.peak_vram_mib,
+        accuracy_pass_torch_peak_allocated_mib=figures.torch_peak_allocated_mib,
+    )
     return texts, seconds, load, memory
 
 
-def latency_section(s: Served, n_queries: int, accuracy_pass_s: float, curve: list[dict]) -> Latency:
+def latency_section(s: Served, n_queries: int, accuracy_pass_s: float, curve: list[LoadLevel]) -> Latency:
     latencies_ms = [a.latency_s * 1000 for a in s.answers]
     return Latency(
         latency_p50_ms=percentile(latencies_ms, 50),
@@ -361,7 +365,7 @@ def latency_section(s: Served, n_queries: int, accuracy_pass_s: float, curve: li
         latency_samples=len(s.answers),
         eval_batch_size=s.batch,
         accuracy_pass_queries_per_s=n_queries / accuracy_pass_s,
-        load_curve=[LoadLevel.from_json(level) for level in curve],
+        load_curve=curve,
         mean_prompt_tokens=sum(a.prompt_tokens for a in s.answers) / len(s.answers),
         mean_generated_tokens=sum(a.generated_tokens for a in s.answers) / len(s.answers),
     )
@@ -392,7 +396,7 @@ def measure_artifact(spec: MeasureSpec) -> dict:
     rows = test_rows(Path(spec.data_dir), spec.measure)
     assert len(rows) == len(spec.prompts), "the prompts were rendered from another test split"
     served = serve(spec, psutil.Process().memory_info().rss / 2**20)
-    texts, accuracy_pass_s, curve, batch_memory = accuracy_pass(spec, served, rows)
+    texts, accuracy_pass_s, curve, memory = accuracy_pass(spec, served, rows)
     timed, answers = served.timed, served.answers
     agreement = None if served.batch == 1 else sum(texts[i] == a.text for i, a in zip(timed, answers)) / len(answers)
     predictions = [parse_answer(text, spec.labels) for text in texts]
@@ -405,7 +409,7 @@ def measure_artifact(spec: MeasureSpec) -> dict:
         ),
         latency=latency_section(served, len(rows), accuracy_pass_s, curve),
         speed=served.speed,
-        memory=replace(served.memory, **batch_memory),
+        memory=memory,
         energy=energy_section(served, spec.hardware.cpu_watts_per_core),
     )
     rt = served.rt
