@@ -20,6 +20,7 @@ from harness.measure.load import (
     saturated,
 )
 from harness.measure.served import label_grammar, open_loop, reply_text
+from harness.record import ServedRate
 
 
 def test_poisson_arrivals_are_fixed_by_the_seed_and_scale_with_the_rate():
@@ -63,30 +64,30 @@ def test_a_rates_figures_worked_by_hand():
     gold = ["a", "b", "c", "d", "e"]
     row = rate_row(POISSON, 2.0, outcomes, 1000, lambda q, t: t == gold[q], {0: "a", 1: "other", 2: "x"})
     # answers end at 0.1, 0.7, 1.3 and 1.9 s: 4 answers over 1.9 s from the first send
-    assert row["achieved_queries_per_s"] == pytest.approx(4 / 1.9)
-    assert row["latency_p50_ms"] == pytest.approx(300)
+    assert row.achieved_queries_per_s == pytest.approx(4 / 1.9)
+    assert row.latency_p50_ms == pytest.approx(300)
     # p95 of [100, 200, 300, 400, 2000]: position 3.8, so 400 + 0.8 x 1600
-    assert row["latency_p95_ms"] == pytest.approx(1680)
-    assert row["ttft_p50_ms"] == pytest.approx(25)  # of 10, 20, 30, 40
+    assert row.latency_p95_ms == pytest.approx(1680)
+    assert row.ttft_p50_ms == pytest.approx(25)  # of 10, 20, 30, 40
     # 4 of 5 within 1000 ms; the Wilson 95% interval of 4/5 is 0.376-0.964
-    assert row["goodput"] == pytest.approx(0.8)
-    assert row["goodput_ci95"] == pytest.approx([0.3755, 0.9638], abs=1e-3)
-    assert row["goodput_queries_per_s"] == pytest.approx(4 / 1.9)
-    assert row["accuracy"] == pytest.approx(3 / 5)  # a, b, d right; x wrong; the unanswered one wrong
-    assert row["agreement"] == pytest.approx(2 / 3)  # queries 0 and 2 as in the synchronous pass, 1 not
-    assert not row["saturated"] and row["answered"] == 4 and row["requests"] == 5
+    assert row.goodput == pytest.approx(0.8)
+    assert row.goodput_ci95 == pytest.approx([0.3755, 0.9638], abs=1e-3)
+    assert row.goodput_queries_per_s == pytest.approx(4 / 1.9)
+    assert row.accuracy == pytest.approx(3 / 5)  # a, b, d right; x wrong; the unanswered one wrong
+    assert row.agreement == pytest.approx(2 / 3)  # queries 0 and 2 as in the synchronous pass, 1 not
+    assert not row.saturated and row.answered == 4 and row.requests == 5
 
 
 def _row(mode, offered, achieved, p95, saturated_=False, failed=0):
-    return {
-        "mode": mode,
-        "offered_queries_per_s": offered,
-        "achieved_queries_per_s": achieved,
-        "latency_p95_ms": p95,
-        "saturated": saturated_,
-        "requests": 60,
-        "answered": 60 - failed,
-    }
+    return ServedRate(
+        mode=mode,
+        offered_queries_per_s=offered,
+        achieved_queries_per_s=achieved,
+        latency_p95_ms=p95,
+        saturated=saturated_,
+        requests=60,
+        answered=60 - failed,
+    )
 
 
 def test_capacity_is_the_highest_rate_meeting_the_objective_with_its_interval():
@@ -156,7 +157,7 @@ def test_a_rate_the_server_never_reaches_stops_early_as_saturated():
     assert stop.saturated and stop.reason.startswith("saturated") and len(outcomes) < 10  # stopped once 5 waited
     assert all(o.text is None and o.error and o.latency_ms >= 0 for o in outcomes)
     row = rate_row(POISSON, 100.0, outcomes, 1000, lambda q, t: True, {}, stop)
-    assert row["saturated"] and row["goodput"] == 0 and row["achieved_queries_per_s"] is None
+    assert row.saturated and row.goodput == 0 and row.achieved_queries_per_s is None
 
 
 def test_the_server_reply_is_the_in_process_answer_text():

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 from harness.measure.accuracy import wilson_interval
 from harness.measure.stats import percentile
+from harness.record import ServedRate
 
 SYNCHRONOUS, THROUGHPUT, POISSON = "synchronous", "throughput", "poisson"
 # A rate is saturated once the server has answered under this share of what it was sent...
@@ -86,7 +87,7 @@ def rate_row(
     correct: Callable[[int, str], bool],
     reference: dict[int, str],
     stop: Optional[Stop] = None,
-) -> dict:
+) -> ServedRate:
     """What one rate's measured requests add up to. Achieved rate: answers over the span from
     the first send to the last answer. Goodput: the share of requests answered within the
     objective (an unfinished or failed request is not), with its Wilson interval, and good
@@ -98,45 +99,47 @@ def rate_row(
     paired = [o for o in outcomes if o.query in reference]
     latencies = [o.latency_ms for o in outcomes]
     ttfts = [o.ttft_ms for o in done if o.ttft_ms is not None]
-    row = {
-        "mode": mode,
-        "offered_queries_per_s": offered_per_s,
-        "achieved_queries_per_s": len(done) / span_s if span_s > 0 else None,
-        "requests": len(outcomes),
-        "answered": len(done),
-        "saturated": stop.saturated if stop else False,
-        "stop_reason": stop.reason if stop else None,
-        "goodput": good / len(outcomes),
-        "goodput_ci95": list(wilson_interval(good, len(outcomes))),
-        "goodput_queries_per_s": good / span_s if span_s > 0 else None,
-        "accuracy": sum(o.text is not None and correct(o.query, o.text) for o in outcomes) / len(outcomes),
-        "agreement": sum(o.text == reference[o.query] for o in paired) / len(paired) if paired else None,
-        "errors": sorted({o.error for o in outcomes if o.error})[:3],
-    }
-    for q in (50, 95, 99):
-        row[f"latency_p{q}_ms"] = percentile(latencies, q)
-        row[f"ttft_p{q}_ms"] = percentile(ttfts, q) if ttfts else None
-    return row
-
-
-def meets(row: dict, slo_ms: float) -> bool:
-    """A rate the server kept up with, answering every request (a failed request is quick, and
-    would flatter the p95), at a p95 within the objective."""
-    return (
-        not row["saturated"]
-        and row["answered"] == row["requests"]
-        and row["achieved_queries_per_s"] is not None
-        and row["latency_p95_ms"] <= slo_ms
+    return ServedRate(
+        mode=mode,
+        offered_queries_per_s=offered_per_s,
+        achieved_queries_per_s=len(done) / span_s if span_s > 0 else None,
+        requests=len(outcomes),
+        answered=len(done),
+        saturated=stop.saturated if stop else False,
+        stop_reason=stop.reason if stop else None,
+        goodput=good / len(outcomes),
+        goodput_ci95=list(wilson_interval(good, len(outcomes))),
+        goodput_queries_per_s=good / span_s if span_s > 0 else None,
+        accuracy=sum(o.text is not None and correct(o.query, o.text) for o in outcomes) / len(outcomes),
+        agreement=sum(o.text == reference[o.query] for o in paired) / len(paired) if paired else None,
+        errors=sorted({o.error for o in outcomes if o.error})[:3],
+        latency_p50_ms=percentile(latencies, 50),
+        latency_p95_ms=percentile(latencies, 95),
+        latency_p99_ms=percentile(latencies, 99),
+        ttft_p50_ms=percentile(ttfts, 50) if ttfts else None,
+        ttft_p95_ms=percentile(ttfts, 95) if ttfts else None,
+        ttft_p99_ms=percentile(ttfts, 99) if ttfts else None,
     )
 
 
-def _failed(rows: list[dict], slo_ms: float) -> list[dict]:
+def meets(row: ServedRate, slo_ms: float) -> bool:
+    """A rate the server kept up with, answering every request (a failed request is quick, and
+    would flatter the p95), at a p95 within the objective."""
+    return (
+        not row.saturated
+        and row.answered == row.requests
+        and row.achieved_queries_per_s is not None
+        and row.latency_p95_ms <= slo_ms
+    )
+
+
+def _failed(rows: list[ServedRate], slo_ms: float) -> list[ServedRate]:
     """The rows that missed the objective: Poisson rates, and the synchronous pass where even one
     request at a time missed it (no open-loop rate can do better)."""
-    return [r for r in rows if r["mode"] != THROUGHPUT and not meets(r, slo_ms)]
+    return [r for r in rows if r.mode != THROUGHPUT and not meets(r, slo_ms)]
 
 
-def capacity(rows: list[dict], slo_ms: float) -> tuple[Optional[float], list[float]]:
+def capacity(rows: list[ServedRate], slo_ms: float) -> tuple[Optional[float], list[float]]:
     """(the highest achieved Poisson rate whose p95 meets the objective, or None where none
     does; the interval it lies in: from that rate, or from the lowest rate that failed below it
     where one did (a p95 of a few dozen requests is noisy near capacity), to the lowest rate
@@ -144,23 +147,23 @@ def capacity(rows: list[dict], slo_ms: float) -> tuple[Optional[float], list[flo
     count: one request at a time meets an objective that the same rate, arriving at random,
     may not."""
     failed = _failed(rows, slo_ms)
-    reached = max((r["achieved_queries_per_s"] or 0.0 for r in rows), default=0.0)
-    passing = [r for r in rows if r["mode"] == POISSON and meets(r, slo_ms)]
-    best_row = max(passing, key=lambda r: r["achieved_queries_per_s"], default=None)
+    reached = max((r.achieved_queries_per_s or 0.0 for r in rows), default=0.0)
+    passing = [r for r in rows if r.mode == POISSON and meets(r, slo_ms)]
+    best_row = max(passing, key=lambda r: r.achieved_queries_per_s, default=None)
     if best_row is None:
         return None, [0.0, min((_tried(r) for r in failed), default=reached)]
-    best = best_row["achieved_queries_per_s"]
-    below = [r["achieved_queries_per_s"] or 0.0 for r in failed if _tried(r) <= _tried(best_row)]
+    best = best_row.achieved_queries_per_s
+    below = [r.achieved_queries_per_s or 0.0 for r in failed if _tried(r) <= _tried(best_row)]
     above = [_tried(r) for r in failed if _tried(r) > _tried(best_row)]
     return best, [min([best, *below]), max(min(above, default=reached), best)]
 
 
-def _tried(row: dict) -> float:
+def _tried(row: ServedRate) -> float:
     """The rate a row was loaded at: offered for a Poisson rate, achieved for the synchronous pass."""
-    return row["offered_queries_per_s"] or row["achieved_queries_per_s"] or 0.0
+    return row.offered_queries_per_s or row.achieved_queries_per_s or 0.0
 
 
-def bisection_rate(rows: list[dict], slo_ms: float) -> Optional[float]:
+def bisection_rate(rows: list[ServedRate], slo_ms: float) -> Optional[float]:
     """The rate halfway between the highest passing and the lowest failing rate above it, where
     both were tried (None: nothing brackets the capacity)."""
     best, (_, high) = capacity(rows, slo_ms)

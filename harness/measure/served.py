@@ -42,6 +42,7 @@ from harness.measure.load import (
 from harness.measure.run import STOP
 from harness.measure.server import ServerError
 from harness.prompt import answer, parse_answer
+from harness.record import ServedRate
 
 log = logging.getLogger(__name__)
 # (time to first token in s or None, the answer text or None, the error or None)
@@ -190,12 +191,12 @@ class Profile:
         self.queries = [i % n_queries for i in range(cfg.load_warmup_requests + cfg.load_requests_per_rate)]
         self.gold, self.labels = gold, labels
         self.reference: dict[int, str] = {}
-        self.rows: list[dict] = []
+        self.rows: list[ServedRate] = []
 
     def correct(self, query: int, text: str) -> bool:
         return parse_answer(text, self.labels) == self.gold[query]
 
-    def _add(self, mode: str, offered: Optional[float], outcomes: list[Outcome], stop: Optional[Stop]) -> dict:
+    def _add(self, mode: str, offered: Optional[float], outcomes: list[Outcome], stop: Optional[Stop]) -> ServedRate:
         measured = outcomes[self.cfg.load_warmup_requests :]
         if not measured:  # warm-up requests are never figures, however few the rest
             raise ServerError(
@@ -209,29 +210,29 @@ class Profile:
             "served load, %s%s: %s q/s achieved, p95 %.0f ms, goodput %.2f, accuracy %.3f%s",
             mode,
             f" at {offered:.2f} q/s" if offered else "",
-            f"{row['achieved_queries_per_s']:.2f}" if row["achieved_queries_per_s"] else "no",
-            row["latency_p95_ms"],
-            row["goodput"],
-            row["accuracy"],
+            f"{row.achieved_queries_per_s:.2f}" if row.achieved_queries_per_s else "no",
+            row.latency_p95_ms,
+            row.goodput,
+            row.accuracy,
             f" ({stop.reason})" if stop else "",
         )
         return row
 
-    async def run(self, between_passes: Callable[[], None]) -> list[dict]:
+    async def run(self, between_passes: Callable[[], None]) -> list[ServedRate]:
         cfg, limit = self.cfg, self.cfg.load_max_seconds_per_rate
         outcomes, stop = await closed_loop(self.queries, self.handler, limit)
         self.reference = {o.query: o.text for o in outcomes if o.text is not None}
         synchronous = self._add(SYNCHRONOUS, None, outcomes, stop)
-        if not synchronous["answered"]:  # no rate to build on: name what the server said
+        if not synchronous.answered:  # no rate to build on: name what the server said
             raise ServerError(
-                f"served load: the server answered none of {synchronous['requests']} requests sent one at a "
-                f"time: {'; '.join(synchronous['errors']) or 'no error given'}"
+                f"served load: the server answered none of {synchronous.requests} requests sent one at a "
+                f"time: {'; '.join(synchronous.errors) or 'no error given'}"
             )
-        low = synchronous["achieved_queries_per_s"] or 0.0
+        low = synchronous.achieved_queries_per_s or 0.0
         between_passes()
         burst = [0.0] * len(self.queries)
         high = self._add(THROUGHPUT, None, *await open_loop(burst, self.queries, self.handler, limit, None))
-        for rate in rates_between(low, high["achieved_queries_per_s"] or 0.0, cfg.load_rates):
+        for rate in rates_between(low, high.achieved_queries_per_s or 0.0, cfg.load_rates):
             between_passes()
             await self.poisson(rate)
         middle = bisection_rate(self.rows, cfg.slo_p95_ms)
@@ -240,7 +241,7 @@ class Profile:
             await self.poisson(middle)
         return self.rows
 
-    async def poisson(self, rate: float) -> dict:
+    async def poisson(self, rate: float) -> ServedRate:
         arrivals = poisson_arrivals(rate, len(self.queries), self.cfg.load_seed)
         # a slow rate still sends every request (its p95 rests on all of them), and the last one
         # has twice the objective to be answered: only saturation cuts such a pass short
@@ -260,14 +261,16 @@ def load_client(connections: int, timeout_s: float):
     )
 
 
-def run_profile(url: str, prompts: list[str], labels: list[str], gold: list[str], cfg: MeasureConfig, check) -> list:
+def run_profile(
+    url: str, prompts: list[str], labels: list[str], gold: list[str], cfg: MeasureConfig, check
+) -> list[ServedRate]:
     """Every pass of the profile against the server at `url`; `check()` runs between passes
     (it raises if the server died)."""
     grammar = label_grammar(answer_tokens(url, labels)) if cfg.decoding == "labels" else None
     bodies = [completion_body(p, cfg, grammar) for p in prompts]
     n = cfg.load_warmup_requests + cfg.load_requests_per_rate
 
-    async def main() -> list[dict]:
+    async def main() -> list[ServedRate]:
         async with load_client(n, cfg.load_max_seconds_per_rate + 30) as client:
             profile = Profile(lambda q: ask(client, url, bodies[q]), len(prompts), labels, gold, cfg)
             return await profile.run(check)
@@ -292,7 +295,7 @@ def measure_served(
     against it with the server's peak RSS sampled throughout, the server stopped."""
     from harness.measure.memory import PeakRSSSampler
     from harness.measure.server import LlamaServer, server_binary, server_version
-    from harness.record import ServedLoad, ServedRate
+    from harness.record import ServedLoad
     from harness.runtimes.llama_cpp import N_CTX
 
     binary = server_binary(llama_cpp_bin)
@@ -316,5 +319,5 @@ def measure_served(
         requests_per_rate=cfg.load_requests_per_rate,
         warmup_requests=cfg.load_warmup_requests,
         seed=cfg.load_seed,
-        rates=[ServedRate.from_json(row) for row in rows],
+        rates=rows,
     ).to_json()
