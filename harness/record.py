@@ -239,7 +239,8 @@ class Metrics:
     @classmethod
     def from_flat(cls, data: Mapping[str, Any]) -> Metrics:
         def part(section: type[S]) -> S:
-            return section.from_json({k: v for k, v in data.items() if k in section.names()})
+            names = set(section.names())
+            return section.from_json({k: v for k, v in data.items() if k in names})
 
         named = {n for s in SECTIONS.values() for n in s.names()}
         other = {k: v for k, v in data.items() if k not in named}
